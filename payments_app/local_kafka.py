@@ -1,0 +1,259 @@
+"""The project's own single-node Apache Kafka (KRaft) for development, tests and the benchmark.
+
+There is no Kafka package or Docker on our machines, but Java and Maven are: the broker's jars come from
+Maven Central once (a tiny pom beside this module), then the broker runs as a plain `java` process that
+this module starts, waits for, and stops by its own pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+POM_PATH = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+DEFAULT_JARS_DIR = PROJECT_ROOT / ".kafka" / "jars"
+JARS_MARKER = ".complete"
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+
+LOG4J2_PROPERTIES = """\
+rootLogger.level=INFO
+rootLogger.appenderRef.stdout.ref=STDOUT
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka
+logger.kafka.level=WARN
+logger.apache.name=org.apache.kafka
+logger.apache.level=WARN
+logger.started.name=kafka.server.KafkaRaftServer
+logger.started.level=INFO
+"""
+
+
+class KafkaSetupError(RuntimeError):
+    """Raised when the local broker cannot be fetched, started or reached; the message says why."""
+
+
+def free_port() -> int:
+    """Ask the OS for a free TCP port on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_tool(name: str) -> str:
+    """Return the path of a command-line tool or explain what is missing."""
+    path = shutil.which(name)
+    if path is None:
+        raise KafkaSetupError(
+            f"`{name}` was not found on PATH: the local Kafka broker needs Java 17+ and Maven "
+            "(Debian: apt-get install openjdk-17-jre-headless maven), or set BROKER_URL=kafka://host:port "
+            "to use an existing broker."
+        )
+    return path
+
+
+def ensure_jars(jars_dir: Path = DEFAULT_JARS_DIR) -> Path:
+    """Fetch Kafka's broker jars into `jars_dir` once, with Maven; later calls return at once."""
+    if (jars_dir / JARS_MARKER).exists():
+        return jars_dir
+    require_tool("java")
+    mvn = require_tool("mvn")
+    jars_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM_PATH),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={jars_dir}",
+        "-DincludeScope=runtime",
+    ]
+    print(f"fetching Apache Kafka jars into {jars_dir} ...", flush=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise KafkaSetupError(
+            f"Maven could not fetch Kafka's jars (exit {result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    if not any(jars_dir.glob("kafka_2.13-*.jar")):
+        raise KafkaSetupError(f"Maven ran but no kafka_2.13 jar is in {jars_dir}")
+    (jars_dir / JARS_MARKER).write_text("ok\n")
+    return jars_dir
+
+
+def parse_broker_url(url: str) -> str:
+    """Turn `kafka://host:port[;host:port]` (Faust's form) into aiokafka's `host:port,...`."""
+    if not url.startswith("kafka://"):
+        raise ValueError(f"broker URL must look like kafka://host:port, got {url!r}")
+    return url.removeprefix("kafka://").replace(";", ",")
+
+
+async def _cluster_answers(bootstrap: str) -> bool:
+    """True when the broker answers a metadata request and lists itself."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return bool(cluster.get("brokers"))
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    finally:
+        await admin.close()
+
+
+def wait_until_ready(bootstrap: str, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
+    """Poll the broker with metadata requests until it answers, or raise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise KafkaSetupError("the Kafka broker process exited during start-up")
+        if asyncio.run(_cluster_answers(bootstrap)):
+            return
+        time.sleep(0.5)
+    raise KafkaSetupError(f"the Kafka broker at {bootstrap} did not answer within {timeout_s:.0f} s")
+
+
+@dataclass
+class LocalKafka:
+    """One single-node KRaft broker (broker and controller in one JVM) on 127.0.0.1."""
+
+    data_dir: Path
+    port: int = 0
+    controller_port: int = 0
+    heap: str = "512m"
+    jars_dir: Path = DEFAULT_JARS_DIR
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The broker URL in the form Faust takes."""
+        return f"kafka://{self.bootstrap}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> LocalKafka:
+        """Fetch jars if needed, write config, format storage once, start the JVM and wait for it."""
+        if self.process is not None:
+            raise KafkaSetupError("this broker is already running")
+        java = require_tool("java")
+        ensure_jars(self.jars_dir)
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        classpath = f"{self.jars_dir}/*"
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            self._format(java, classpath, config)
+        log4j = self.data_dir / "log4j2.properties"
+        log4j.write_text(LOG4J2_PROPERTIES)
+        cmd = [
+            java,
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(config),
+        ]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        try:
+            wait_until_ready(self.bootstrap, timeout_s, alive=lambda: self.process.poll() is None)
+        except KafkaSetupError as exc:
+            self.stop()
+            raise KafkaSetupError(f"{exc}\n--- broker log tail ---\n{self.log_tail()}") from exc
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; always by our own pid."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no broker log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> LocalKafka:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _write_config(self) -> Path:
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.flush.interval.messages": str(2**62),
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        return path
+
+    def _format(self, java: str, classpath: str, config: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = [java, "-cp", classpath, "kafka.tools.StorageTool", "format"]
+        cmd += ["-t", cluster_id, "-c", str(config), "--standalone"]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise KafkaSetupError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
+
+
+def configured_broker_url() -> str | None:
+    """The broker the operator configured (BROKER_URL), or None to start our own."""
+    url = os.environ.get("BROKER_URL", "").strip()
+    return url or None

@@ -1,0 +1,22 @@
+"""Pure checks of the local broker module: no broker is started here."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from payments_app.local_kafka import KafkaSetupError, parse_broker_url, require_tool
+
+
+def test_missing_java_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", os.devnull)
+    with pytest.raises(KafkaSetupError, match="`java` was not found"):
+        require_tool("java")
+
+
+def test_broker_url_parsing() -> None:
+    assert parse_broker_url("kafka://127.0.0.1:9092") == "127.0.0.1:9092"
+    assert parse_broker_url("kafka://a:1;b:2") == "a:1,b:2"
+    with pytest.raises(ValueError, match="kafka://"):
+        parse_broker_url("127.0.0.1:9092")
