@@ -1,0 +1,100 @@
+"""What flows through a partition of the transactions topic: client transactions and the relays between segments.
+
+Every command is a small frozen dataclass with a plain-dict form for the wire (the codec turns lists of these
+dicts into bytes). Relays carry a `relay` id, `(source partition, source offset, index)`, so the receiving
+partition recognises one it has already applied when the sender replays after a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+RelayId = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAccount:
+    """Create the account's segment in this partition (sent to every partition)."""
+
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    id: str
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    id: str
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    id: str
+    payer: str
+    payee: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveRequest:
+    """Ask this partition to move up to `amount` of the account's segment into partition `to`.
+
+    `round` names the requester's collection round (None for a reconciler rebalance); the answer is always
+    a MoveCredit, possibly of zero, so the requester knows when every segment has answered.
+    """
+
+    account: str
+    amount: int
+    to: int
+    round: int | None
+    relay: RelayId | None
+
+
+@dataclass(frozen=True, slots=True)
+class MoveCredit:
+    """Funds debited from the account's segment in partition `source`, credited here."""
+
+    account: str
+    amount: int
+    source: int
+    round: int | None
+    relay: RelayId | None
+
+
+ClientTransaction = Deposit | Withdrawal | Transfer
+Command = OpenAccount | Deposit | Withdrawal | Transfer | MoveRequest | MoveCredit
+
+KIND_OF: dict[type, str] = {
+    OpenAccount: "open",
+    Deposit: "deposit",
+    Withdrawal: "withdrawal",
+    Transfer: "transfer",
+    MoveRequest: "move_request",
+    MoveCredit: "move_credit",
+}
+TYPE_OF: dict[str, type] = {kind: cls for cls, kind in KIND_OF.items()}
+
+
+def to_dict(command: Command) -> dict[str, Any]:
+    """The wire form: the command's fields plus `kind`."""
+    data: dict[str, Any] = {"kind": KIND_OF[type(command)]}
+    for name in command.__slots__:  # type: ignore[union-attr]
+        data[name] = getattr(command, name)
+    return data
+
+
+def from_dict(data: dict[str, Any]) -> Command:
+    """Rebuild a command from its wire form; raises KeyError/TypeError on a malformed one."""
+    cls = TYPE_OF[data["kind"]]
+    fields = {name: data[name] for name in cls.__slots__}
+    relay = fields.get("relay")
+    if relay is not None:
+        fields["relay"] = tuple(relay)
+    return cls(**fields)

@@ -1,0 +1,90 @@
+"""The bank's invariants as checks, shared by the reconciler, the tests and the benchmark.
+
+Each partition can be audited alone: its segments must add up to what flowed through it. Across partitions,
+money in flight (moved out of one segment, not yet into another) must be non-negative, and all balances
+plus money in flight must equal deposits minus withdrawals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from payments_app.domain.ledger import PartitionMeta
+from payments_app.domain.segments import Segment
+
+
+@dataclass(slots=True)
+class AuditReport:
+    """What an audit found: the totals it computed and every problem, in words."""
+
+    balances: int = 0
+    deposits: int = 0
+    withdrawals: int = 0
+    in_flight: int = 0
+    segments: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "balances": self.balances,
+            "deposits": self.deposits,
+            "withdrawals": self.withdrawals,
+            "in_flight": self.in_flight,
+            "segments": self.segments,
+            "problems": self.problems,
+        }
+
+
+def audit_partition(partition: int, meta: PartitionMeta, segments: Iterable[tuple[str, Segment]]) -> AuditReport:
+    """Check one partition: no negative segment, and its segments equal the flows through it."""
+    report = AuditReport(deposits=meta.deposits, withdrawals=meta.withdrawals)
+    moved_in = moved_out = 0
+    for account, segment in segments:
+        report.segments += 1
+        report.balances += segment.balance
+        moved_in += segment.moved_in
+        moved_out += segment.moved_out
+        if segment.balance < 0:
+            report.problems.append(f"partition {partition}: segment of {account!r} is {segment.balance}")
+    expected = meta.deposits - meta.withdrawals + meta.moved_in - meta.moved_out
+    if report.balances != expected:
+        report.problems.append(
+            f"partition {partition}: segments hold {report.balances}, flows say {expected} "
+            f"(deposits {meta.deposits} - withdrawals {meta.withdrawals} "
+            f"+ moved in {meta.moved_in} - moved out {meta.moved_out})"
+        )
+    if (moved_in, moved_out) != (meta.moved_in, meta.moved_out):
+        report.problems.append(
+            f"partition {partition}: segment moves ({moved_in} in, {moved_out} out) disagree with totals "
+            f"({meta.moved_in} in, {meta.moved_out} out)"
+        )
+    return report
+
+
+def audit_ledger(partitions: Mapping[int, tuple[PartitionMeta, AuditReport]]) -> AuditReport:
+    """Combine per-partition audits: conservation across the whole ledger, money in flight never negative."""
+    total = AuditReport()
+    moved_in = moved_out = 0
+    for meta, report in partitions.values():
+        total.balances += report.balances
+        total.deposits += report.deposits
+        total.withdrawals += report.withdrawals
+        total.segments += report.segments
+        total.problems.extend(report.problems)
+        moved_in += meta.moved_in
+        moved_out += meta.moved_out
+    total.in_flight = moved_out - moved_in
+    if total.in_flight < 0:
+        total.problems.append(f"more money arrived in segments than left them: in flight {total.in_flight}")
+    if total.balances + total.in_flight != total.deposits - total.withdrawals:
+        total.problems.append(
+            f"money is not conserved: balances {total.balances} + in flight {total.in_flight} "
+            f"!= deposits {total.deposits} - withdrawals {total.withdrawals}"
+        )
+    return total

@@ -1,0 +1,387 @@
+"""Apply one batch of commands to one partition: apply, park or reject each, and say what to write and relay.
+
+Crash safety comes from two rules, both checked here rather than trusted to Kafka:
+
+* Every stored entry is `{"o": source offset that wrote it, "v": value, "pv": value before that offset}`.
+  When a record is replayed after a crash, entries it already wrote are read as their `pv`, so the batch is
+  recomputed from exactly the state it first saw, and gives the same decisions, writes and relays.
+* The partition's meta entry is written last in every batch and carries the batch's offset and its relays
+  (the outbox). A record at or below that offset is done; if it is the last one, its outbox is sent again.
+  Receivers drop relays they have seen (by relay id), so sending twice is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from payments_app.domain.commands import (
+    Command,
+    Deposit,
+    MoveCredit,
+    MoveRequest,
+    OpenAccount,
+    RelayId,
+    Transfer,
+    Withdrawal,
+    from_dict,
+    to_dict,
+)
+from payments_app.domain.segments import Parked, Round, Segment
+
+PENDING, APPLIED, REJECTED = "pending", "applied", "rejected"
+INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, SAME_ACCOUNT = "insufficient_funds", "unknown_account", "same_account"
+META_KEY = "m"
+
+
+def segment_key(account: str) -> str:
+    return f"s/{account}"
+
+
+def transaction_key(tx_id: str) -> str:
+    return f"t/{tx_id}"
+
+
+@dataclass(slots=True)
+class TxRecord:
+    """A client transaction's details and its status, kept in the partition that decides it."""
+
+    id: str
+    kind: str
+    status: str
+    reason: str | None
+    fields: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "status": self.status, "reason": self.reason, **self.fields}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TxRecord:
+        rest = {k: v for k, v in data.items() if k not in ("id", "kind", "status", "reason")}
+        return cls(data["id"], data["kind"], data["status"], data["reason"], rest)
+
+
+@dataclass(slots=True)
+class PartitionMeta:
+    """Per-partition totals for the audit, the replay checkpoint, and the outbox of the last batch."""
+
+    offset: int = -1
+    deposits: int = 0
+    withdrawals: int = 0
+    moved_in: int = 0
+    moved_out: int = 0
+    next_round: int = 0
+    relay_seen: dict[str, list[int]] = field(default_factory=dict)
+    outbox: list[list[Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PartitionMeta:
+        meta = cls(**data)
+        meta.relay_seen = {source: list(last) for source, last in meta.relay_seen.items()}
+        meta.outbox = [list(item) for item in meta.outbox]
+        return meta
+
+
+Loader = Callable[[str], dict[str, Any] | None]
+
+
+class BatchState:
+    """The state one batch reads and writes, staged in memory; each touched entry is written once."""
+
+    def __init__(self, load: Loader, offset: int) -> None:
+        self._load = load
+        self._offset = offset
+        self._before: dict[str, Any] = {}
+        self._objects: dict[str, Any] = {}
+        self._dirty: dict[str, None] = {}
+
+    def _read(self, key: str) -> Any:
+        if key not in self._before:
+            entry = self._load(key)
+            if entry is None:
+                value = None
+            elif entry["o"] == self._offset:
+                value = entry["pv"]  # this very record wrote it before a crash: start from what it saw
+            else:
+                assert entry["o"] < self._offset, (key, entry["o"], self._offset)
+                value = entry["v"]
+            self._before[key] = value
+        return self._before[key]
+
+    def segment(self, account: str) -> Segment | None:
+        key = segment_key(account)
+        if key not in self._objects:
+            raw = self._read(key)
+            self._objects[key] = None if raw is None else Segment.from_dict(raw)
+        return self._objects[key]
+
+    def put_segment(self, account: str, segment: Segment) -> None:
+        key = segment_key(account)
+        self._read(key)
+        self._objects[key] = segment
+        self._dirty[key] = None
+
+    def transaction(self, tx_id: str) -> TxRecord | None:
+        key = transaction_key(tx_id)
+        if key not in self._objects:
+            raw = self._read(key)
+            self._objects[key] = None if raw is None else TxRecord.from_dict(raw)
+        return self._objects[key]
+
+    def put_transaction(self, record: TxRecord) -> None:
+        key = transaction_key(record.id)
+        self._read(key)
+        self._objects[key] = record
+        self._dirty[key] = None
+
+    def meta(self) -> PartitionMeta:
+        if META_KEY not in self._objects:
+            raw = self._read(META_KEY)
+            self._objects[META_KEY] = PartitionMeta() if raw is None else PartitionMeta.from_dict(raw)
+        return self._objects[META_KEY]
+
+    def put_meta(self, meta: PartitionMeta) -> None:
+        self._read(META_KEY)
+        self._objects[META_KEY] = meta
+        self._dirty[META_KEY] = None
+
+    def writes(self) -> list[tuple[str, dict[str, Any]]]:
+        """Entries to store, meta last, each with the offset that wrote it and the value it replaced."""
+        keys = [k for k in self._dirty if k != META_KEY]
+        if META_KEY in self._dirty:
+            keys.append(META_KEY)
+        return [(key, {"o": self._offset, "v": self._objects[key].to_dict(), "pv": self._before[key]}) for key in keys]
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What the agent must do after storing the writes: send these relays; and what happened, for metrics."""
+
+    relays: list[tuple[int, Command]] = field(default_factory=list)
+    replayed: bool = False
+    applied: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    moves: int = 0
+    moved_amount: int = 0
+
+
+def process_batch(
+    state: BatchState, partition: int, partitions: int, offset: int, commands: Sequence[Command]
+) -> BatchOutcome:
+    """Apply `commands`, read from `partition` at `offset`, to the staged state."""
+    meta = state.meta()
+    if meta.offset >= offset:
+        outcome = BatchOutcome(replayed=True)
+        if meta.offset == offset:
+            outcome.relays = [(dest, from_dict(cmd)) for dest, cmd in meta.outbox]
+        return outcome
+    batch = _Batch(state, meta, partition, partitions, offset)
+    for command in commands:
+        batch.handle(command)
+    meta.offset = offset
+    meta.outbox = [[dest, to_dict(cmd)] for dest, cmd in batch.outcome.relays]
+    state.put_meta(meta)
+    return batch.outcome
+
+
+class _Batch:
+    """The decisions for one batch; short methods, one per command kind."""
+
+    def __init__(self, state: BatchState, meta: PartitionMeta, partition: int, partitions: int, offset: int) -> None:
+        self.state = state
+        self.meta = meta
+        self.partition = partition
+        self.partitions = partitions
+        self.offset = offset
+        self.outcome = BatchOutcome()
+
+    def handle(self, command: Command) -> None:
+        if isinstance(command, Transfer):
+            self.transfer(command)
+        elif isinstance(command, Deposit):
+            self.deposit(command)
+        elif isinstance(command, Withdrawal):
+            self.withdrawal(command)
+        elif isinstance(command, MoveRequest):
+            self.move_request(command)
+        elif isinstance(command, MoveCredit):
+            self.move_credit(command)
+        elif isinstance(command, OpenAccount):
+            self.open_account(command)
+        else:
+            raise TypeError(f"unknown command {command!r}")
+
+    # client transactions
+
+    def open_account(self, command: OpenAccount) -> None:
+        if self.state.segment(command.account) is None:
+            self.state.put_segment(command.account, Segment())
+
+    def deposit(self, tx: Deposit) -> None:
+        if self._is_duplicate(tx.id):
+            return
+        record = TxRecord(tx.id, "deposit", PENDING, None, {"account": tx.account, "amount": tx.amount})
+        segment = self.state.segment(tx.account)
+        if segment is None:
+            self._reject(record, UNKNOWN_ACCOUNT)
+            return
+        segment.credit(tx.amount)
+        self.meta.deposits += tx.amount
+        self._apply(record)
+        self.state.put_segment(tx.account, segment)
+        self._drain(tx.account, segment)
+
+    def withdrawal(self, tx: Withdrawal) -> None:
+        if self._is_duplicate(tx.id):
+            return
+        record = TxRecord(tx.id, "withdrawal", PENDING, None, {"account": tx.account, "amount": tx.amount})
+        segment = self.state.segment(tx.account)
+        if segment is None:
+            self._reject(record, UNKNOWN_ACCOUNT)
+            return
+        self._debit_or_park(tx.account, segment, record, Parked(tx.id, tx.amount, None, None))
+
+    def transfer(self, tx: Transfer) -> None:
+        if self._is_duplicate(tx.id):
+            return
+        fields = {"payer": tx.payer, "payee": tx.payee, "amount": tx.amount}
+        record = TxRecord(tx.id, "transfer", PENDING, None, fields)
+        if tx.payer == tx.payee:
+            self._reject(record, SAME_ACCOUNT)
+            return
+        segment = self.state.segment(tx.payer)
+        if segment is None or self.state.segment(tx.payee) is None:
+            self._reject(record, UNKNOWN_ACCOUNT)
+            return
+        self._debit_or_park(tx.payer, segment, record, Parked(tx.id, tx.amount, tx.payee, None))
+
+    # relays between segments
+
+    def move_request(self, request: MoveRequest) -> None:
+        if self._seen_relay(request.relay):
+            return
+        segment = self.state.segment(request.account)
+        give = segment.amount_to_give(request.amount) if segment is not None else 0
+        if segment is not None and give > 0:
+            segment.debit(give)
+            segment.moved_out += give
+            self.meta.moved_out += give
+            self.state.put_segment(request.account, segment)
+        if give > 0 or request.round is not None:
+            credit = MoveCredit(request.account, give, self.partition, request.round, self._next_relay_id())
+            self.outcome.relays.append((request.to, credit))
+
+    def move_credit(self, credit: MoveCredit) -> None:
+        if self._seen_relay(credit.relay):
+            return
+        segment = self.state.segment(credit.account)
+        assert segment is not None, f"credit for {credit.account!r}, which has no segment here"
+        segment.credit(credit.amount)
+        segment.moved_in += credit.amount
+        self.meta.moved_in += credit.amount
+        if credit.amount:
+            self.outcome.moves += 1
+            self.outcome.moved_amount += credit.amount
+        if segment.round is not None and segment.round.id == credit.round:
+            segment.round.awaiting -= 1
+        self.state.put_segment(credit.account, segment)
+        self._drain(credit.account, segment)
+
+    # the money moves
+
+    def _debit_or_park(self, account: str, segment: Segment, record: TxRecord, debit: Parked) -> None:
+        self.state.put_transaction(record)
+        self.state.put_segment(account, segment)
+        if segment.can_pay_now(debit.amount):
+            self._settle(segment, debit)
+            return
+        segment.parked.append(debit)
+        self._drain(account, segment)
+
+    def _settle(self, segment: Segment, debit: Parked) -> None:
+        segment.debit(debit.amount)
+        if debit.payee is None:
+            self.meta.withdrawals += debit.amount
+        else:
+            payee = self.state.segment(debit.payee)
+            assert payee is not None, debit
+            payee.credit(debit.amount)
+            self.state.put_segment(debit.payee, payee)
+        record = self.state.transaction(debit.tx_id)
+        assert record is not None and record.status == PENDING, (debit, record)
+        self._apply(record)
+
+    def _drain(self, account: str, segment: Segment) -> None:
+        """Apply parked debits in order while they fit; reject those whose round closed short."""
+        while True:
+            if segment.round is not None and segment.round.awaiting == 0:
+                segment.round = None
+            if not segment.parked:
+                return
+            head = segment.parked[0]
+            if head.amount <= segment.balance:
+                segment.parked.pop(0)
+                self._settle(segment, head)
+            elif segment.round is not None:
+                return
+            elif head.round is not None:
+                segment.parked.pop(0)
+                record = self.state.transaction(head.tx_id)
+                assert record is not None, head
+                self._reject(record, INSUFFICIENT_FUNDS)
+            elif self._start_round(account, segment):
+                return
+
+    def _start_round(self, account: str, segment: Segment) -> bool:
+        """Ask every other segment for the shortfall. False when there is no other segment to ask."""
+        round_id = self.meta.next_round
+        self.meta.next_round += 1
+        for debit in segment.parked:
+            if debit.round is None:
+                debit.round = round_id
+        others = [p for p in range(self.partitions) if p != self.partition]
+        if not others:
+            return False
+        shortfall = segment.shortfall()
+        segment.round = Round(round_id, len(others))
+        for other in others:
+            request = MoveRequest(account, shortfall, self.partition, round_id, self._next_relay_id())
+            self.outcome.relays.append((other, request))
+        return True
+
+    # bookkeeping
+
+    def _is_duplicate(self, tx_id: str) -> bool:
+        if self.state.transaction(tx_id) is not None:
+            self.outcome.duplicates += 1
+            return True
+        return False
+
+    def _apply(self, record: TxRecord) -> None:
+        record.status = APPLIED
+        self.state.put_transaction(record)
+        self.outcome.applied += 1
+
+    def _reject(self, record: TxRecord, reason: str) -> None:
+        record.status, record.reason = REJECTED, reason
+        self.state.put_transaction(record)
+        self.outcome.rejected += 1
+
+    def _seen_relay(self, relay: RelayId | None) -> bool:
+        """Drop a relay already applied; relays from one source arrive in the order they were made."""
+        if relay is None:
+            return False
+        source, offset, index = relay
+        last = self.meta.relay_seen.get(str(source))
+        if last is not None and (offset, index) <= (last[0], last[1]):
+            return True
+        self.meta.relay_seen[str(source)] = [offset, index]
+        return False
+
+    def _next_relay_id(self) -> RelayId:
+        return (self.partition, self.offset, len(self.outcome.relays))

@@ -1,0 +1,42 @@
+"""Amount and id rules: integers in minor units, bounded; ids from a small safe alphabet."""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+MAX_AMOUNT_MINOR = 2**53 - 1  # the largest integer every JSON client represents exactly
+ID_MAX_LENGTH = 64
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+class InvalidInput(ValueError):
+    """Input the system refuses. `malformed` is a shape error (HTTP 400), otherwise a semantic one (422)."""
+
+    def __init__(self, detail: str, *, malformed: bool) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.malformed = malformed
+
+
+def require_id(value: object, field: str) -> str:
+    """An account or transaction id: a string of 1-64 characters of `A-Z a-z 0-9 _ . : -`."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"`{field}` must be a string", malformed=True)
+    if not _ID_PATTERN.fullmatch(value):
+        raise InvalidInput(f"`{field}` must be 1-{ID_MAX_LENGTH} characters of A-Z a-z 0-9 _ . : -", malformed=False)
+    return value
+
+
+def require_amount(value: object, field: str = "amount") -> int:
+    """An amount in minor units: a JSON integer (never a float, string or boolean) in 1..2**53-1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"`{field}` must be an integer number of minor units", malformed=True)
+    if not 1 <= value <= MAX_AMOUNT_MINOR:
+        raise InvalidInput(f"`{field}` must be between 1 and {MAX_AMOUNT_MINOR}", malformed=False)
+    return value
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition that owns a transaction id (or an account's home record): stable across processes."""
+    return zlib.crc32(key.encode()) % partitions

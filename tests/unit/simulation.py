@@ -1,0 +1,108 @@
+"""An in-memory cluster for the pure ledger: partitions as lists of records, stores as dicts.
+
+It lets a test choose the order in which partitions make progress and where a worker crashes (after some of a
+batch's writes reached the store, before its relays were sent), which a real broker cannot do on demand.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from payments_app.codec import decode_entry, encode_entry
+from payments_app.domain.commands import Command, OpenAccount
+from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
+from payments_app.domain.ledger import (
+    META_KEY,
+    BatchState,
+    PartitionMeta,
+    TxRecord,
+    process_batch,
+    segment_key,
+    transaction_key,
+)
+from payments_app.domain.money import partition_of
+from payments_app.domain.segments import Segment
+
+
+@dataclass
+class SimPartition:
+    log: list[list[Command]] = field(default_factory=list)
+    store: dict[str, bytes] = field(default_factory=dict)
+    committed: int = 0  # the next offset to process
+
+
+class SimCluster:
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.parts = [SimPartition() for _ in range(partitions)]
+
+    def open(self, account: str) -> None:
+        for part in self.parts:
+            part.log.append([OpenAccount(account)])
+
+    def submit(self, tx_id: str, command: Command, partition: int | None = None) -> None:
+        p = partition_of(tx_id, self.partitions) if partition is None else partition
+        self.parts[p].log.append([command])
+
+    def pending(self) -> list[int]:
+        return [p for p, part in enumerate(self.parts) if part.committed < len(part.log)]
+
+    def step(self, p: int, crash_after_writes: int | None = None) -> None:
+        """Process the next record of partition p; optionally crash after some of its writes."""
+        part = self.parts[p]
+        offset = part.committed
+        state = BatchState(lambda key: decode_entry(part.store.get(key)), offset)
+        outcome = process_batch(state, p, self.partitions, offset, part.log[offset])
+        writes = state.writes()
+        if crash_after_writes is not None:
+            for key, entry in writes[:crash_after_writes]:
+                part.store[key] = encode_entry(entry)
+            return
+        for key, entry in writes:
+            part.store[key] = encode_entry(entry)
+        grouped: dict[int, list[Command]] = defaultdict(list)
+        for dest, command in outcome.relays:
+            grouped[dest].append(command)
+        for dest, commands in grouped.items():
+            self.parts[dest].log.append(commands)
+        part.committed += 1
+
+    def run(self, rng: random.Random | None = None, crash_rate: float = 0.0, max_steps: int = 100_000) -> None:
+        rng = rng or random.Random(0)
+        for _ in range(max_steps):
+            ready = self.pending()
+            if not ready:
+                return
+            p = rng.choice(ready)
+            if rng.random() < crash_rate:
+                self.step(p, crash_after_writes=rng.randint(0, 6))
+            else:
+                self.step(p)
+        raise AssertionError("the cluster did not become quiescent")
+
+    def value(self, p: int, key: str) -> dict[str, Any] | None:
+        entry = decode_entry(self.parts[p].store.get(key))
+        return None if entry is None else entry["v"]
+
+    def segments(self, account: str) -> list[Segment]:
+        return [Segment.from_dict(v) for p in range(self.partitions) if (v := self.value(p, segment_key(account)))]
+
+    def balance(self, account: str) -> int:
+        return sum(s.balance for s in self.segments(account))
+
+    def status(self, tx_id: str) -> TxRecord | None:
+        raw = self.value(partition_of(tx_id, self.partitions), transaction_key(tx_id))
+        return None if raw is None else TxRecord.from_dict(raw)
+
+    def audit(self) -> AuditReport:
+        per_partition = {}
+        for p in range(self.partitions):
+            meta = PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
+            segs = [
+                (key[2:], Segment.from_dict(self.value(p, key))) for key in self.parts[p].store if key.startswith("s/")
+            ]
+            per_partition[p] = (meta, audit_partition(p, meta, segs))
+        return audit_ledger(per_partition)

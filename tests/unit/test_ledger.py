@@ -1,0 +1,204 @@
+"""The money rules of the Concurrent model, on the in-memory cluster: examples first, then hypothesis."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from payments_app.codec import decode_entry, encode_entry
+from payments_app.domain.commands import Deposit, Transfer, Withdrawal
+from payments_app.domain.ledger import APPLIED, INSUFFICIENT_FUNDS, REJECTED, SAME_ACCOUNT, UNKNOWN_ACCOUNT
+from tests.unit.simulation import SimCluster
+
+
+def funded(partitions: int, accounts: dict[str, int], spread: bool = True) -> SimCluster:
+    """A cluster whose accounts hold the given amounts, spread over all segments (or all in segment 0)."""
+    cluster = SimCluster(partitions)
+    for account in accounts:
+        cluster.open(account)
+    for account, amount in accounts.items():
+        parts = partitions if spread else 1
+        for p in range(parts):
+            share = amount // parts + (1 if p < amount % parts else 0)
+            if share:
+                cluster.submit(f"fund-{account}-{p}", Deposit(f"fund-{account}-{p}", account, share), partition=p)
+    cluster.run()
+    return cluster
+
+
+def test_deposit_then_transfer_within_one_segment() -> None:
+    cluster = funded(1, {"alice": 100, "bob": 0})
+    cluster.submit("t1", Transfer("t1", "alice", "bob", 30))
+    cluster.run()
+    assert cluster.status("t1").status == APPLIED
+    assert (cluster.balance("alice"), cluster.balance("bob")) == (70, 30)
+    assert cluster.audit().ok
+
+
+def test_sequential_payer_spends_whole_balance_spread_over_eight_segments() -> None:
+    cluster = funded(8, {"alice": 100, "bob": 0})
+    assert all(s.balance in (12, 13) for s in cluster.segments("alice"))
+    cluster.submit("t-all", Transfer("t-all", "alice", "bob", 100))
+    cluster.run()
+    assert cluster.status("t-all").status == APPLIED
+    assert (cluster.balance("alice"), cluster.balance("bob")) == (0, 100)
+    report = cluster.audit()
+    assert report.ok, report.problems
+    assert report.in_flight == 0
+
+
+def test_overdraft_is_rejected_and_changes_nothing() -> None:
+    cluster = funded(4, {"alice": 100, "bob": 5})
+    cluster.submit("t-over", Transfer("t-over", "alice", "bob", 101))
+    cluster.run()
+    record = cluster.status("t-over")
+    assert (record.status, record.reason) == (REJECTED, INSUFFICIENT_FUNDS)
+    assert (cluster.balance("alice"), cluster.balance("bob")) == (100, 5)
+    assert cluster.audit().ok
+
+
+def test_unknown_accounts_and_self_transfer_are_rejected() -> None:
+    cluster = funded(2, {"alice": 10})
+    cluster.submit("d-x", Deposit("d-x", "nobody", 5))
+    cluster.submit("t-x", Transfer("t-x", "alice", "nobody", 5))
+    cluster.submit("t-self", Transfer("t-self", "alice", "alice", 5))
+    cluster.run()
+    assert cluster.status("d-x").reason == UNKNOWN_ACCOUNT
+    assert cluster.status("t-x").reason == UNKNOWN_ACCOUNT
+    assert cluster.status("t-self").reason == SAME_ACCOUNT
+    assert cluster.balance("alice") == 10
+    assert cluster.audit().deposits == 10
+
+
+def test_duplicate_id_is_applied_once() -> None:
+    cluster = funded(4, {"alice": 100, "bob": 0})
+    for _ in range(3):
+        cluster.submit("t-dup", Transfer("t-dup", "alice", "bob", 10))
+    cluster.submit("t-dup", Transfer("t-dup", "alice", "bob", 50))
+    cluster.run()
+    assert cluster.balance("bob") == 10
+    assert cluster.audit().ok
+
+
+def test_withdrawal_collects_from_other_segments() -> None:
+    cluster = funded(3, {"alice": 90}, spread=True)
+    cluster.submit("w1", Withdrawal("w1", "alice", 80))
+    cluster.run()
+    assert cluster.status("w1").status == APPLIED
+    assert cluster.balance("alice") == 10
+    report = cluster.audit()
+    assert report.ok and report.withdrawals == 80
+
+
+def test_a_crash_after_some_writes_replays_to_the_same_result() -> None:
+    cluster = funded(4, {"alice": 100, "bob": 0})
+    cluster.submit("t1", Transfer("t1", "alice", "bob", 90))
+    p = next(iter(cluster.pending()))
+    for written in range(4):
+        cluster.step(p, crash_after_writes=written)
+    cluster.run()
+    assert cluster.status("t1").status == APPLIED
+    assert (cluster.balance("alice"), cluster.balance("bob")) == (10, 90)
+    assert cluster.audit().ok
+
+
+def test_the_audit_catches_invented_money() -> None:
+    cluster = funded(2, {"alice": 10})
+    entry = decode_entry(cluster.parts[0].store["s/alice"])
+    entry["v"]["balance"] += 1
+    cluster.parts[0].store["s/alice"] = encode_entry(entry)
+    report = cluster.audit()
+    assert not report.ok
+    assert any("not conserved" in problem for problem in report.problems)
+
+
+ACCOUNTS = ["a", "b", "c", "d"]
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("deposit"), st.sampled_from(ACCOUNTS), st.integers(1, 50)),
+        st.tuples(st.just("withdraw"), st.sampled_from(ACCOUNTS), st.integers(1, 80)),
+        st.tuples(st.just("transfer"), st.sampled_from(ACCOUNTS), st.sampled_from(ACCOUNTS), st.integers(1, 80)),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def expected_balances(cluster: SimCluster, ops: list[tuple], ids: list[str]) -> dict[str, int]:
+    balances = dict.fromkeys(ACCOUNTS, 0)
+    for op, tx_id in zip(ops, ids, strict=True):
+        record = cluster.status(tx_id)
+        assert record is not None and record.status in (APPLIED, REJECTED), (tx_id, record)
+        if record.status != APPLIED:
+            continue
+        if op[0] == "deposit":
+            balances[op[1]] += op[2]
+        elif op[0] == "withdraw":
+            balances[op[1]] -= op[2]
+        else:
+            balances[op[1]] -= op[3]
+            balances[op[2]] += op[3]
+    return balances
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=operations,
+    partitions=st.integers(1, 5),
+    seed=st.integers(0, 2**32),
+    crash_rate=st.sampled_from([0.0, 0.2]),
+)
+def test_any_interleaving_and_crashes_conserve_money_and_decide_everything(
+    ops: list[tuple], partitions: int, seed: int, crash_rate: float
+) -> None:
+    cluster = SimCluster(partitions)
+    for account in ACCOUNTS:
+        cluster.open(account)
+    cluster.run()
+    rng = random.Random(seed)
+    ids = []
+    for n, op in enumerate(ops):
+        tx_id = f"tx-{n}"
+        ids.append(tx_id)
+        if op[0] == "deposit":
+            cluster.submit(tx_id, Deposit(tx_id, op[1], op[2]))
+        elif op[0] == "withdraw":
+            cluster.submit(tx_id, Withdrawal(tx_id, op[1], op[2]))
+        else:
+            cluster.submit(tx_id, Transfer(tx_id, op[1], op[2], op[3]))
+        if rng.random() < 0.3:
+            cluster.run(rng, crash_rate)
+    cluster.run(rng, crash_rate)
+    report = cluster.audit()
+    assert report.ok, report.problems
+    assert report.in_flight == 0
+    assert all(s.balance >= 0 for a in ACCOUNTS for s in cluster.segments(a))
+    expected = expected_balances(cluster, ops, ids)
+    assert {a: cluster.balance(a) for a in ACCOUNTS} == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(amounts=st.lists(st.integers(0, 40), min_size=2, max_size=8), seed=st.integers(0, 2**32))
+def test_a_sequential_payer_is_never_wrongly_rejected(amounts: list[int], seed: int) -> None:
+    """Funds anywhere in the account cover a payment made when no other payment of the payer is pending."""
+    partitions = len(amounts)
+    cluster = SimCluster(partitions)
+    cluster.open("payer")
+    cluster.open("payee")
+    for p, amount in enumerate(amounts):
+        if amount:
+            cluster.submit(f"f{p}", Deposit(f"f{p}", "payer", amount), partition=p)
+    cluster.run()
+    total = sum(amounts)
+    rng = random.Random(seed)
+    n = 0
+    while total > 0:
+        amount = rng.randint(1, total)
+        cluster.submit(f"pay{n}", Transfer(f"pay{n}", "payer", "payee", amount))
+        cluster.run(rng)
+        assert cluster.status(f"pay{n}").status == APPLIED
+        total -= amount
+        n += 1
+    assert cluster.balance("payer") == 0 and cluster.balance("payee") == sum(amounts)
