@@ -40,6 +40,11 @@ class AuditReport:
             "problems": self.problems,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> AuditReport:
+        fields = {k: v for k, v in data.items() if k != "ok"}
+        return cls(**fields)  # type: ignore[arg-type]
+
 
 def audit_partition(partition: int, meta: PartitionMeta, segments: Iterable[tuple[str, Segment]]) -> AuditReport:
     """Check one partition: no negative segment, and its segments equal the flows through it."""

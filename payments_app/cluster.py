@@ -1,0 +1,114 @@
+"""`faust worker` processes as children: started, waited for, killed or stopped by their own pid.
+
+Used by `payments run`, the integration tests and the benchmark, so all three run the same command.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from payments_app.local_kafka import PROJECT_ROOT
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class WorkerProcess:
+    """One `faust -A payments_app.worker worker` process with its own data folder and web port."""
+
+    broker_url: str
+    data_dir: Path
+    web_port: int
+    partitions: int = 8
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "worker.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "faust", "-A", "payments_app.worker", "-L", "uvloop", "-l", "info",
+            "worker", "--web-host", "127.0.0.1", "--web-port", str(self.web_port),
+        ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            BROKER_URL=self.broker_url,
+            PAYMENTS_DATA_DIR=str(self.data_dir),
+            PAYMENTS_PARTITIONS=str(self.partitions),
+            PYTHONPATH=str(PROJECT_ROOT),
+            **self.extra_env,
+        )
+        return env
+
+    def start(self, log_to_terminal: bool = False) -> WorkerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if log_to_terminal:
+            self.process = subprocess.Popen(self.command(), env=self.environment(), cwd=PROJECT_ROOT)
+            return self
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), env=self.environment(), cwd=PROJECT_ROOT,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> WorkerProcess:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"worker on port {self.web_port} exited:\n{self.log_tail()}")
+            if self.healthy():
+                return self
+            time.sleep(0.3)
+        raise RuntimeError(f"worker on port {self.web_port} not healthy after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to flush or commit."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM for a clean shutdown, SIGKILL if it does not finish in time."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no worker log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,35 @@
+"""Settings from the environment, read once, with the defaults `make run` uses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from payments_app.local_kafka import PROJECT_ROOT
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    broker_url: str
+    partitions: int
+    replication_factor: int
+    data_dir: Path
+    web_bind: str
+    rocksdb_block_cache_bytes: int
+    rocksdb_write_buffer_bytes: int
+
+
+def load_settings() -> Settings:
+    return Settings(
+        broker_url=os.environ.get("BROKER_URL") or "kafka://127.0.0.1:19092",
+        partitions=int(os.environ.get("PAYMENTS_PARTITIONS", "8")),
+        replication_factor=int(os.environ.get("PAYMENTS_REPLICATION_FACTOR", "1")),
+        data_dir=Path(os.environ.get("PAYMENTS_DATA_DIR") or PROJECT_ROOT / ".data" / "worker"),
+        web_bind=os.environ.get("PAYMENTS_WEB_BIND", "127.0.0.1"),
+        rocksdb_block_cache_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_CACHE_BYTES", str(16 * 2**20))),
+        rocksdb_write_buffer_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_WRITE_BUFFER_BYTES", str(16 * 2**20))),
+    )
+
+
+SETTINGS = load_settings()

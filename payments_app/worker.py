@@ -1,0 +1,10 @@
+"""What `faust -A payments_app.worker worker` loads: the app with its tables, agents and views attached."""
+
+from __future__ import annotations
+
+import payments_app.agents.ledger
+import payments_app.agents.reconciler
+import web.views
+from payments_app.app import app
+
+__all__ = ["app", "payments_app", "web"]

@@ -1,0 +1,1 @@
+"""Table definitions only: names, keys, value types and RocksDB options."""

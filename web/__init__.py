@@ -1,0 +1,1 @@
+"""HTTP at the edge: parse and validate, call the domain or the topics, shape JSON."""

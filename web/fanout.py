@@ -1,0 +1,102 @@
+"""Answer a read from any worker: ask the worker that owns each partition, or read locally when it is us."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+import orjson
+
+from payments_app.app import app
+from payments_app.queries import audit_owned_partitions, read_values
+from tables.ledger import LEDGER_TABLE
+
+RETRY_FOR_S = 10.0
+RETRY_PAUSE_S = 0.2
+_session: aiohttp.ClientSession | None = None
+
+
+class Unavailable(RuntimeError):
+    """No worker answers for a partition right now (start-up or rebalance)."""
+
+
+def partition_owners() -> dict[int, str]:
+    """Which worker URL owns each partition of the ledger, per the last rebalance."""
+    owners: dict[int, str] = {}
+    for host, topics in app.router.table_metadata(LEDGER_TABLE).items():
+        for partitions in topics.values():
+            for partition in partitions:
+                owners[partition] = str(host).rstrip("/")
+    return owners
+
+
+def _http() -> aiohttp.ClientSession:
+    global _session
+    if _session is None or _session.closed:
+        _session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    return _session
+
+
+async def _post(url: str, payload: Any) -> Any:
+    async with _http().post(url, data=orjson.dumps(payload)) as response:
+        if response.status != 200:
+            raise LookupError(f"{url} answered {response.status}")
+        return orjson.loads(await response.read())
+
+
+async def read_ledger(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
+    """Values of ledger keys wherever their partitions live; retried through a rebalance."""
+    deadline = asyncio.get_running_loop().time() + RETRY_FOR_S
+    while True:
+        try:
+            return await _read_once(requests)
+        except (TimeoutError, LookupError, aiohttp.ClientError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise Unavailable(f"could not reach the owner of a partition: {exc}") from exc
+            await asyncio.sleep(RETRY_PAUSE_S)
+
+
+async def _read_once(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
+    owners = partition_owners()
+    me = str(app.conf.canonical_url).rstrip("/")
+    by_host: dict[str, list[int]] = defaultdict(list)
+    for index, (partition, _) in enumerate(requests):
+        owner = owners.get(partition)
+        if owner is None:
+            raise LookupError(f"partition {partition} has no owner yet")
+        by_host[owner].append(index)
+    results: list[dict[str, Any] | None] = [None] * len(requests)
+
+    async def fetch(host: str, indexes: list[int]) -> None:
+        subset = [requests[i] for i in indexes]
+        values = read_values(subset) if host == me else await _post(f"{host}/internal/entries", subset)
+        for i, value in zip(indexes, values, strict=True):
+            results[i] = value
+
+    await asyncio.gather(*(fetch(host, indexes) for host, indexes in by_host.items()))
+    return results
+
+
+async def audit_all() -> list[dict[str, Any]]:
+    """Every partition's audit, from whichever worker owns it: [{partition, meta, report}, ...]."""
+    me = str(app.conf.canonical_url).rstrip("/")
+    hosts = set(partition_owners().values())
+    if not hosts:
+        raise Unavailable("no worker owns any partition yet")
+
+    async def one(host: str) -> list[dict[str, Any]]:
+        if host == me:
+            return local_audit()
+        return await _post(f"{host}/internal/audit", [])
+
+    parts = await asyncio.gather(*(one(host) for host in sorted(hosts)))
+    return sorted((item for part in parts for item in part), key=lambda item: item["partition"])
+
+
+def local_audit() -> list[dict[str, Any]]:
+    return [
+        {"partition": p, "meta": meta.to_dict(), "report": report.to_dict()}
+        for p, (meta, report) in audit_owned_partitions().items()
+    ]

@@ -1,0 +1,84 @@
+"""Turn request bodies into domain commands, or say precisely what is wrong (400 shape, 422 meaning)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from payments_app.domain.commands import Deposit, Transfer, Withdrawal
+from payments_app.domain.money import InvalidInput, require_amount, require_id
+
+MAX_BODY_BYTES = 4 * 2**20
+MAX_TRANSFERS_PER_REQUEST = 10_000
+
+
+class BodyTooLarge(ValueError):
+    pass
+
+
+def parse_json(body: bytes) -> Any:
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}", malformed=True) from exc
+
+
+def _fields(data: Any, required: tuple[str, ...], where: str = "body") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{where} must be a JSON object", malformed=True)
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise InvalidInput(f"{where} is missing {', '.join(f'`{m}`' for m in missing)}", malformed=True)
+    unknown = sorted(set(data) - set(required))
+    if unknown:
+        raise InvalidInput(f"{where} has unknown field(s) {', '.join(f'`{u}`' for u in unknown)}", malformed=True)
+    return data
+
+
+def parse_new_account(data: Any) -> str:
+    return require_id(_fields(data, ("id",))["id"], "id")
+
+
+def parse_deposit(data: Any) -> Deposit:
+    fields = _fields(data, ("id", "account", "amount"))
+    return Deposit(
+        require_id(fields["id"], "id"), require_id(fields["account"], "account"), require_amount(fields["amount"])
+    )
+
+
+def parse_withdrawal(data: Any) -> Withdrawal:
+    fields = _fields(data, ("id", "account", "amount"))
+    return Withdrawal(
+        require_id(fields["id"], "id"), require_id(fields["account"], "account"), require_amount(fields["amount"])
+    )
+
+
+def parse_transfer(data: Any, where: str = "body") -> Transfer:
+    fields = _fields(data, ("id", "payer", "payee", "amount"), where)
+    transfer = Transfer(
+        require_id(fields["id"], "id"),
+        require_id(fields["payer"], "payer"),
+        require_id(fields["payee"], "payee"),
+        require_amount(fields["amount"]),
+    )
+    if transfer.payer == transfer.payee:
+        raise InvalidInput(f"{where}: `payer` and `payee` must be different accounts", malformed=False)
+    return transfer
+
+
+def parse_transfers(data: Any) -> tuple[list[Transfer], bool]:
+    """One transfer object, or an array of 1..10,000; returns the transfers and whether an array was sent."""
+    if not isinstance(data, list):
+        return [parse_transfer(data)], False
+    if not 1 <= len(data) <= MAX_TRANSFERS_PER_REQUEST:
+        raise InvalidInput(f"an array must hold 1 to {MAX_TRANSFERS_PER_REQUEST} transfers", malformed=False)
+    transfers = [parse_transfer(item, f"item {n}") for n, item in enumerate(data)]
+    seen: set[str] = set()
+    for n, transfer in enumerate(transfers):
+        if transfer.id in seen:
+            raise InvalidInput(f"item {n}: id {transfer.id!r} appears twice in this request", malformed=False)
+        seen.add(transfer.id)
+    return transfers, True

@@ -1,0 +1,206 @@
+"""The HTTP API as Faust web views. Views never write tables: they send commands to the transactions topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from payments_app.app import app
+from payments_app.codec import encode_batch
+from payments_app.domain.commands import ClientTransaction, Command, OpenAccount
+from payments_app.domain.invariants import AuditReport, audit_ledger
+from payments_app.domain.ledger import PartitionMeta, segment_key, transaction_key
+from payments_app.domain.money import InvalidInput, partition_of, require_id
+from payments_app.metrics import METRICS
+from payments_app.queries import is_ready, owned_partitions, read_values
+from payments_app.settings import SETTINGS
+from payments_app.topics import transactions_topic
+from web.fanout import Unavailable, audit_all, local_audit, read_ledger
+from web.parsing import (
+    MAX_BODY_BYTES,
+    BodyTooLarge,
+    parse_deposit,
+    parse_json,
+    parse_new_account,
+    parse_transfers,
+    parse_withdrawal,
+)
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+def error(view: View, status: int, code: str, detail: str) -> Response:
+    return view.json({"error": code, "detail": detail}, status=status)
+
+
+async def read_body(request: Request) -> Any:
+    """The parsed JSON body, refusing more than MAX_BODY_BYTES before reading it all."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    while chunk := await request.content.read(2**16):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return parse_json(b"".join(chunks))
+
+
+class ApiView(View):
+    """Turns the domain's and the edge's exceptions into JSON errors; nothing has been sent when they happen."""
+
+    async def dispatch(self, request: Any) -> Any:
+        try:
+            return await super().dispatch(request)
+        except BodyTooLarge as exc:
+            return error(self, 413, "payload_too_large", str(exc))
+        except InvalidInput as exc:
+            if exc.malformed:
+                return error(self, 400, "malformed_request", exc.detail)
+            return error(self, 422, "invalid_request", exc.detail)
+        except Unavailable as exc:
+            return error(self, 503, "unavailable", str(exc))
+
+
+async def send_commands(by_partition: dict[int, list[Command]]) -> None:
+    """Send one record per partition and return once the broker has them all (acks=all)."""
+    futures = [
+        await transactions_topic.send(value=encode_batch(commands), partition=partition)
+        for partition, commands in by_partition.items()
+    ]
+    await asyncio.gather(*futures)
+
+
+async def submit(view: View, transactions: list[ClientTransaction], as_array: bool) -> Response:
+    """Send the new ones; answer the first submission's status for ids already known."""
+    partitions = [partition_of(tx.id, SETTINGS.partitions) for tx in transactions]
+    known = await read_ledger([(p, transaction_key(tx.id)) for p, tx in zip(partitions, transactions, strict=True)])
+    new: dict[int, list[Command]] = defaultdict(list)
+    results: list[dict[str, Any]] = []
+    for tx, partition, record in zip(transactions, partitions, known, strict=True):
+        if record is None:
+            new[partition].append(tx)
+            results.append({"id": tx.id, "status": "pending"})
+        else:
+            results.append(record if not as_array else {"id": tx.id, "status": record["status"]})
+    await send_commands(new)
+    if as_array:
+        return view.json(results, status=202)
+    return view.json(results[0], status=200 if known[0] is not None else 202)
+
+
+@app.page("/accounts")
+class Accounts(ApiView):
+    async def post(self, request: Request) -> Response:
+        account = parse_new_account(await read_body(request))
+        home = partition_of(account, SETTINGS.partitions)
+        (existing,) = await read_ledger([(home, segment_key(account))])
+        if existing is not None:
+            return error(self, 409, "account_exists", f"account {account!r} already exists")
+        await send_commands({p: [OpenAccount(account)] for p in range(SETTINGS.partitions)})
+        return self.json({"id": account}, status=201)
+
+
+@app.page("/accounts/{account}")
+class Account(ApiView):
+    async def get(self, request: Request, account: str) -> Response:
+        require_id(account, "account")
+        segments = await read_ledger([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
+        if all(segment is None for segment in segments):
+            return error(self, 404, "not_found", f"no account {account!r}")
+        present = [s or {"balance": 0, "moved_in": 0, "moved_out": 0} for s in segments]
+        return self.json(
+            {
+                "id": account,
+                "balance": sum(s["balance"] for s in present),
+                "segments": {str(p): s["balance"] for p, s in enumerate(present)},
+                "in_flight": sum(s["moved_out"] for s in present) - sum(s["moved_in"] for s in present),
+            }
+        )
+
+
+@app.page("/deposits")
+class Deposits(ApiView):
+    async def post(self, request: Request) -> Response:
+        return await submit(self, [parse_deposit(await read_body(request))], as_array=False)
+
+
+@app.page("/withdrawals")
+class Withdrawals(ApiView):
+    async def post(self, request: Request) -> Response:
+        return await submit(self, [parse_withdrawal(await read_body(request))], as_array=False)
+
+
+@app.page("/transfers")
+class Transfers(ApiView):
+    async def post(self, request: Request) -> Response:
+        transfers, as_array = parse_transfers(await read_body(request))
+        return await submit(self, list(transfers), as_array)
+
+
+@app.page("/transactions/{tx_id}")
+class Transaction(ApiView):
+    async def get(self, request: Request, tx_id: str) -> Response:
+        require_id(tx_id, "id")
+        (record,) = await read_ledger([(partition_of(tx_id, SETTINGS.partitions), transaction_key(tx_id))])
+        if record is None:
+            return error(self, 404, "not_found", f"no transaction {tx_id!r}")
+        return self.json(record)
+
+
+@app.page("/audit")
+class Audit(ApiView):
+    async def get(self, request: Request) -> Response:
+        items = await audit_all()
+        per_partition = {
+            item["partition"]: (PartitionMeta.from_dict(item["meta"]), AuditReport.from_dict(item["report"]))
+            for item in items
+        }
+        total = audit_ledger(per_partition)
+        missing = sorted(set(range(SETTINGS.partitions)) - set(per_partition))
+        if missing:
+            total.problems.append(f"partitions {missing} were not audited (no owner answered)")
+        return self.json({**total.to_dict(), "partitions": items})
+
+
+@app.page("/health")
+class Health(View):
+    async def get(self, request: Request) -> Response:
+        if not is_ready():
+            return error(self, 503, "starting", "the worker is joining the group or restoring its tables")
+        return self.json({"status": "ok", "partitions": sorted(owned_partitions())})
+
+
+@app.page("/metrics")
+class Metrics(View):
+    async def get(self, request: Request) -> Response:
+        gauges = {"owned_partitions": len(owned_partitions()), "ready": int(is_ready())}
+        return self.text(METRICS.render(gauges), content_type="text/plain; version=0.0.4")
+
+
+@app.page("/openapi.json")
+class OpenApi(View):
+    async def get(self, request: Request) -> Response:
+        return self.bytes(OPENAPI_PATH.read_bytes(), content_type="application/json")
+
+
+@app.page("/internal/entries")
+class InternalEntries(View):
+    """Another worker's fan-out read of partitions this worker owns; 409 when it no longer owns one."""
+
+    async def post(self, request: Request) -> Response:
+        requests = [(int(p), str(key)) for p, key in parse_json(await request.read())]
+        try:
+            return self.json(read_values(requests))
+        except LookupError as exc:
+            return error(self, 409, "not_owner", str(exc))
+
+
+@app.page("/internal/audit")
+class InternalAudit(View):
+    async def post(self, request: Request) -> Response:
+        return self.json(local_audit())
