@@ -9,7 +9,7 @@ import faust
 from payments_app.settings import SETTINGS
 
 app = faust.App(
-    "payments",
+    SETTINGS.app_id,
     broker=SETTINGS.broker_url,
     store="rocksdb://",
     datadir=str(SETTINGS.data_dir),
@@ -21,6 +21,8 @@ app = faust.App(
     producer_acks=-1,
     producer_linger_ms=1,
     broker_commit_interval=1.0,
+    broker_session_timeout=SETTINGS.session_timeout_s,
+    broker_heartbeat_interval=min(3.0, SETTINGS.session_timeout_s / 3),
     web_bind=SETTINGS.web_bind,
     web_in_thread=False,
     consumer_auto_offset_reset="earliest",

@@ -103,9 +103,21 @@ def parse_broker_url(url: str) -> str:
     return url.removeprefix("kafka://").replace(";", ",")
 
 
+def _port_open(bootstrap: str) -> bool:
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 async def _cluster_answers(bootstrap: str) -> bool:
     """True when the broker answers a metadata request and lists itself."""
     from aiokafka.admin import AIOKafkaAdminClient
+
+    if not _port_open(bootstrap):
+        return False
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:

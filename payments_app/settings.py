@@ -11,6 +11,7 @@ from payments_app.local_kafka import PROJECT_ROOT
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    app_id: str
     broker_url: str
     partitions: int
     replication_factor: int
@@ -18,10 +19,12 @@ class Settings:
     web_bind: str
     rocksdb_block_cache_bytes: int
     rocksdb_write_buffer_bytes: int
+    session_timeout_s: float
 
 
 def load_settings() -> Settings:
     return Settings(
+        app_id=os.environ.get("PAYMENTS_APP_ID", "payments"),
         broker_url=os.environ.get("BROKER_URL") or "kafka://127.0.0.1:19092",
         partitions=int(os.environ.get("PAYMENTS_PARTITIONS", "8")),
         replication_factor=int(os.environ.get("PAYMENTS_REPLICATION_FACTOR", "1")),
@@ -29,6 +32,7 @@ def load_settings() -> Settings:
         web_bind=os.environ.get("PAYMENTS_WEB_BIND", "127.0.0.1"),
         rocksdb_block_cache_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_CACHE_BYTES", str(16 * 2**20))),
         rocksdb_write_buffer_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_WRITE_BUFFER_BYTES", str(16 * 2**20))),
+        session_timeout_s=float(os.environ.get("PAYMENTS_SESSION_TIMEOUT_S", "30")),
     )
 
 

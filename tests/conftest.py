@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from payments_app.local_kafka import LocalKafka, configured_broker_url
+from tests.integration.cluster import AppCluster
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,22 @@ def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield kafka.url
     finally:
         kafka.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """Remember each phase's report on the test item, so fixtures can print logs only when a test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def cluster(broker_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[AppCluster]:
+    """A fresh app on the shared broker; its workers are stopped after the test, their logs shown on failure."""
+    test_cluster = AppCluster(broker_url, tmp_path)
+    yield test_cluster
+    test_cluster.stop()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        print(test_cluster.logs())

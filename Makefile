@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit test-broker lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the local Kafka broker (unless BROKER_URL is set) and one worker answering on 127.0.0.1:6066
+run: $(STAMP)
+	$(BIN)/payments run
+
+## test: lint, then every test, including those against a real local broker
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "not broker"
+
+test-broker: $(STAMP)
+	$(BIN)/pytest -m broker
+
+clean:
+	rm -rf .data bench/scratch

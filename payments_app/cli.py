@@ -1,0 +1,64 @@
+"""The `payments` command: `payments run` brings up the whole system on this machine until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from payments_app.local_kafka import PROJECT_ROOT, LocalKafka, configured_broker_url
+
+RUN_BROKER_PORT = 19092
+RUN_CONTROLLER_PORT = 19093
+RUN_WEB_PORT = 6066
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (from Kubernetes or kill) stops everything the same way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the local broker (unless BROKER_URL is set), create topics, run one worker in the foreground."""
+    from payments_app.cluster import WorkerProcess
+
+    data_dir = Path(args.data_dir)
+    kafka: LocalKafka | None = None
+    broker_url = configured_broker_url()
+    if broker_url is None:
+        kafka = LocalKafka(data_dir / "kafka", port=RUN_BROKER_PORT, controller_port=RUN_CONTROLLER_PORT)
+        print(f"starting the local Kafka broker on {kafka.bootstrap} (log: {kafka.log_path}) ...", flush=True)
+        kafka.start()
+        broker_url = kafka.url
+    worker = WorkerProcess(broker_url, data_dir / f"worker-{args.web_port}", args.web_port, args.partitions)
+    try:
+        print(f"starting a worker: {worker.url} (Ctrl-C stops everything)", flush=True)
+        worker.start(log_to_terminal=True)
+        signal.signal(signal.SIGTERM, _interrupt)
+        assert worker.process is not None
+        return worker.process.wait()
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        worker.stop()
+        if kafka is not None:
+            kafka.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="payments", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run broker and one worker on this machine")
+    run_parser.add_argument("--web-port", type=int, default=RUN_WEB_PORT)
+    run_parser.add_argument("--partitions", type=int, default=int(os.environ.get("PAYMENTS_PARTITIONS", "8")))
+    run_parser.add_argument("--data-dir", default=str(PROJECT_ROOT / ".data"))
+    run_parser.set_defaults(handler=run)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Worker processes for integration tests: each test gets its own app id (topics, group, changelog)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from payments_app.cluster import WorkerProcess
+from payments_app.local_kafka import free_port
+
+PARTITIONS = 4
+
+
+class AppCluster:
+    """Workers of one app on the shared broker; stopped by pid at the end of the test, logs kept for failures."""
+
+    def __init__(self, broker_url: str, root: Path, partitions: int = PARTITIONS) -> None:
+        self.broker_url = broker_url
+        self.root = root
+        self.partitions = partitions
+        self.app_id = f"pay-{uuid.uuid4().hex[:8]}"
+        self.workers: list[WorkerProcess] = []
+
+    def add_worker(self) -> WorkerProcess:
+        n = len(self.workers)
+        worker = WorkerProcess(
+            self.broker_url, self.root / f"worker-{n}", free_port(), self.partitions,
+            extra_env={
+                "PAYMENTS_APP_ID": self.app_id,
+                "PAYMENTS_AUDIT_INTERVAL_S": "2",
+                "PAYMENTS_SESSION_TIMEOUT_S": "8",
+            },
+        )  # fmt: skip
+        self.workers.append(worker)
+        return worker.start()
+
+    def restart(self, worker: WorkerProcess) -> WorkerProcess:
+        worker.start()
+        return worker
+
+    def wait_ready(self) -> None:
+        for worker in self.workers:
+            if worker.process is not None:
+                worker.wait_ready()
+
+    def running(self) -> list[WorkerProcess]:
+        return [w for w in self.workers if w.process is not None]
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- worker {w.web_port} log tail ---\n{w.log_tail()}" for w in self.workers)
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    async with session.request(method, url, json=body) as response:
+        payload = await response.json(content_type=None)
+        return response.status, payload
+
+
+async def wait_for(predicate: Any, timeout_s: float = 60.0, pause_s: float = 0.2) -> Any:
+    """Poll an async predicate until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s (last result {result!r})")
+        await asyncio.sleep(pause_s)
