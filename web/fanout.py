@@ -58,6 +58,18 @@ async def read_ledger(requests: list[tuple[int, str]]) -> list[dict[str, Any] | 
             await asyncio.sleep(RETRY_PAUSE_S)
 
 
+async def wait_for_value(key: tuple[int, str], timeout_s: float = RETRY_FOR_S) -> dict[str, Any]:
+    """Poll one ledger key until an agent has written it (the command we sent was applied)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        (value,) = await read_ledger([key])
+        if value is not None:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise Unavailable(f"partition {key[0]} has not applied the command within {timeout_s:.0f} s")
+        await asyncio.sleep(0.01)
+
+
 async def _read_once(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
     owners = partition_owners()
     me = str(app.conf.canonical_url).rstrip("/")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
+from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
 from payments_app.app import app
@@ -19,7 +22,7 @@ from payments_app.metrics import METRICS
 from payments_app.queries import is_ready, owned_partitions, read_values
 from payments_app.settings import SETTINGS
 from payments_app.topics import transactions_topic
-from web.fanout import Unavailable, audit_all, local_audit, read_ledger
+from web.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
 from web.parsing import (
     MAX_BODY_BYTES,
     BodyTooLarge,
@@ -31,6 +34,22 @@ from web.parsing import (
 )
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+@aiohttp_web.middleware
+async def json_errors(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
+    """aiohttp's own answers (unknown path, wrong method) as JSON errors like ours."""
+    try:
+        return await handler(request)
+    except aiohttp_web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        body = orjson.dumps({"error": code, "detail": f"{request.method} {request.path}: {exc.reason}"})
+        return aiohttp_web.Response(status=exc.status, body=body, content_type="application/json")
+
+
+app.web.web_app.middlewares.append(json_errors)
 
 
 def error(view: View, status: int, code: str, detail: str) -> Response:
@@ -97,12 +116,15 @@ async def submit(view: View, transactions: list[ClientTransaction], as_array: bo
 class Accounts(ApiView):
     async def post(self, request: Request) -> Response:
         account = parse_new_account(await read_body(request))
-        home = partition_of(account, SETTINGS.partitions)
-        (existing,) = await read_ledger([(home, segment_key(account))])
-        if existing is not None:
-            return error(self, 409, "account_exists", f"account {account!r} already exists")
-        await send_commands({p: [OpenAccount(account)] for p in range(SETTINGS.partitions)})
-        return self.json({"id": account}, status=201)
+        key = (partition_of(account, SETTINGS.partitions), segment_key(account))
+        (existing,) = await read_ledger([key])
+        if existing is None:
+            token = uuid.uuid4().hex
+            await send_commands({p: [OpenAccount(account, token)] for p in range(SETTINGS.partitions)})
+            existing = await wait_for_value(key)
+            if existing.get("opened_by") == token:
+                return self.json({"id": account}, status=201)
+        return error(self, 409, "account_exists", f"account {account!r} already exists")
 
 
 @app.page("/accounts/{account}")

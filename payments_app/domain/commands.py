@@ -15,9 +15,14 @@ RelayId = tuple[int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class OpenAccount:
-    """Create the account's segment in this partition (sent to every partition)."""
+    """Create the account's segment in this partition (sent to every partition).
+
+    `request` names the HTTP request that asked; the account's home partition keeps it, so that of two
+    concurrent requests for one id exactly one learns it created the account.
+    """
 
     account: str
+    request: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from payments_app.domain.commands import (
     from_dict,
     to_dict,
 )
+from payments_app.domain.money import partition_of
 from payments_app.domain.segments import Parked, Round, Segment
 
 PENDING, APPLIED, REJECTED = "pending", "applied", "rejected"
@@ -220,7 +221,8 @@ class _Batch:
 
     def open_account(self, command: OpenAccount) -> None:
         if self.state.segment(command.account) is None:
-            self.state.put_segment(command.account, Segment())
+            home = partition_of(command.account, self.partitions) == self.partition
+            self.state.put_segment(command.account, Segment(opened_by=command.request if home else None))
 
     def deposit(self, tx: Deposit) -> None:
         if self._is_duplicate(tx.id):

@@ -45,6 +45,7 @@ class Segment:
     moved_out: int = 0
     parked: list[Parked] = field(default_factory=list)
     round: Round | None = None
+    opened_by: str | None = None  # the request that created the account (kept in its home partition only)
 
     def credit(self, amount: int) -> None:
         assert amount >= 0, amount
@@ -74,6 +75,8 @@ class Segment:
             data["parked"] = [p.to_dict() for p in self.parked]
         if self.round is not None:
             data["round"] = [self.round.id, self.round.awaiting]
+        if self.opened_by is not None:
+            data["opened_by"] = self.opened_by
         return data
 
     @classmethod
@@ -85,4 +88,5 @@ class Segment:
             moved_out=data["moved_out"],
             parked=[Parked.from_dict(p) for p in data.get("parked", ())],
             round=Round(round_[0], round_[1]) if round_ else None,
+            opened_by=data.get("opened_by"),
         )

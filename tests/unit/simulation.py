@@ -41,7 +41,7 @@ class SimCluster:
 
     def open(self, account: str) -> None:
         for part in self.parts:
-            part.log.append([OpenAccount(account)])
+            part.log.append([OpenAccount(account, "test")])
 
     def submit(self, tx_id: str, command: Command, partition: int | None = None) -> None:
         p = partition_of(tx_id, self.partitions) if partition is None else partition

@@ -1,0 +1,168 @@
+"""The HTTP API against two real workers: answers, fan-out reads from either worker, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from payments_app.domain.money import MAX_AMOUNT_MINOR
+from tests.integration.cluster import AppCluster, call, wait_for
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def api_cluster(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppCluster]:
+    cluster = AppCluster(broker_url, tmp_path_factory.mktemp("api"))
+    try:
+        cluster.add_worker()
+        cluster.add_worker()
+        cluster.wait_ready()
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+def urls(api_cluster: AppCluster) -> list[str]:
+    return [worker.url for worker in api_cluster.workers]
+
+
+async def settled(session: aiohttp.ClientSession, url: str, tx_id: str) -> dict:
+    async def decided() -> dict | None:
+        status, body = await call(session, "GET", f"{url}/transactions/{tx_id}")
+        return body if status == 200 and body["status"] != "pending" else None
+
+    return await wait_for(decided)
+
+
+async def test_accounts_are_created_once_and_readable_from_every_worker(session, urls) -> None:
+    assert await call(session, "POST", f"{urls[0]}/accounts", {"id": "api-acct"}) == (201, {"id": "api-acct"})
+    status, body = await call(session, "POST", f"{urls[1]}/accounts", {"id": "api-acct"})
+    assert status == 409 and body["error"] == "account_exists"
+    for url in urls:
+        status, body = await call(session, "GET", f"{url}/accounts/api-acct")
+        assert status == 200
+        assert body["balance"] == 0 and body["in_flight"] == 0
+        assert set(body["segments"]) == {str(p) for p in range(4)}
+
+
+async def test_deposit_transfer_and_status(session, urls) -> None:
+    for account in ("api-a", "api-b"):
+        assert (await call(session, "POST", f"{urls[0]}/accounts", {"id": account}))[0] == 201
+    assert await call(session, "POST", f"{urls[1]}/deposits", {"id": "api-d1", "account": "api-a", "amount": 500}) == (
+        202,
+        {"id": "api-d1", "status": "pending"},
+    )
+    assert (await settled(session, urls[0], "api-d1"))["status"] == "applied"
+    transfer = {"id": "api-t1", "payer": "api-a", "payee": "api-b", "amount": 200}
+    assert (await call(session, "POST", f"{urls[0]}/transfers", transfer))[0] == 202
+    record = await settled(session, urls[1], "api-t1")
+    assert record == {**transfer, "kind": "transfer", "status": "applied", "reason": None}
+    assert (await call(session, "GET", f"{urls[1]}/accounts/api-a"))[1]["balance"] == 300
+    assert (await call(session, "GET", f"{urls[0]}/accounts/api-b"))[1]["balance"] == 200
+
+    status, body = await call(session, "POST", f"{urls[1]}/transfers", transfer)
+    assert status == 200 and body["status"] == "applied"
+    withdrawal = {"id": "api-w1", "account": "api-b", "amount": 201}
+    assert (await call(session, "POST", f"{urls[0]}/withdrawals", withdrawal))[0] == 202
+    record = await settled(session, urls[0], "api-w1")
+    assert (record["status"], record["reason"]) == ("rejected", "insufficient_funds")
+    assert (await call(session, "GET", f"{urls[0]}/accounts/api-b"))[1]["balance"] == 200
+
+
+async def test_array_of_transfers_answers_each_item_in_order(session, urls) -> None:
+    for account in ("arr-a", "arr-b"):
+        await call(session, "POST", f"{urls[0]}/accounts", {"id": account})
+    await call(session, "POST", f"{urls[0]}/deposits", {"id": "arr-d", "account": "arr-a", "amount": 100})
+    await settled(session, urls[0], "arr-d")
+    items = [{"id": f"arr-{n}", "payer": "arr-a", "payee": "arr-b", "amount": 10} for n in range(12)]
+    status, body = await call(session, "POST", f"{urls[1]}/transfers", items)
+    assert status == 202
+    assert body == [{"id": item["id"], "status": "pending"} for item in items]
+    statuses = [(await settled(session, urls[0], item["id"]))["status"] for item in items]
+    assert statuses.count("applied") == 10 and statuses.count("rejected") == 2
+    assert (await call(session, "GET", f"{urls[1]}/accounts/arr-b"))[1]["balance"] == 100
+
+
+BAD_REQUESTS = [
+    ("/transfers", b"{not json", 400),
+    ("/transfers", {"id": "x1", "payer": "a", "payee": "b"}, 400),
+    ("/transfers", {"id": "x1", "payer": "a", "payee": "b", "amount": 1.5}, 400),
+    ("/transfers", {"id": "x1", "payer": "a", "payee": "b", "amount": "10"}, 400),
+    ("/transfers", {"id": "x1", "payer": "a", "payee": "b", "amount": True}, 400),
+    ("/transfers", {"id": "x1", "payer": "a", "payee": "b", "amount": 5, "memo": "hi"}, 400),
+    ("/transfers", {"id": 7, "payer": "a", "payee": "b", "amount": 5}, 400),
+    ("/transfers", {"id": "x1", "payer": "a", "payee": "b", "amount": 0}, 422),
+    ("/transfers", {"id": "x1", "payer": "a", "payee": "b", "amount": MAX_AMOUNT_MINOR + 1}, 422),
+    ("/transfers", {"id": "x 1", "payer": "a", "payee": "b", "amount": 5}, 422),
+    ("/transfers", {"id": "x" * 65, "payer": "a", "payee": "b", "amount": 5}, 422),
+    ("/transfers", {"id": "x1", "payer": "a", "payee": "a", "amount": 5}, 422),
+    ("/transfers", [], 422),
+    ("/transfers", [{"id": "x1", "payer": "a", "payee": "b", "amount": 5}] * 2, 422),
+    ("/deposits", {"id": "x1", "account": "a", "amount": -5}, 422),
+    ("/withdrawals", ["not", "an", "object"], 400),
+    ("/accounts", {"id": ""}, 422),
+    ("/accounts", {}, 400),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "expected"), BAD_REQUESTS)
+async def test_bad_input_gets_a_json_error_and_changes_nothing(session, urls, path, body, expected) -> None:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with session.post(f"{urls[0]}{path}", data=data) as response:
+        assert response.status == expected
+        payload = await response.json(content_type=None)
+    assert set(payload) == {"error", "detail"} and payload["detail"]
+    assert (await call(session, "GET", f"{urls[1]}/transactions/x1"))[0] == 404
+
+
+async def test_oversized_and_overlong_requests(session, urls) -> None:
+    items = [{"id": f"big-{n}", "payer": "a", "payee": "b", "amount": 1} for n in range(10_001)]
+    status, body = await call(session, "POST", f"{urls[0]}/transfers", items)
+    assert status == 422 and "10000" in body["detail"]
+    async with session.post(f"{urls[0]}/transfers", data=b"[" + b" " * (5 * 2**20) + b"]") as response:
+        assert response.status == 413
+        assert (await response.json(content_type=None))["error"] == "payload_too_large"
+    assert (await call(session, "GET", f"{urls[1]}/transactions/big-0"))[0] == 404
+
+
+async def test_unknown_resources_are_404(session, urls) -> None:
+    status, body = await call(session, "GET", f"{urls[0]}/accounts/nobody-here")
+    assert status == 404 and body["error"] == "not_found"
+    status, body = await call(session, "GET", f"{urls[1]}/transactions/never-sent")
+    assert status == 404 and body["error"] == "not_found"
+    status, body = await call(session, "GET", f"{urls[1]}/no/such/path")
+    assert status == 404 and body["error"] == "not_found"
+    status, body = await call(session, "DELETE", f"{urls[0]}/accounts")
+    assert status == 405 and body["error"] == "method_not_allowed"
+
+
+async def test_health_metrics_openapi_and_audit(session, urls) -> None:
+    owned = []
+    for url in urls:
+        status, body = await call(session, "GET", f"{url}/health")
+        assert status == 200
+        owned += body["partitions"]
+    assert sorted(owned) == [0, 1, 2, 3]
+    async with session.get(f"{urls[0]}/metrics") as response:
+        text = await response.text()
+    assert "payments_transactions_applied_total" in text
+    status, spec = await call(session, "GET", f"{urls[1]}/openapi.json")
+    assert status == 200 and spec == json.loads(Path("web/openapi.json").read_text())
+    status, audit = await call(session, "GET", f"{urls[0]}/audit")
+    assert status == 200 and audit["ok"], audit["problems"]
+    assert [item["partition"] for item in audit["partitions"]] == [0, 1, 2, 3]
