@@ -1,0 +1,77 @@
+"""End-of-test checks of the four invariants, over HTTP, from what the test itself submitted."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from tests.integration.cluster import call, wait_for
+
+
+async def statuses(session: aiohttp.ClientSession, url: str, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each id's record (None for an id the system never accepted), fetched 50 at a time."""
+    found: dict[str, dict[str, Any] | None] = {}
+    for start in range(0, len(ids), 50):
+        chunk = ids[start : start + 50]
+        answers = await asyncio.gather(*(call(session, "GET", f"{url}/transactions/{tx_id}") for tx_id in chunk))
+        for tx_id, (status, body) in zip(chunk, answers, strict=True):
+            assert status in (200, 404), (tx_id, status, body)
+            found[tx_id] = body if status == 200 else None
+    return found
+
+
+async def wait_all_decided(session: aiohttp.ClientSession, url: str, ids: list[str], timeout_s: float = 120) -> dict:
+    async def decided() -> dict | None:
+        records = await statuses(session, url, ids)
+        pending = [i for i, r in records.items() if r is not None and r["status"] == "pending"]
+        return None if pending else records
+
+    return await wait_for(decided, timeout_s=timeout_s, pause_s=1.0)
+
+
+async def assert_invariants(
+    session: aiohttp.ClientSession,
+    url: str,
+    submitted: dict[str, dict[str, Any]],
+    accounts: list[str],
+    accepted: set[str],
+) -> dict[str, dict[str, Any] | None]:
+    """Every accepted transaction decided; balances equal applied ones counted once; money conserved."""
+    records = await wait_all_decided(session, url, list(submitted))
+    missing = sorted(tx_id for tx_id in accepted if records[tx_id] is None)
+    assert not missing, f"accepted but unknown: {missing[:10]}"
+    expected = dict.fromkeys(accounts, 0)
+    deposits = withdrawals = 0
+    for tx_id, record in records.items():
+        if record is None or record["status"] != "applied":
+            continue
+        tx = submitted[tx_id]
+        assert record["amount"] == tx["amount"]
+        if "payer" in tx:
+            expected[tx["payer"]] -= tx["amount"]
+            expected[tx["payee"]] += tx["amount"]
+        elif tx["kind"] == "deposit":
+            expected[tx["account"]] += tx["amount"]
+            deposits += tx["amount"]
+        else:
+            expected[tx["account"]] -= tx["amount"]
+            withdrawals += tx["amount"]
+
+    async def audit_quiet() -> dict | None:
+        status, audit = await call(session, "GET", f"{url}/audit")
+        return audit if status == 200 and audit["in_flight"] == 0 else None
+
+    audit = await wait_for(audit_quiet, timeout_s=60)
+    assert audit["ok"], audit["problems"]
+    assert (audit["deposits"], audit["withdrawals"]) == (deposits, withdrawals)
+    assert audit["balances"] == deposits - withdrawals
+    actual = {}
+    for account in accounts:
+        status, body = await call(session, "GET", f"{url}/accounts/{account}")
+        assert status == 200
+        assert all(v >= 0 for v in body["segments"].values()), body
+        actual[account] = body["balance"]
+    assert actual == expected
+    return records
