@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import defaultdict
 
 import faust
@@ -16,12 +18,26 @@ from payments_app.settings import SETTINGS
 from payments_app.topics import transactions_topic
 from tables.ledger import ledger_table, storage_key
 
+log = logging.getLogger(__name__)
+
 
 @app.agent(transactions_topic, concurrency=1)
 async def apply_transactions(stream: faust.StreamT) -> None:
     """Apply every record in order; table writes are staged by the domain and written once per batch."""
     async for event in stream.events():
-        await apply_record(event)
+        try:
+            await apply_record(event)
+        except Exception:
+            # Never skip past a record we failed to apply: stop the process and let it restart from the last
+            # committed offset (Faust's supervisor would restart the agent after the record instead).
+            log.critical(
+                "could not apply %s[%d]@%d; stopping the worker",
+                event.message.topic,
+                event.message.partition,
+                event.message.offset,
+                exc_info=True,
+            )
+            os._exit(70)
 
 
 async def apply_record(event: EventT) -> None:
@@ -31,6 +47,7 @@ async def apply_record(event: EventT) -> None:
     outcome = process_batch(state, partition, SETTINGS.partitions, offset, commands)
     for key, entry in state.writes():
         ledger_table[storage_key(partition, key)] = encode_entry(entry)
+    await ledger_table.changelog_acknowledged()
     await send_relays(outcome.relays)
     count(outcome, len(commands))
 

@@ -105,9 +105,13 @@ class BatchState:
             entry = self._load(key)
             if entry is None:
                 value = None
+            elif key == META_KEY:
+                value = entry["v"]  # written last in a batch: at or past this offset, this record is done
             elif entry["o"] == self._offset:
                 value = entry["pv"]  # this very record wrote it before a crash: start from what it saw
             else:
+                # Writes reach the changelog in order and meta comes last in each batch, so while this
+                # record is not done no entry can hold a later record's write.
                 assert entry["o"] < self._offset, (key, entry["o"], self._offset)
                 value = entry["v"]
             self._before[key] = value

@@ -23,12 +23,16 @@ async def statuses(session: aiohttp.ClientSession, url: str, ids: list[str]) -> 
 
 
 async def wait_all_decided(session: aiohttp.ClientSession, url: str, ids: list[str], timeout_s: float = 120) -> dict:
-    async def decided() -> dict | None:
+    """All records, once none of them is pending; on time-out, says which are still pending."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
         records = await statuses(session, url, ids)
-        pending = [i for i, r in records.items() if r is not None and r["status"] == "pending"]
-        return None if pending else records
-
-    return await wait_for(decided, timeout_s=timeout_s, pause_s=1.0)
+        pending = [r for r in records.values() if r is not None and r["status"] == "pending"]
+        if not pending:
+            return records
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{len(pending)} transactions still pending after {timeout_s} s: {pending[:5]}")
+        await asyncio.sleep(1.0)
 
 
 async def assert_invariants(

@@ -70,6 +70,10 @@ class SimCluster:
             self.parts[dest].log.append(commands)
         part.committed += 1
 
+    def rewind(self, p: int, records: int) -> None:
+        """The committed offset lagged the changelog when the worker died: records are delivered again."""
+        self.parts[p].committed = max(0, self.parts[p].committed - records)
+
     def run(self, rng: random.Random | None = None, crash_rate: float = 0.0, max_steps: int = 100_000) -> None:
         rng = rng or random.Random(0)
         for _ in range(max_steps):
@@ -77,8 +81,13 @@ class SimCluster:
             if not ready:
                 return
             p = rng.choice(ready)
-            if rng.random() < crash_rate:
+            roll = rng.random()
+            if roll < crash_rate / 2:
                 self.step(p, crash_after_writes=rng.randint(0, 6))
+                if rng.random() < 0.5:
+                    self.rewind(p, rng.randint(1, 3))
+            elif roll < crash_rate:
+                self.rewind(p, rng.randint(1, 3))
             else:
                 self.step(p)
         raise AssertionError("the cluster did not become quiescent")

@@ -1,0 +1,111 @@
+"""SIGKILL a worker in the middle of a load: after a restart, or a takeover from the changelog alone, every
+accepted transaction is decided exactly once and money is conserved."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiohttp
+import pytest
+
+from payments_app.cluster import WorkerProcess
+from tests.integration.cluster import AppCluster, call
+from tests.integration.ledger_checks import assert_invariants, wait_all_decided
+
+pytestmark = pytest.mark.broker
+
+ACCOUNTS = [f"c-{n}" for n in range(12)]
+BATCHES = 60
+BATCH_SIZE = 50
+
+
+class Load:
+    """Arrays of transfers sent to whichever worker answers; a batch that fails is sent again (same ids)."""
+
+    def __init__(self, session: aiohttp.ClientSession, workers: list[WorkerProcess]) -> None:
+        self.session = session
+        self.workers = workers
+        self.rng = random.Random(7)
+        self.submitted: dict[str, dict] = {}
+        self.accepted: set[str] = set()
+        self.sent_batches = 0
+
+    def batch(self, b: int) -> list[dict]:
+        items = []
+        for i in range(BATCH_SIZE):
+            payer, payee = self.rng.sample(ACCOUNTS, 2)
+            items.append({"id": f"x-{b}-{i}", "payer": payer, "payee": payee, "amount": self.rng.randint(1, 300)})
+        return items
+
+    async def send(self, items: list[dict]) -> None:
+        for item in items:
+            self.submitted[item["id"]] = item
+        for _ in range(200):
+            alive = [w for w in self.workers if w.process is not None]
+            url = self.rng.choice(alive).url
+            try:
+                status, body = await call(self.session, "POST", f"{url}/transfers", items)
+            except (TimeoutError, aiohttp.ClientError):
+                await asyncio.sleep(0.2)
+                continue
+            if status == 202:
+                self.accepted.update(item["id"] for item in body)
+                self.sent_batches += 1
+                return
+            assert status == 503, body
+            await asyncio.sleep(0.2)
+        raise AssertionError("no worker accepted a batch for a long time")
+
+    async def run(self, concurrency: int = 4) -> None:
+        queue = [self.batch(b) for b in range(BATCHES)]
+
+        async def lane(lane_no: int) -> None:
+            for items in queue[lane_no::concurrency]:
+                await self.send(items)
+
+        await asyncio.gather(*(lane(n) for n in range(concurrency)))
+
+
+async def open_and_fund(session: aiohttp.ClientSession, url: str, submitted: dict[str, dict]) -> None:
+    for account in ACCOUNTS:
+        assert (await call(session, "POST", f"{url}/accounts", {"id": account}))[0] == 201
+        for n in range(4):
+            tx = {"id": f"f-{account}-{n}", "account": account, "amount": 1_000}
+            assert (await call(session, "POST", f"{url}/deposits", tx))[0] == 202
+            submitted[tx["id"]] = {**tx, "kind": "deposit"}
+    await wait_all_decided(session, url, list(submitted))
+
+
+async def kill_mid_load(cluster: AppCluster, restart: bool) -> None:
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.wait_ready()
+    survivor, victim = cluster.workers
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        load = Load(session, cluster.workers)
+        await open_and_fund(session, survivor.url, load.submitted)
+        funded = dict(load.submitted)
+        running = asyncio.create_task(load.run())
+        while load.sent_batches < BATCHES // 3:
+            await asyncio.sleep(0.05)
+        victim.kill()
+        if restart:
+            await asyncio.sleep(1.0)
+            victim.start()
+        await running
+        if restart:
+            await asyncio.to_thread(victim.wait_ready)
+        assert load.sent_batches == BATCHES
+        accepted = load.accepted | set(funded)
+        await assert_invariants(session, survivor.url, load.submitted, ACCOUNTS, accepted)
+        if restart:
+            await assert_invariants(session, victim.url, load.submitted, ACCOUNTS, accepted)
+
+
+async def test_sigkill_and_restart_mid_load(cluster: AppCluster) -> None:
+    await kill_mid_load(cluster, restart=True)
+
+
+async def test_sigkill_and_takeover_from_changelog_alone(cluster: AppCluster) -> None:
+    await kill_mid_load(cluster, restart=False)
