@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from payments_app.local_kafka import PROJECT_ROOT
+from payments_app.processes import die_with_parent
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -63,12 +64,14 @@ class WorkerProcess:
     def start(self, log_to_terminal: bool = False) -> WorkerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if log_to_terminal:
-            self.process = subprocess.Popen(self.command(), env=self.environment(), cwd=PROJECT_ROOT)
+            self.process = subprocess.Popen(
+                self.command(), env=self.environment(), cwd=PROJECT_ROOT, preexec_fn=die_with_parent
+            )
             return self
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), env=self.environment(), cwd=PROJECT_ROOT,
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
             )  # fmt: skip
         return self
 
@@ -108,7 +111,10 @@ class WorkerProcess:
             proc.kill()
             proc.wait()
 
-    def log_tail(self, lines: int = 60) -> str:
+    def log_tail(self, lines: int = 40, problems: int = 40) -> str:
+        """The worker's last warnings and errors (with tracebacks), then the last lines of its log."""
         if not self.log_path.exists():
             return "(no worker log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        text = self.log_path.read_text(errors="replace").splitlines()
+        flagged = [line for line in text if any(f"[{level}]" in line for level in ("WARNING", "ERROR", "CRITICAL"))]
+        return "\n".join(["... warnings and errors:", *flagged[-problems:], "... last lines:", *text[-lines:]])

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from payments_app.processes import die_with_parent
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POM_PATH = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 DEFAULT_JARS_DIR = PROJECT_ROOT / ".kafka" / "jars"
@@ -198,7 +200,9 @@ class LocalKafka:
             str(config),
         ]
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
+        )
         log.close()
         try:
             wait_until_ready(self.bootstrap, timeout_s, alive=lambda: self.process.poll() is None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +35,7 @@ from web.parsing import (
 )
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+log = logging.getLogger(__name__)
 
 
 @aiohttp_web.middleware
@@ -82,6 +84,7 @@ class ApiView(View):
                 return error(self, 400, "malformed_request", exc.detail)
             return error(self, 422, "invalid_request", exc.detail)
         except Unavailable as exc:
+            log.warning("503 for %s %s: %s", request.method, request.path, exc)
             return error(self, 503, "unavailable", str(exc))
 
 

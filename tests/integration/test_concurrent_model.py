@@ -25,7 +25,8 @@ async def test_concurrent_load_keeps_every_invariant(cluster: AppCluster) -> Non
     submitted: dict[str, dict] = {}
     async with aiohttp.ClientSession() as session:
         for account in accounts:
-            assert (await call(session, "POST", f"{rng.choice(urls)}/accounts", {"id": account}))[0] == 201
+            status, body = await call(session, "POST", f"{rng.choice(urls)}/accounts", {"id": account})
+            assert status == 201, body
         funding = [("payroll", 50_000)] + [(a, 1_000) for a in regular] + [("saver", 100)] * 8
         for n, (account, amount) in enumerate(funding):
             tx = {"id": f"fund-{n}", "account": account, "amount": amount}
