@@ -38,3 +38,10 @@ def restore_tables_from_changelog_only(app: faust.App, **_: object) -> None:
     partition over would not see them; restoring from the changelog keeps every worker on one history.
     """
     shutil.rmtree(app.conf.tabledir, ignore_errors=True)
+
+
+@app.task
+async def install_diagnostics() -> None:
+    from payments_app import diagnostics
+
+    diagnostics.install()

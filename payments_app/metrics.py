@@ -16,6 +16,9 @@ class Metrics:
     batch_commands_total: int = 0
     batches_replayed_total: int = 0
     relays_sent_total: int = 0
+    rebalance_moves_requested_total: int = 0
+    gap_records_recovered_total: int = 0
+    records_deferred_total: int = 0
 
     def render(self, gauges: dict[str, int]) -> str:
         lines = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections import defaultdict
@@ -11,19 +10,21 @@ from typing import Any
 
 import orjson
 from aiohttp import web as aiohttp_web
+from faust.types import TP
 from faust.web import Request, Response, View
 
+from payments_app.agents.ledger import LAST_OFFSETS
 from payments_app.app import app
-from payments_app.codec import encode_batch
 from payments_app.domain.commands import ClientTransaction, Command, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger
 from payments_app.domain.ledger import PartitionMeta, segment_key, transaction_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
+from payments_app.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
 from payments_app.metrics import METRICS
 from payments_app.queries import is_ready, owned_partitions, read_values
+from payments_app.sending import SUBMISSIONS, send_commands
 from payments_app.settings import SETTINGS
-from payments_app.topics import transactions_topic
-from web.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
+from payments_app.topics import TRANSACTIONS_TOPIC
 from web.parsing import (
     MAX_BODY_BYTES,
     BodyTooLarge,
@@ -88,15 +89,6 @@ class ApiView(View):
             return error(self, 503, "unavailable", str(exc))
 
 
-async def send_commands(by_partition: dict[int, list[Command]]) -> None:
-    """Send one record per partition and return once the broker has them all (acks=all)."""
-    futures = [
-        await transactions_topic.send(value=encode_batch(commands), partition=partition)
-        for partition, commands in by_partition.items()
-    ]
-    await asyncio.gather(*futures)
-
-
 async def submit(view: View, transactions: list[ClientTransaction], as_array: bool) -> Response:
     """Send the new ones; answer the first submission's status for ids already known."""
     partitions = [partition_of(tx.id, SETTINGS.partitions) for tx in transactions]
@@ -109,7 +101,7 @@ async def submit(view: View, transactions: list[ClientTransaction], as_array: bo
             results.append({"id": tx.id, "status": "pending"})
         else:
             results.append(record if not as_array else {"id": tx.id, "status": record["status"]})
-    await send_commands(new)
+    await SUBMISSIONS.submit(new)
     if as_array:
         return view.json(results, status=202)
     return view.json(results[0], status=200 if known[0] is not None else 202)
@@ -203,8 +195,19 @@ class Health(View):
 @app.page("/metrics")
 class Metrics(View):
     async def get(self, request: Request) -> Response:
-        gauges = {"owned_partitions": len(owned_partitions()), "ready": int(is_ready())}
+        owned = owned_partitions()
+        gauges = {"owned_partitions": len(owned), "ready": int(is_ready()), "consumer_lag_records": lag(owned)}
         return self.text(METRICS.render(gauges), content_type="text/plain; version=0.0.4")
+
+
+def lag(partitions: set[int]) -> int:
+    """Records in the owned transactions partitions not yet applied here."""
+    total = 0
+    for partition in partitions:
+        highwater = app.consumer.highwater(TP(TRANSACTIONS_TOPIC, partition))
+        if highwater is not None:
+            total += max(0, highwater - LAST_OFFSETS.get(partition, -1) - 1)
+    return total
 
 
 @app.page("/openapi.json")

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 
 import faust
 from faust.types import EventT
 
+from payments_app.agents.demand import DEMAND
+from payments_app.agents.gaps import read_range
 from payments_app.app import app
-from payments_app.codec import decode_batch, decode_entry, encode_batch, encode_entry
-from payments_app.domain.commands import Command
-from payments_app.domain.ledger import BatchOutcome, BatchState, process_batch
+from payments_app.codec import decode_batch, decode_entry, encode_entry
+from payments_app.domain.ledger import META_KEY, BatchOutcome, BatchState, process_batch
 from payments_app.metrics import METRICS
+from payments_app.queries import owned_partitions
+from payments_app.sending import group_by_partition, send_commands
 from payments_app.settings import SETTINGS
 from payments_app.topics import transactions_topic
 from tables.ledger import ledger_table, storage_key
 
 log = logging.getLogger(__name__)
+
+#: the last offset applied per transactions partition, for the lag gauge
+LAST_OFFSETS: dict[int, int] = {}
 
 
 @app.agent(transactions_topic, concurrency=1)
@@ -41,29 +46,56 @@ async def apply_transactions(stream: faust.StreamT) -> None:
 
 
 async def apply_record(event: EventT) -> None:
+    """Apply one record, after any records Faust skipped before it in the same partition."""
     partition, offset = event.message.partition, event.message.offset
-    commands = decode_batch(event.value)
+    if not may_apply(partition):
+        log.info("partition %d@%d arrived during a rebalance or restore; left for the gap check", partition, offset)
+        METRICS.records_deferred_total += 1
+        return
+    applied = last_applied_offset(partition)
+    if offset > applied + 1:
+        missing = await read_range(partition, applied + 1, offset)
+        log.warning(
+            "partition %d: offsets %d..%d were skipped by the consumer; applying %d of them now",
+            partition,
+            applied + 1,
+            offset - 1,
+            len(missing),
+        )
+        METRICS.gap_records_recovered_total += len(missing)
+        for missing_offset, value in missing:
+            await apply_batch(partition, missing_offset, value)
+    await apply_batch(partition, offset, event.value)
+
+
+def may_apply(partition: int) -> bool:
+    """Only the owner of a partition whose table is fully restored applies its records.
+
+    Faust can hand the agent a prefetched record while a rebalance is under way or while it is still restoring
+    that partition's table from the changelog. Applying it then would mix a half-restored state with new
+    writes; waiting here would hold up the very fetcher the restore needs. So the record is left alone: the
+    owner finds the gap at its next record (or the stall check nudges it) and applies it then, in order.
+    """
+    return not (app.rebalancing or app.in_recovery) and partition in owned_partitions()
+
+
+def last_applied_offset(partition: int) -> int:
+    entry = decode_entry(ledger_table.get(storage_key(partition, META_KEY)))
+    return -1 if entry is None else int(entry["v"]["offset"])
+
+
+async def apply_batch(partition: int, offset: int, value: bytes) -> None:
+    commands = decode_batch(value)
     state = BatchState(lambda key: decode_entry(ledger_table.get(storage_key(partition, key))), offset)
     outcome = process_batch(state, partition, SETTINGS.partitions, offset, commands)
     for key, entry in state.writes():
         ledger_table[storage_key(partition, key)] = encode_entry(entry)
     await ledger_table.changelog_acknowledged()
-    await send_relays(outcome.relays)
+    await send_commands(group_by_partition(outcome.relays))
+    METRICS.relays_sent_total += len(outcome.relays)
     count(outcome, len(commands))
-
-
-async def send_relays(relays: list[tuple[int, Command]]) -> None:
-    """Send one record per destination partition and wait for the broker: the next batch may rely on them."""
-    by_partition: dict[int, list[Command]] = defaultdict(list)
-    for partition, command in relays:
-        by_partition[partition].append(command)
-    pending = [
-        await transactions_topic.send(value=encode_batch(commands), partition=partition, force=True)
-        for partition, commands in by_partition.items()
-    ]
-    for future in pending:
-        await future
-    METRICS.relays_sent_total += len(relays)
+    DEMAND.note(outcome.short_accounts)
+    LAST_OFFSETS[partition] = offset
 
 
 def count(outcome: BatchOutcome, commands: int) -> None:

@@ -1,6 +1,7 @@
-"""The reconciler's audit: every few seconds each worker audits the partitions it owns and logs what it finds.
+"""The reconciler: evens out the segments of accounts that ran short, and audits every partition.
 
-Timers may read tables but not write them. GET /audit runs the same audit on demand across all workers.
+Timers may read tables but not write them: rebalancing sends move requests to the transactions topic, which
+the ledger agent applies like any relay. The audit only reads and logs; GET /audit runs it on demand.
 """
 
 from __future__ import annotations
@@ -8,11 +9,72 @@ from __future__ import annotations
 import logging
 import os
 
+from faust.types import TP
+
+from payments_app.agents.demand import DEMAND
+from payments_app.agents.ledger import last_applied_offset
 from payments_app.app import app
-from payments_app.queries import audit_owned_partitions, is_ready
+from payments_app.domain.commands import Command, MoveRequest
+from payments_app.domain.ledger import segment_key
+from payments_app.domain.segments import plan_equalization
+from payments_app.fanout import Unavailable, read_ledger
+from payments_app.metrics import METRICS
+from payments_app.queries import audit_owned_partitions, is_ready, owned_partitions
+from payments_app.sending import group_by_partition, send_commands
+from payments_app.settings import SETTINGS
+from payments_app.topics import TRANSACTIONS_TOPIC
 
 AUDIT_INTERVAL_S = float(os.environ.get("PAYMENTS_AUDIT_INTERVAL_S", "10"))
+REBALANCE_INTERVAL_S = float(os.environ.get("PAYMENTS_REBALANCE_INTERVAL_S", "1"))
+REBALANCE_ACCOUNTS_MAX = 200  # per tick: bounds the fan-out reads one tick makes
+STALL_CHECK_INTERVAL_S = float(os.environ.get("PAYMENTS_STALL_CHECK_INTERVAL_S", "3"))
+MIN_MOVE_SHARE = 20  # a move smaller than 1/20 of an equal share is not worth a relay
 log = logging.getLogger(__name__)
+_stalled: dict[int, int] = {}  # partition -> last applied offset seen behind the highwater at the last tick
+
+
+@app.timer(interval=REBALANCE_INTERVAL_S)
+async def rebalance_short_accounts() -> None:
+    accounts = DEMAND.take(REBALANCE_ACCOUNTS_MAX)
+    if not accounts or not is_ready():
+        return
+    partitions = SETTINGS.partitions
+    requests: list[tuple[int, Command]] = []
+    for account in accounts:
+        try:
+            segments = await read_ledger([(p, segment_key(account)) for p in range(partitions)])
+        except Unavailable:
+            return
+        balances = [s["balance"] if s else 0 for s in segments]
+        min_move = max(1, sum(balances) // (partitions * MIN_MOVE_SHARE))
+        for source, destination, amount in plan_equalization(balances, min_move):
+            requests.append((source, MoveRequest(account, amount, destination, None, None)))
+    await send_commands(group_by_partition(requests))
+    METRICS.rebalance_moves_requested_total += len(requests)
+
+
+@app.timer(interval=STALL_CHECK_INTERVAL_S)
+async def nudge_stalled_partitions() -> None:
+    """Send an empty record to an owned partition whose unapplied records have not moved for a whole tick.
+
+    The ledger agent fills gaps when a later record arrives; if Faust skipped the last records of a quiet
+    partition, nothing would arrive. The empty record is that later record.
+    """
+    if not is_ready():
+        _stalled.clear()
+        return
+    now_behind: dict[int, int] = {}
+    for partition in owned_partitions():
+        highwater = app.consumer.highwater(TP(TRANSACTIONS_TOPIC, partition))
+        applied = last_applied_offset(partition)
+        if highwater is not None and highwater > applied + 1:
+            now_behind[partition] = applied
+    stalled = [p for p, applied in now_behind.items() if _stalled.get(p) == applied]
+    _stalled.clear()
+    _stalled.update(now_behind)
+    if stalled:
+        log.warning("partitions %s have unapplied records and made no progress; nudging them", stalled)
+        await send_commands({partition: [] for partition in stalled}, allow_empty=True)
 
 
 @app.timer(interval=AUDIT_INTERVAL_S)
@@ -25,9 +87,5 @@ async def audit_partitions() -> None:
             log.error("audit: partition %d: %s", partition, problem)
     if reports:
         balances = sum(report.balances for _, report in reports.values())
-        log.info(
-            "audit: %d partitions, %d minor units in segments, all ok: %s",
-            len(reports),
-            balances,
-            all(r.ok for _, r in reports.values()),
-        )
+        all_ok = all(report.ok for _, report in reports.values())
+        log.info("audit: %d partitions, %d minor units in segments, all ok: %s", len(reports), balances, all_ok)

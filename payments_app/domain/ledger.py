@@ -173,6 +173,7 @@ class BatchOutcome:
     duplicates: int = 0
     moves: int = 0
     moved_amount: int = 0
+    short_accounts: list[str] = field(default_factory=list)  # started a collection round: worth rebalancing
 
 
 def process_batch(
@@ -355,6 +356,7 @@ class _Batch:
             return False
         shortfall = segment.shortfall()
         segment.round = Round(round_id, len(others))
+        self.outcome.short_accounts.append(account)
         for other in others:
             request = MoveRequest(account, shortfall, self.partition, round_id, self._next_relay_id())
             self.outcome.relays.append((other, request))

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class LedgerError(RuntimeError):
+    """A money rule would be broken: a bug, never a user error. The worker stops rather than apply it."""
+
+
 @dataclass(slots=True)
 class Parked:
     """A debit waiting for funds: a withdrawal (payee None) or a transfer, in arrival order."""
@@ -48,11 +52,14 @@ class Segment:
     opened_by: str | None = None  # the request that created the account (kept in its home partition only)
 
     def credit(self, amount: int) -> None:
-        assert amount >= 0, amount
+        if amount < 0:
+            raise LedgerError(f"credit of {amount}")
         self.balance += amount
 
     def debit(self, amount: int) -> None:
-        assert 0 <= amount <= self.balance, (amount, self.balance)
+        """The escrow rule: a segment never goes below zero, so neither does the account."""
+        if not 0 <= amount <= self.balance:
+            raise LedgerError(f"debit of {amount} from a segment holding {self.balance}")
         self.balance -= amount
 
     def can_pay_now(self, amount: int) -> bool:
@@ -90,3 +97,36 @@ class Segment:
             round=Round(round_[0], round_[1]) if round_ else None,
             opened_by=data.get("opened_by"),
         )
+
+
+def plan_equalization(balances: list[int], min_move: int = 1) -> list[tuple[int, int, int]]:
+    """The reconciler's policy: moves `(source, destination, amount)` that even out an account's segments.
+
+    Each segment's target is an equal share of the total (the remainder going to the first segments); segments
+    above target give to those below, the largest surplus to the largest deficit first. Moves smaller than
+    `min_move` are not worth a relay and are left out.
+    """
+    count = len(balances)
+    total = sum(balances)
+    targets = [total // count + (1 if i < total % count else 0) for i in range(count)]
+    surplus = sorted(
+        ((b - t, i) for i, (b, t) in enumerate(zip(balances, targets, strict=True)) if b > t), reverse=True
+    )
+    deficit = sorted(
+        ((t - b, i) for i, (b, t) in enumerate(zip(balances, targets, strict=True)) if b < t), reverse=True
+    )
+    moves: list[tuple[int, int, int]] = []
+    give = [[amount, index] for amount, index in surplus]
+    need = [[amount, index] for amount, index in deficit]
+    g = n = 0
+    while g < len(give) and n < len(need):
+        amount = min(give[g][0], need[n][0])
+        if amount >= min_move:
+            moves.append((give[g][1], need[n][1], amount))
+        give[g][0] -= amount
+        need[n][0] -= amount
+        if give[g][0] == 0:
+            g += 1
+        if need[n][0] == 0:
+            n += 1
+    return moves

@@ -22,6 +22,27 @@ async def statuses(session: aiohttp.ClientSession, url: str, ids: list[str]) -> 
     return found
 
 
+async def explain_pending(session: aiohttp.ClientSession, url: str, record: dict[str, Any]) -> str:
+    """The payer's segments (parked debits, open rounds) and every partition's meta, for the failure message."""
+    account = record.get("payer") or record.get("account")
+    status, audit = await call(session, "GET", f"{url}/audit")
+    lines = [f"audit ({status}): ok={audit.get('ok')} in_flight={audit.get('in_flight')}"]
+    for item in audit.get("partitions", []):
+        meta = item["meta"]
+        lines.append(
+            f"partition {item['partition']}: offset {meta['offset']} relay_seen {meta['relay_seen']} "
+            f"outbox {len(meta['outbox'])} next_round {meta['next_round']}"
+        )
+        try:
+            status, values = await call(
+                session, "POST", f"{url}/internal/entries", [[item["partition"], f"s/{account}"]]
+            )
+            lines.append(f"  segment of {account}: {values}")
+        except aiohttp.ClientError as exc:
+            lines.append(f"  segment of {account}: {exc}")
+    return "\n".join(lines)
+
+
 async def wait_all_decided(session: aiohttp.ClientSession, url: str, ids: list[str], timeout_s: float = 120) -> dict:
     """All records, once none of them is pending; on time-out, says which are still pending."""
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -31,7 +52,8 @@ async def wait_all_decided(session: aiohttp.ClientSession, url: str, ids: list[s
         if not pending:
             return records
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{len(pending)} transactions still pending after {timeout_s} s: {pending[:5]}")
+            detail = await explain_pending(session, url, pending[0])
+            raise AssertionError(f"{len(pending)} still pending after {timeout_s} s: {pending[:5]}\n{detail}")
         await asyncio.sleep(1.0)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from payments_app.codec import decode_entry, encode_entry
-from payments_app.domain.commands import Command, OpenAccount
+from payments_app.domain.commands import Command, MoveRequest, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
 from payments_app.domain.ledger import (
     META_KEY,
@@ -24,7 +24,7 @@ from payments_app.domain.ledger import (
     transaction_key,
 )
 from payments_app.domain.money import partition_of
-from payments_app.domain.segments import Segment
+from payments_app.domain.segments import Segment, plan_equalization
 
 
 @dataclass
@@ -69,6 +69,12 @@ class SimCluster:
         for dest, commands in grouped.items():
             self.parts[dest].log.append(commands)
         part.committed += 1
+
+    def rebalance(self, account: str) -> None:
+        """What the reconciler does for a short account: move requests that even out its segments."""
+        balances = [s.balance for s in self.segments(account)]
+        for source, destination, amount in plan_equalization(balances):
+            self.parts[source].log.append([MoveRequest(account, amount, destination, None, None)])
 
     def rewind(self, p: int, records: int) -> None:
         """The committed offset lagged the changelog when the worker died: records are delivered again."""

@@ -168,6 +168,8 @@ def test_any_interleaving_and_crashes_conserve_money_and_decide_everything(
             cluster.submit(tx_id, Withdrawal(tx_id, op[1], op[2]))
         else:
             cluster.submit(tx_id, Transfer(tx_id, op[1], op[2], op[3]))
+        if rng.random() < 0.2:
+            cluster.rebalance(rng.choice(ACCOUNTS))
         if rng.random() < 0.3:
             cluster.run(rng, crash_rate)
     cluster.run(rng, crash_rate)

@@ -1,0 +1,35 @@
+"""Send commands to the transactions topic: one record per destination partition, acknowledged by the broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+
+from payments_app.batching import PartitionBatcher
+from payments_app.codec import encode_batch
+from payments_app.domain.commands import Command
+from payments_app.settings import SETTINGS
+from payments_app.topics import transactions_topic
+
+
+def group_by_partition(commands: Iterable[tuple[int, Command]]) -> dict[int, list[Command]]:
+    by_partition: dict[int, list[Command]] = defaultdict(list)
+    for partition, command in commands:
+        by_partition[partition].append(command)
+    return by_partition
+
+
+async def send_commands(by_partition: dict[int, list[Command]], allow_empty: bool = False) -> None:
+    """Return once the broker has every record (acks=all). `force` sends now even inside an agent's event,
+    instead of attaching the record to the event's commit. Empty lists are skipped unless `allow_empty`."""
+    futures = [
+        await transactions_topic.send(value=encode_batch(commands), partition=partition, force=True)
+        for partition, commands in by_partition.items()
+        if commands or allow_empty
+    ]
+    await asyncio.gather(*futures)
+
+
+#: client submissions from the web views, grouped per partition for a couple of milliseconds
+SUBMISSIONS = PartitionBatcher(send_commands, linger_s=SETTINGS.submit_linger_ms / 1000)

@@ -1,0 +1,64 @@
+"""The web layer's batcher: one record per partition per linger window, and nobody answered before the broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from payments_app.batching import PartitionBatcher
+from payments_app.domain.commands import Deposit
+
+
+def deposit(n: int) -> Deposit:
+    return Deposit(f"d{n}", "alice", 1)
+
+
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.records: list[dict] = []
+        self.fail = fail
+        self.release = asyncio.Event()
+
+    async def send(self, by_partition: dict) -> None:
+        await self.release.wait()
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.records.append(by_partition)
+
+
+async def test_requests_within_the_window_share_one_record_per_partition() -> None:
+    recorder = Recorder()
+    batcher = PartitionBatcher(recorder.send, linger_s=0.01)
+    calls = [
+        asyncio.create_task(batcher.submit({0: [deposit(1)], 1: [deposit(2)]})),
+        asyncio.create_task(batcher.submit({0: [deposit(3), deposit(4)]})),
+    ]
+    await asyncio.sleep(0.05)
+    assert not any(call.done() for call in calls), "answered before the broker acknowledged"
+    recorder.release.set()
+    await asyncio.gather(*calls)
+    assert sorted(recorder.records, key=lambda r: list(r)) == [
+        {0: [deposit(1), deposit(3), deposit(4)]},
+        {1: [deposit(2)]},
+    ]
+
+
+async def test_a_full_buffer_is_sent_without_waiting_for_the_window() -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    batcher = PartitionBatcher(recorder.send, linger_s=60, max_commands=3)
+    await asyncio.wait_for(batcher.submit({0: [deposit(1), deposit(2), deposit(3)]}), timeout=1)
+    assert recorder.records == [{0: [deposit(1), deposit(2), deposit(3)]}]
+
+
+async def test_a_failed_send_fails_every_request_in_it() -> None:
+    recorder = Recorder(fail=True)
+    recorder.release.set()
+    batcher = PartitionBatcher(recorder.send, linger_s=0.001)
+    results = await asyncio.gather(
+        batcher.submit({0: [deposit(1)]}), batcher.submit({0: [deposit(2)]}), return_exceptions=True
+    )
+    assert all(isinstance(result, ConnectionError) for result in results)
+    with pytest.raises(ConnectionError):
+        await batcher.submit({2: [deposit(3)]})
