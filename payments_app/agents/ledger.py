@@ -12,7 +12,14 @@ from payments_app.agents.demand import DEMAND
 from payments_app.agents.gaps import read_range
 from payments_app.app import app
 from payments_app.codec import decode_batch, decode_entry, encode_entry
-from payments_app.domain.ledger import META_KEY, BatchOutcome, BatchState, process_batch
+from payments_app.domain.ledger import (
+    META_KEY,
+    BatchOutcome,
+    BatchState,
+    PartitionMeta,
+    pending_relays,
+    process_batch,
+)
 from payments_app.metrics import METRICS
 from payments_app.queries import owned_partitions
 from payments_app.sending import group_by_partition, send_commands
@@ -21,6 +28,9 @@ from payments_app.topics import transactions_topic
 from tables.ledger import ledger_table, storage_key
 
 log = logging.getLogger(__name__)
+
+#: per partition, the consumer generation in which this worker last resent the outbox
+OUTBOX_RESENT: dict[int, int] = {}
 
 #: the last offset applied per transactions partition, for the lag gauge
 LAST_OFFSETS: dict[int, int] = {}
@@ -52,6 +62,9 @@ async def apply_record(event: EventT) -> None:
         log.info("partition %d@%d arrived during a rebalance or restore; left for the gap check", partition, offset)
         METRICS.records_deferred_total += 1
         return
+    if OUTBOX_RESENT.get(partition) != app.consumer_generation_id:
+        await resend_outbox(partition)
+        OUTBOX_RESENT[partition] = app.consumer_generation_id
     applied = last_applied_offset(partition)
     if offset > applied + 1:
         missing = await read_range(partition, applied + 1, offset)
@@ -79,9 +92,26 @@ def may_apply(partition: int) -> bool:
     return not (app.rebalancing or app.in_recovery) and partition in owned_partitions()
 
 
-def last_applied_offset(partition: int) -> int:
+def last_meta(partition: int) -> PartitionMeta | None:
     entry = decode_entry(ledger_table.get(storage_key(partition, META_KEY)))
-    return -1 if entry is None else int(entry["v"]["offset"])
+    return None if entry is None else PartitionMeta.from_dict(entry["v"])
+
+
+def last_applied_offset(partition: int) -> int:
+    meta = last_meta(partition)
+    return -1 if meta is None else meta.offset
+
+
+async def resend_outbox(partition: int) -> None:
+    """Send the last applied record's relays again on taking a partition over.
+
+    Its previous owner may have died after storing them and before sending them, and the record itself may
+    never be replayed here (Faust can commit past it). Receivers drop relays they already applied.
+    """
+    meta = last_meta(partition)
+    if meta is not None and meta.outbox:
+        log.info("partition %d: resending %d relays of offset %d", partition, len(meta.outbox), meta.offset)
+        await send_commands(group_by_partition(pending_relays(meta)))
 
 
 async def apply_batch(partition: int, offset: int, value: bytes) -> None:

@@ -176,6 +176,11 @@ class BatchOutcome:
     short_accounts: list[str] = field(default_factory=list)  # started a collection round: worth rebalancing
 
 
+def pending_relays(meta: PartitionMeta) -> list[tuple[int, Command]]:
+    """The relays the partition's last applied record made (the outbox), to send again after a crash."""
+    return [(dest, from_dict(cmd)) for dest, cmd in meta.outbox]
+
+
 def process_batch(
     state: BatchState, partition: int, partitions: int, offset: int, commands: Sequence[Command]
 ) -> BatchOutcome:
@@ -184,7 +189,7 @@ def process_batch(
     if meta.offset >= offset:
         outcome = BatchOutcome(replayed=True)
         if meta.offset == offset:
-            outcome.relays = [(dest, from_dict(cmd)) for dest, cmd in meta.outbox]
+            outcome.relays = pending_relays(meta)
         return outcome
     batch = _Batch(state, meta, partition, partitions, offset)
     for command in commands:
