@@ -23,6 +23,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the local broker (unless BROKER_URL is set), create topics, run one worker in the foreground."""
     from payments_app.cluster import WorkerProcess
+    from payments_app.watchdog import EXIT_RECOVERY_STALLED
 
     data_dir = Path(args.data_dir)
     kafka: LocalKafka | None = None
@@ -37,8 +38,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"starting a worker: {worker.url} (Ctrl-C stops everything)", flush=True)
         worker.start(log_to_terminal=True)
         signal.signal(signal.SIGTERM, _interrupt)
-        assert worker.process is not None
-        return worker.process.wait()
+        while True:
+            assert worker.process is not None
+            code = worker.process.wait()
+            if code != EXIT_RECOVERY_STALLED:
+                return code
+            print("the worker's table restore stalled; starting it again", flush=True)
+            worker.process = None
+            worker.start(log_to_terminal=True)
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0

@@ -92,6 +92,17 @@ class WorkerProcess:
             time.sleep(0.3)
         raise RuntimeError(f"worker on port {self.web_port} not healthy after {timeout_s:.0f} s:\n{self.log_tail()}")
 
+    def restart_if_exited(self) -> int | None:
+        """Play the supervisor: start the worker again if it exited by itself; return its exit code then."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        with self.log_path.open("ab") as log:
+            log.write(f"--- worker exited with code {code}; restarting it ---\n".encode())
+        self.process = None
+        self.start()
+        return code
+
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to flush or commit."""
         proc, self.process = self.process, None

@@ -20,6 +20,9 @@ class Metrics:
     gap_records_recovered_total: int = 0
     records_deferred_total: int = 0
 
+    def as_dict(self) -> dict[str, int]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
     def render(self, gauges: dict[str, int]) -> str:
         lines = []
         for item in fields(self):

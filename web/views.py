@@ -228,6 +228,16 @@ class InternalEntries(View):
             return error(self, 409, "not_owner", str(exc))
 
 
+@app.page("/internal/progress")
+class InternalProgress(View):
+    """The last offset this worker applied in each partition it owns, and its counters (used by the benchmark)."""
+
+    async def get(self, request: Request) -> Response:
+        owned = owned_partitions()
+        applied = {str(p): offset for p, offset in LAST_OFFSETS.items() if p in owned}
+        return self.json({"applied": applied, "metrics": METRICS.as_dict()})
+
+
 @app.page("/internal/audit")
 class InternalAudit(View):
     async def post(self, request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +26,8 @@ class AppCluster:
         self.partitions = partitions
         self.app_id = f"pay-{uuid.uuid4().hex[:8]}"
         self.workers: list[WorkerProcess] = []
+        self._supervising = False
+        self._supervisor: threading.Thread | None = None
 
     def add_worker(self) -> WorkerProcess:
         n = len(self.workers)
@@ -34,6 +37,7 @@ class AppCluster:
                 "PAYMENTS_APP_ID": self.app_id,
                 "PAYMENTS_AUDIT_INTERVAL_S": "2",
                 "PAYMENTS_SESSION_TIMEOUT_S": "8",
+                "PAYMENTS_RECOVERY_STALL_S": "10",
             },
         )  # fmt: skip
         self.workers.append(worker)
@@ -52,8 +56,24 @@ class AppCluster:
         return [w for w in self.workers if w.process is not None]
 
     def stop(self) -> None:
+        self._supervising = False
+        if self._supervisor is not None:
+            self._supervisor.join()
         for worker in self.workers:
             worker.stop()
+
+    def supervise(self) -> None:
+        """Restart workers that exit by themselves, as Kubernetes would (a worker killed by the test stays down)."""
+        self._supervising = True
+
+        def loop() -> None:
+            while self._supervising:
+                for worker in list(self.workers):
+                    worker.restart_if_exited()
+                time.sleep(0.5)
+
+        self._supervisor = threading.Thread(target=loop, daemon=True)
+        self._supervisor.start()
 
     def logs(self) -> str:
         return "\n".join(f"--- worker {w.web_port} log tail ---\n{w.log_tail()}" for w in self.workers)

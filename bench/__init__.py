@@ -1,0 +1,1 @@
+"""The benchmark driver (`make bench`, `payments bench`) and its committed latest results."""
