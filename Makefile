@@ -28,5 +28,9 @@ test-unit: $(STAMP)
 test-broker: $(STAMP)
 	$(BIN)/pytest -m broker
 
+## bench: the benchmark matrix (see BENCHMARKS.md); results in bench/results/latest.*
+bench: $(STAMP)
+	$(BIN)/payments bench
+
 clean:
 	rm -rf .data bench/scratch

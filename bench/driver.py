@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from payments_app.cluster import WorkerProcess
 from payments_app.codec import encode_batch
-from payments_app.domain.commands import Command, Deposit, OpenAccount, Transfer
+from payments_app.domain.commands import Command, Deposit, MoveCredit, OpenAccount, Transfer
 from payments_app.domain.money import partition_of
 from payments_app.local_kafka import LocalKafka, configured_broker_url, free_port, parse_broker_url
 
@@ -43,9 +43,11 @@ class RunSettings:
     duration_s: float = 20.0
     batch_size: int = 500
     in_flight_batches: int = 16
+    max_backlog: int = 20_000  # transfers sent but not yet applied: full speed of the system, not of a queue
     opening_balance: int = 1_000_000
     model: str = "concurrent"
     path: str = "kafka"
+    forge_credit: bool = False  # fault injection: credit money that no segment paid out, to prove the check fails
 
 
 @dataclass
@@ -72,18 +74,27 @@ class RunResult:
 
 
 class Progress:
-    """A live line on the terminal: what the run is doing and how far it got."""
+    """What the run is doing and how far it got."""
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.live = sys.stderr.isatty()
+        self.last_line_at = 0.0
 
     def show(self, text: str) -> None:
-        sys.stderr.write(f"\r\x1b[2K[{self.label}] {text}")
+        """A live line on a terminal; elsewhere (CI, logs) one line every few seconds."""
+        if self.live:
+            sys.stderr.write(f"\r\x1b[2K[{self.label}] {text}")
+        elif time.monotonic() - self.last_line_at > 5:
+            sys.stderr.write(f"[{self.label}] {text}\n")
+            self.last_line_at = time.monotonic()
         sys.stderr.flush()
 
     def done(self, text: str) -> None:
-        self.show(text)
-        sys.stderr.write("\n")
+        if self.live:
+            sys.stderr.write(f"\r\x1b[2K[{self.label}] {text}\n")
+        else:
+            sys.stderr.write(f"[{self.label}] {text}\n")
 
 
 def pick_pair(settings: RunSettings, rng: random.Random, accounts: list[str]) -> tuple[str, str, int]:
@@ -202,6 +213,9 @@ async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str],
     async def lane() -> None:
         nonlocal submitted, counter
         while time.monotonic() < stop_at:
+            if sum(item[3] for item in sent) >= settings.max_backlog:
+                await asyncio.sleep(POLL_S)
+                continue
             partition = rng.randrange(settings.partitions)
             batch: list[Command] = []
             while len(batch) < settings.batch_size:
@@ -295,6 +309,8 @@ async def run_once(settings: RunSettings, broker_url: str, broker_pid: int | Non
         accounts = [f"acct-{n}" for n in range(settings.accounts)]
         async with Ledger(broker_url, app_id, workers, settings.partitions) as ledger:
             funded = await open_and_fund(ledger, settings, accounts, progress)
+            if settings.forge_credit:
+                await ledger.send(0, [MoveCredit(accounts[0], 1, 1, None, None)])
             _, before = await ledger.progress()
             load = await drive_load(ledger, settings, accounts, progress)
             await wait_applied(ledger, progress, "draining")

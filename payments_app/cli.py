@@ -55,6 +55,30 @@ def run(args: argparse.Namespace) -> int:
             kafka.stop()
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Run the benchmark matrix, then write bench/results/latest.{json,png} and the table for BENCHMARKS.md."""
+    import asyncio
+
+    from bench.driver import RunSettings, machine, run_matrix
+    from bench.report import RESULTS_DIR, markdown_table, write_json, write_plot
+
+    matrix = [
+        RunSettings(workload=workload, workers=workers, accounts=args.accounts, duration_s=args.duration,
+                    partitions=args.partitions, batch_size=args.batch_size)
+        for workload in args.workload
+        for workers in args.workers
+    ]  # fmt: skip
+    host = machine()
+    results = asyncio.run(run_matrix(matrix, Path(args.scratch)))
+    write_json(results, host, RESULTS_DIR / "latest.json")
+    write_plot(results, RESULTS_DIR / "latest.png")
+    table = markdown_table(results)
+    (RESULTS_DIR / "latest.md").write_text(table + "\n")
+    print(table)
+    print(f"machine: {host}")
+    return 0 if all(result.invariants_ok for result in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payments", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--partitions", type=int, default=int(os.environ.get("PAYMENTS_PARTITIONS", "8")))
     run_parser.add_argument("--data-dir", default=str(PROJECT_ROOT / ".data"))
     run_parser.set_defaults(handler=run)
+    bench_parser = commands.add_parser("bench", help="measure throughput and latency, check the invariants")
+    bench_parser.add_argument(
+        "--workload",
+        nargs="+",
+        default=["uniform", "hot-payee", "hot-payer", "overdraft"],
+        choices=["uniform", "hot-payee", "hot-payer", "overdraft"],
+    )
+    bench_parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    bench_parser.add_argument("--accounts", type=int, default=10_000)
+    bench_parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
+    bench_parser.add_argument("--partitions", type=int, default=8)
+    bench_parser.add_argument("--batch-size", type=int, default=500, help="transfers per Kafka record")
+    bench_parser.add_argument("--scratch", default=str(PROJECT_ROOT / "bench" / "scratch"))
+    bench_parser.set_defaults(handler=bench)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -33,6 +33,8 @@ from payments_app.domain.segments import Parked, Round, Segment
 
 PENDING, APPLIED, REJECTED = "pending", "applied", "rejected"
 INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, SAME_ACCOUNT = "insufficient_funds", "unknown_account", "same_account"
+TOO_MANY_PENDING = "too_many_pending"
+MAX_PARKED_PER_SEGMENT = 1_000  # bounds a segment's stored size (Kafka's record limit) and the wait behind it
 META_KEY = "m"
 
 
@@ -311,6 +313,9 @@ class _Batch:
         self.state.put_segment(account, segment)
         if segment.can_pay_now(debit.amount):
             self._settle(segment, debit)
+            return
+        if len(segment.parked) >= MAX_PARKED_PER_SEGMENT:
+            self._reject(record, TOO_MANY_PENDING)
             return
         segment.parked.append(debit)
         self._drain(account, segment)

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from payments_app.codec import decode_entry, encode_entry
 from payments_app.domain.commands import Deposit, Transfer, Withdrawal
-from payments_app.domain.ledger import APPLIED, INSUFFICIENT_FUNDS, REJECTED, SAME_ACCOUNT, UNKNOWN_ACCOUNT
+from payments_app.domain.ledger import (
+    APPLIED,
+    INSUFFICIENT_FUNDS,
+    MAX_PARKED_PER_SEGMENT,
+    REJECTED,
+    SAME_ACCOUNT,
+    UNKNOWN_ACCOUNT,
+)
 from tests.unit.simulation import SimCluster
 
 
@@ -229,4 +236,17 @@ def test_replay_from_a_done_record_while_the_next_one_is_half_written() -> None:
     cluster.rewind(0, 1)
     cluster.run()
     assert cluster.balance("bob") == 30
+    assert cluster.audit().ok
+
+
+def test_a_segment_queues_a_bounded_number_of_waiting_debits() -> None:
+    cluster = funded(2, {"alice": 0, "bob": 0})
+    for n in range(MAX_PARKED_PER_SEGMENT + 5):
+        cluster.submit(f"w{n}", Withdrawal(f"w{n}", "alice", 1), partition=0)
+    cluster.submit("d", Deposit("d", "alice", 1), partition=1)
+    for _ in range(MAX_PARKED_PER_SEGMENT + 5):
+        cluster.step(0)
+    segment = cluster.segments("alice")[0]
+    assert len(segment.parked) == MAX_PARKED_PER_SEGMENT
+    cluster.run()
     assert cluster.audit().ok

@@ -1,0 +1,33 @@
+"""The benchmark runs end to end on a small ledger, and its invariant check catches a broken one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.driver import RunSettings, run_once
+from bench.report import markdown_table, write_json, write_plot
+
+pytestmark = pytest.mark.broker
+
+
+def small(**overrides: object) -> RunSettings:
+    return RunSettings(accounts=200, partitions=4, duration_s=2.0, batch_size=100, in_flight_batches=4, **overrides)
+
+
+async def test_a_short_run_completes_with_its_invariants(broker_url: str, tmp_path: Path) -> None:
+    result = await run_once(small(workload="hot-payer"), broker_url, None, tmp_path)
+    assert result.invariants_ok, result.problems
+    assert result.submitted > 0 and result.applied + result.rejected == result.submitted
+    assert result.applied_tps > 0 and result.p50_ms <= result.p99_ms
+    write_json([result], {"cores": 2}, tmp_path / "latest.json")
+    write_plot([result], tmp_path / "latest.png")
+    assert (tmp_path / "latest.png").stat().st_size > 0
+    assert "hot-payer" in markdown_table([result])
+
+
+async def test_the_invariant_check_fails_on_a_broken_ledger(broker_url: str, tmp_path: Path) -> None:
+    result = await run_once(small(forge_credit=True), broker_url, None, tmp_path)
+    assert not result.invariants_ok
+    assert any("more money arrived" in problem or "in flight" in problem for problem in result.problems)
