@@ -79,10 +79,22 @@ class AppCluster:
         return "\n".join(f"--- worker {w.web_port} log tail ---\n{w.log_tail()}" for w in self.workers)
 
 
+RETRY_FOR_S = 90.0
+
+
 async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    async with session.request(method, url, json=body) as response:
-        payload = await response.json(content_type=None)
-        return response.status, payload
+    """One HTTP call; while a worker is restarting (refused, disconnected, or 503 while it restores), try again."""
+    deadline = time.monotonic() + RETRY_FOR_S
+    while True:
+        try:
+            async with session.request(method, url, json=body) as response:
+                payload = await response.json(content_type=None)
+                if response.status != 503 or time.monotonic() > deadline:
+                    return response.status, payload
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
 
 
 async def wait_for(predicate: Any, timeout_s: float = 60.0, pause_s: float = 0.2) -> Any:
