@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from faust.types import TP
 
@@ -23,14 +24,16 @@ from payments_app.queries import audit_owned_partitions, is_ready, owned_partiti
 from payments_app.sending import group_by_partition, send_commands
 from payments_app.settings import SETTINGS
 from payments_app.topics import TRANSACTIONS_TOPIC
+from payments_app.watchdog import EXIT_RECOVERY_STALLED
 
 AUDIT_INTERVAL_S = float(os.environ.get("PAYMENTS_AUDIT_INTERVAL_S", "10"))
 REBALANCE_INTERVAL_S = float(os.environ.get("PAYMENTS_REBALANCE_INTERVAL_S", "1"))
 REBALANCE_ACCOUNTS_MAX = 200  # per tick: bounds the fan-out reads one tick makes
 STALL_CHECK_INTERVAL_S = float(os.environ.get("PAYMENTS_STALL_CHECK_INTERVAL_S", "3"))
+PARTITION_STALL_EXIT_S = float(os.environ.get("PAYMENTS_PARTITION_STALL_EXIT_S", "60"))
 MIN_MOVE_SHARE = 20  # a move smaller than 1/20 of an equal share is not worth a relay
 log = logging.getLogger(__name__)
-_stalled: dict[int, int] = {}  # partition -> last applied offset seen behind the highwater at the last tick
+_stalled: dict[int, tuple[int, float]] = {}  # partition -> (applied offset behind the highwater, since when)
 
 
 @app.timer(interval=REBALANCE_INTERVAL_S)
@@ -69,9 +72,18 @@ async def nudge_stalled_partitions() -> None:
         applied = last_applied_offset(partition)
         if highwater is not None and highwater > applied + 1:
             now_behind[partition] = applied
-    stalled = [p for p, applied in now_behind.items() if _stalled.get(p) == applied]
+    now = time.monotonic()
+    stalled = [p for p, applied in now_behind.items() if _stalled.get(p, (None, 0.0))[0] == applied]
+    since = {p: _stalled[p][1] if p in stalled else now for p in now_behind}
     _stalled.clear()
-    _stalled.update(now_behind)
+    _stalled.update({p: (applied, since[p]) for p, applied in now_behind.items()})
+    stuck_for = max((now - since[p] for p in stalled), default=0.0)
+    if stuck_for > PARTITION_STALL_EXIT_S:
+        # Faust has stopped delivering this partition's records (seen after rebalances): only a new consumer,
+        # i.e. a restart, gets it going again. The supervisor restarts the worker; nothing is lost.
+        log.critical("partitions %s made no progress for %.0f s despite nudges; exiting for a restart",
+                     stalled, stuck_for)  # fmt: skip
+        os._exit(EXIT_RECOVERY_STALLED)
     if stalled:
         log.warning("partitions %s have unapplied records and made no progress; nudging them", stalled)
         await send_commands({partition: [] for partition in stalled}, allow_empty=True)

@@ -38,6 +38,7 @@ class AppCluster:
                 "PAYMENTS_AUDIT_INTERVAL_S": "2",
                 "PAYMENTS_SESSION_TIMEOUT_S": "8",
                 "PAYMENTS_RECOVERY_STALL_S": "10",
+                "PAYMENTS_PARTITION_STALL_EXIT_S": "10",
             },
         )  # fmt: skip
         self.workers.append(worker)
@@ -48,9 +49,12 @@ class AppCluster:
         return worker
 
     def wait_ready(self) -> None:
+        """Wait for every running worker, then supervise them as Kubernetes would."""
         for worker in self.workers:
             if worker.process is not None:
                 worker.wait_ready()
+        if not self._supervising:
+            self.supervise()
 
     def running(self) -> list[WorkerProcess]:
         return [w for w in self.workers if w.process is not None]

@@ -81,7 +81,6 @@ async def kill_mid_load(cluster: AppCluster, restart: bool) -> None:
     cluster.add_worker()
     cluster.add_worker()
     cluster.wait_ready()
-    cluster.supervise()
     survivor, victim = cluster.workers
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         load = Load(session, cluster.workers)
