@@ -6,7 +6,6 @@ Used by `payments run`, the integration tests and the benchmark, so all three ru
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from payments_app.local_kafka import PROJECT_ROOT
-from payments_app.processes import die_with_parent
+from payments_app.processes import die_with_parent, stop_process
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -113,14 +112,7 @@ class WorkerProcess:
     def stop(self) -> None:
         """SIGTERM for a clean shutdown, SIGKILL if it does not finish in time."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, STOP_TIMEOUT_S)
 
     def log_tail(self, lines: int = 40, problems: int = 40) -> str:
         """The worker's last warnings and errors (with tracebacks), then the last lines of its log."""

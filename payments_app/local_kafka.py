@@ -11,7 +11,6 @@ import asyncio
 import base64
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from payments_app.processes import die_with_parent
+from payments_app.processes import die_with_parent, stop_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POM_PATH = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -214,14 +213,7 @@ class LocalKafka:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; always by our own pid."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT_S)
+        stop_process(proc, STOP_TIMEOUT_S)
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
+
+from payments_app.domain.money import ID_MAX_LENGTH, InvalidInput, require_id
 from payments_app.worker import app
 
 SPEC = json.loads((Path(__file__).parents[2] / "web" / "openapi.json").read_text())
@@ -20,4 +24,10 @@ def test_every_public_route_is_documented_and_nothing_else() -> None:
 
 
 def test_documented_id_pattern_matches_the_domain_rule() -> None:
-    assert SPEC["components"]["schemas"]["NewAccount"]["properties"]["id"]["pattern"] == "^[A-Za-z0-9_.:-]{1,64}$"
+    pattern = SPEC["components"]["schemas"]["NewAccount"]["properties"]["id"]["pattern"]
+    assert re.fullmatch(pattern.strip("^$"), "a" * ID_MAX_LENGTH)
+    assert not re.fullmatch(pattern.strip("^$"), "a" * (ID_MAX_LENGTH + 1))
+    for bad in ("x y", "x/y", ""):
+        with pytest.raises(InvalidInput):
+            require_id(bad, "id")
+        assert not re.fullmatch(pattern.strip("^$"), bad)
