@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 import psutil
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from payments_app.cluster import WorkerProcess
 from payments_app.codec import encode_batch
@@ -119,18 +119,22 @@ class Ledger:
         self.workers = workers
         self.partitions = partitions
         self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Ledger:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
                                          max_request_size=8 * 2**20)  # fmt: skip
         await self.producer.start()
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        await self.consumer.start()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self.producer is not None and self.session is not None
+        assert self.producer is not None and self.session is not None and self.consumer is not None
         await self.producer.stop()
+        await self.consumer.stop()
         await self.session.close()
 
     async def send(self, partition: int, commands: list[Command]) -> int:
@@ -138,6 +142,12 @@ class Ledger:
         assert self.producer is not None
         metadata = await self.producer.send_and_wait(self.topic, encode_batch(commands), partition=partition)
         return metadata.offset
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The next offset to be written in each partition of the transactions topic."""
+        assert self.consumer is not None
+        tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+        return {tp.partition: offset for tp, offset in (await self.consumer.end_offsets(tps)).items()}
 
     async def progress(self) -> tuple[dict[int, int], dict[str, int]]:
         """Applied offset per partition, and the workers' counters summed."""
@@ -180,7 +190,7 @@ async def wait_applied(ledger: Ledger, progress: Progress, what: str, timeout_s:
     assert ledger.producer is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ends = await end_offsets(ledger)
+        ends = await ledger.end_offsets()
         applied, _ = await ledger.progress()
         behind = sum(max(0, end - 1 - applied.get(p, -1)) for p, end in ends.items())
         progress.show(f"{what}: {behind} records still to apply")
@@ -188,18 +198,6 @@ async def wait_applied(ledger: Ledger, progress: Progress, what: str, timeout_s:
             return
         await asyncio.sleep(0.2)
     raise TimeoutError(f"{what}: records still unapplied after {timeout_s} s")
-
-
-async def end_offsets(ledger: Ledger) -> dict[int, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=ledger.bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(ledger.topic, p) for p in range(ledger.partitions)]
-        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
 
 
 async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> dict:

@@ -42,13 +42,13 @@ async def rebalance_short_accounts() -> None:
     if not accounts or not is_ready():
         return
     partitions = SETTINGS.partitions
+    try:
+        segments = await read_ledger([(p, segment_key(a)) for a in accounts for p in range(partitions)])
+    except Unavailable:
+        return
     requests: list[tuple[int, Command]] = []
-    for account in accounts:
-        try:
-            segments = await read_ledger([(p, segment_key(account)) for p in range(partitions)])
-        except Unavailable:
-            return
-        balances = [s["balance"] if s else 0 for s in segments]
+    for n, account in enumerate(accounts):
+        balances = [s["balance"] if s else 0 for s in segments[n * partitions : (n + 1) * partitions]]
         min_move = max(1, sum(balances) // (partitions * MIN_MOVE_SHARE))
         for source, destination, amount in plan_equalization(balances, min_move):
             requests.append((source, MoveRequest(account, amount, destination, None, None)))
