@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-broker lint bench clean
+.PHONY: run test test-unit test-broker test-postgres bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,13 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 test-unit: $(STAMP)
-	$(BIN)/pytest -m "not broker"
+	$(BIN)/pytest -m "not broker and not postgres"
 
 test-broker: $(STAMP)
 	$(BIN)/pytest -m broker
+
+test-postgres: $(STAMP)
+	$(BIN)/pytest -m postgres
 
 ## bench: the benchmark matrix (see BENCHMARKS.md); results in bench/results/latest.*
 bench: $(STAMP)

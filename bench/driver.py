@@ -1,9 +1,10 @@
-"""The benchmark: real broker, real `faust worker` processes, load straight onto the transactions topic.
+"""The benchmark: real broker, real `faust worker` processes, load onto the transactions topic or the HTTP API.
 
 One run: start what is needed, open and fund the accounts, drive transfers at full speed for a fixed time,
-wait until everything is applied, then check the invariants over the whole ledger. Throughput is measured from
-the offsets the workers report applied; latency is from a batch's acknowledgement by the broker to the first
-progress poll that sees its offset applied (so it is rounded up to the poll interval).
+wait until everything is applied, then check the invariants over the whole ledger. Throughput is counted from
+the transactions the workers report decided. Latency on the Kafka path is from a batch's acknowledgement by
+the broker to the first progress poll that sees its offset applied (so it is rounded up to the poll interval);
+on the HTTP path it is from sending the request to the first status poll that sees a sampled transfer decided.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from payments_app.cluster import WorkerProcess
 from payments_app.codec import encode_batch
 from payments_app.domain.commands import Command, Deposit, MoveCredit, OpenAccount, Transfer
-from payments_app.domain.money import partition_of
+from payments_app.domain.routing import CONCURRENT, decided_in, home_of
 from payments_app.local_kafka import LocalKafka, configured_broker_url, free_port, parse_broker_url
 
 POLL_S = 0.05
-WORKLOADS = ("uniform", "hot-payee", "hot-payer", "overdraft")
+PATHS = ("kafka", "http")
+HTTP_SAMPLE_EVERY = 20  # on the HTTP path, the latency of one request in this many is followed to its decision
 
 
 @dataclass
@@ -42,8 +44,10 @@ class RunSettings:
     partitions: int = 8
     duration_s: float = 20.0
     batch_size: int = 500
-    in_flight_batches: int = 16
-    max_backlog: int = 20_000  # transfers sent but not yet applied: full speed of the system, not of a queue
+    in_flight_batches: int = 16  # concurrent senders: Kafka records in flight, or HTTP clients
+    max_backlog: int = 20_000  # transfers sent but not yet decided: full speed of the system, not of a queue
+    http_batch: int = 1  # transfers per HTTP request: 1 sends single objects, more sends arrays
+    rate_tps: float = 0.0  # offered load in transfers per second; 0 sends as fast as the system takes them
     opening_balance: int = 1_000_000
     model: str = "concurrent"
     path: str = "kafka"
@@ -169,23 +173,51 @@ class Ledger:
             return await response.json()
 
 
+def id_in_partition(prefix: str, partition: int, settings: RunSettings) -> str:
+    """A transaction id that the concurrent model routes to `partition` (ids pick the partition there)."""
+    for attempt in range(100 * settings.partitions):
+        tx_id = f"{prefix}-{attempt}"
+        if decided_in(Deposit(tx_id, "", 1), settings.partitions, CONCURRENT) == partition:
+            return tx_id
+    raise AssertionError(f"no id with prefix {prefix!r} lands in partition {partition}")
+
+
+def funding(settings: RunSettings, accounts: list[str]) -> dict[int, list[Command]]:
+    """The opening deposits by partition: one per segment in the concurrent model, one at home in the baseline.
+
+    Funding every segment is what a bank migrating balances in would do; funding one segment would make the
+    first transfers of every account wait for moves and measure the reconciler instead of the model.
+    """
+    deposits: dict[int, list[Command]] = {p: [] for p in range(settings.partitions)}
+    for account in accounts:
+        if settings.model == CONCURRENT:
+            share, remainder = divmod(settings.opening_balance, settings.partitions)
+            for p in range(settings.partitions):
+                amount = share + (1 if p < remainder else 0)
+                if amount:
+                    deposits[p].append(Deposit(id_in_partition(f"fund-{account}-{p}", p, settings), account, amount))
+        else:
+            deposits[home_of(account, settings.partitions)].append(
+                Deposit(f"fund-{account}", account, settings.opening_balance)
+            )
+    return deposits
+
+
 async def open_and_fund(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> int:
-    """Open every account in every partition and deposit its opening balance; return the deposits made."""
+    """Open every account in every partition and deposit its opening balance; return the accounts funded."""
     chunk = 2_000
     for start in range(0, len(accounts), chunk):
         opens: list[Command] = [OpenAccount(a, "bench") for a in accounts[start : start + chunk]]
         await asyncio.gather(*(ledger.send(p, opens) for p in range(settings.partitions)))
         progress.show(f"opening accounts {min(start + chunk, len(accounts))}/{len(accounts)}")
-    deposits: dict[int, list[Command]] = {p: [] for p in range(settings.partitions)}
-    for account in accounts:
-        tx_id = f"fund-{account}"
-        deposits[partition_of(tx_id, settings.partitions)].append(Deposit(tx_id, account, settings.opening_balance))
-    await asyncio.gather(*(ledger.send(p, cmds) for p, cmds in deposits.items()))
+    for partition, deposits in funding(settings, accounts).items():
+        for start in range(0, len(deposits), chunk):
+            await ledger.send(partition, deposits[start : start + chunk])
     await wait_applied(ledger, progress, "funding")
     return len(accounts)
 
 
-async def wait_applied(ledger: Ledger, progress: Progress, what: str, timeout_s: float = 600) -> None:
+async def wait_applied(ledger: Ledger, progress: Progress, what: str, timeout_s: float = 900) -> None:
     """Wait until every partition has applied everything in it (its applied offset reaches the end)."""
     assert ledger.producer is not None
     deadline = time.monotonic() + timeout_s
@@ -200,63 +232,147 @@ async def wait_applied(ledger: Ledger, progress: Progress, what: str, timeout_s:
     raise TimeoutError(f"{what}: records still unapplied after {timeout_s} s")
 
 
+class TransferSource:
+    """The workload's transfers, each routed to the partition its model decides it in, cut into batches."""
+
+    def __init__(self, settings: RunSettings, accounts: list[str]) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.rng = random.Random(1)
+        self.counter = 0
+        self.pending: dict[int, list[Transfer]] = {p: [] for p in range(settings.partitions)}
+
+    def next_transfer(self) -> Transfer:
+        self.counter += 1
+        payer, payee, amount = pick_pair(self.settings, self.rng, self.accounts)
+        return Transfer(f"b{self.counter}", payer, payee, amount)
+
+    def next_batch(self, size: int) -> tuple[int, list[Transfer]]:
+        """The first partition whose batch fills up, and that batch."""
+        while True:
+            transfer = self.next_transfer()
+            partition = decided_in(transfer, self.settings.partitions, self.settings.model)
+            batch = self.pending[partition]
+            batch.append(transfer)
+            if len(batch) >= size:
+                self.pending[partition] = []
+                return partition, batch
+
+
+class Load:
+    """The counters shared by the senders and the progress loop."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = settings
+        self.submitted = 0
+        self.decided = 0  # since the load started, as last polled
+        self.latencies: list[float] = []
+        self.sent: list[tuple[int, int, float, int]] = []  # kafka path: (partition, offset, acked at, transfers)
+        self.started = time.monotonic()
+        self.stop_at = self.started + settings.duration_s
+
+    def running(self) -> bool:
+        return time.monotonic() < self.stop_at
+
+    def must_wait(self) -> bool:
+        """Hold back while the system is behind by max_backlog, or when ahead of the offered rate."""
+        if self.submitted - self.decided >= self.settings.max_backlog:
+            return True
+        rate = self.settings.rate_tps
+        return rate > 0 and self.submitted >= rate * (time.monotonic() - self.started)
+
+
+async def kafka_sender(ledger: Ledger, load: Load, source: TransferSource) -> None:
+    """A gateway's bulk submission: one record per batch, straight onto the transactions topic."""
+    while load.running():
+        if load.must_wait():
+            await asyncio.sleep(0.005)
+            continue
+        partition, batch = source.next_batch(load.settings.batch_size)
+        offset = await ledger.send(partition, list(batch))
+        load.sent.append((partition, offset, time.monotonic(), len(batch)))
+        load.submitted += len(batch)
+
+
+async def http_client(ledger: Ledger, load: Load, source: TransferSource, client: int) -> None:
+    """One API client: POST /transfers back to back (single objects or arrays), following a sample to decision."""
+    assert ledger.session is not None
+    followers: list[asyncio.Task[None]] = []
+    url = f"{ledger.workers[client % len(ledger.workers)].url}/transfers"
+    requests = 0
+    while load.running():
+        if load.must_wait():
+            await asyncio.sleep(0.005)
+            continue
+        transfers = [source.next_transfer() for _ in range(load.settings.http_batch)]
+        body = [transfer_json(t) for t in transfers] if load.settings.http_batch > 1 else transfer_json(transfers[0])
+        started = time.monotonic()
+        async with ledger.session.post(url, json=body) as response:
+            if response.status not in (200, 202):
+                raise RuntimeError(f"POST /transfers answered {response.status}: {await response.text()}")
+        load.submitted += len(transfers)
+        requests += 1
+        if requests % HTTP_SAMPLE_EVERY == 0:
+            followers.append(asyncio.create_task(follow(ledger, load, url, transfers[0].id, started)))
+    await asyncio.gather(*followers)
+
+
+def transfer_json(transfer: Transfer) -> dict[str, Any]:
+    return {"id": transfer.id, "payer": transfer.payer, "payee": transfer.payee, "amount": transfer.amount}
+
+
+async def follow(ledger: Ledger, load: Load, transfers_url: str, tx_id: str, started: float) -> None:
+    """Poll one transfer's status until it is decided; its latency is from the request to that poll."""
+    assert ledger.session is not None
+    url = transfers_url.replace("/transfers", f"/transactions/{tx_id}")
+    while True:
+        async with ledger.session.get(url) as response:
+            if response.status == 200 and (await response.json())["status"] != "pending":
+                load.latencies.append(time.monotonic() - started)
+                return
+        await asyncio.sleep(POLL_S)
+
+
 async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> dict:
-    """Send transfer batches at full speed for duration_s; measure latency and throughput from progress."""
-    rng = random.Random(1)
-    sent: list[tuple[int, int, float, int]] = []  # (partition, offset, acked at, transfers)
-    submitted = 0
-    stop_at = time.monotonic() + settings.duration_s
-    counter = 0
-
-    async def lane() -> None:
-        nonlocal submitted, counter
-        while time.monotonic() < stop_at:
-            if sum(item[3] for item in sent) >= settings.max_backlog:
-                await asyncio.sleep(POLL_S)
-                continue
-            partition = rng.randrange(settings.partitions)
-            batch: list[Command] = []
-            while len(batch) < settings.batch_size:
-                counter += 1
-                tx_id = f"b{counter}"
-                if partition_of(tx_id, settings.partitions) != partition:
-                    continue
-                payer, payee, amount = pick_pair(settings, rng, accounts)
-                batch.append(Transfer(tx_id, payer, payee, amount))
-            offset = await ledger.send(partition, batch)
-            sent.append((partition, offset, time.monotonic(), len(batch)))
-            submitted += len(batch)
-
-    latencies: list[float] = []
+    """Send transfers at full speed for duration_s; measure latency and throughput from progress."""
+    load = Load(settings)
+    source = TransferSource(settings, accounts)
     timeline: list[tuple[float, int]] = []
     started = time.monotonic()
-    lanes = [asyncio.create_task(lane()) for _ in range(settings.in_flight_batches)]
+    if settings.path == "http":
+        senders = [asyncio.create_task(http_client(ledger, load, source, n)) for n in range(settings.in_flight_batches)]
+    else:
+        senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(settings.in_flight_batches)]
     base: int | None = None
     while True:
         applied, totals = await ledger.progress()
         now = time.monotonic()
         decided = totals.get("transactions_applied_total", 0) + totals.get("transactions_rejected_total", 0)
         base = decided if base is None else base
-        timeline.append((now - started, decided - base))
+        load.decided = decided - base
+        timeline.append((now - started, load.decided))
         still_pending = []
-        for item in sent:
+        for item in load.sent:
             if applied.get(item[0], -1) >= item[1]:
-                latencies.extend([now - item[2]] * item[3])
+                load.latencies.extend([now - item[2]] * item[3])
             else:
                 still_pending.append(item)
-        sent[:] = still_pending
+        load.sent[:] = still_pending
         elapsed = now - started
-        rate = (decided - base) / elapsed if elapsed > 0 else 0.0
-        progress.show(f"load {elapsed:5.1f}/{settings.duration_s:.0f} s, submitted {submitted}, "
-                      f"decided {decided - base} ({rate:,.0f}/s), unapplied batches {len(sent)}")  # fmt: skip
-        if all(task.done() for task in lanes) and not sent:
+        rate = load.decided / elapsed if elapsed > 0 else 0.0
+        progress.show(f"load {elapsed:5.1f}/{settings.duration_s:.0f} s, submitted {load.submitted}, "
+                      f"decided {load.decided} ({rate:,.0f}/s), backlog {load.submitted - load.decided}")  # fmt: skip
+        if all(task.done() for task in senders) and load.decided >= load.submitted and not load.sent:
+            break
+        if any(task.done() and task.exception() for task in senders):
             break
         if elapsed > settings.duration_s + 600:
             raise TimeoutError("the workers did not catch up within 10 minutes of the load ending")
         await asyncio.sleep(POLL_S)
-    for task in lanes:
+    for task in senders:
         task.result()
-    return {"submitted": submitted, "latencies": latencies, "timeline": timeline, "elapsed": time.monotonic() - started}
+    return {"submitted": load.submitted, "latencies": load.latencies, "timeline": timeline,
+            "elapsed": time.monotonic() - started}  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -289,39 +405,71 @@ def peak_rss_bytes(pid: int) -> int:
 
 
 async def run_once(settings: RunSettings, broker_url: str, broker_pid: int | None, scratch: Path) -> RunResult:
-    """One benchmark run on a fresh app id (topics, group, changelog) against the given broker."""
+    """One benchmark run on a fresh cluster."""
+    return (await run_group([settings], broker_url, broker_pid, scratch))[0]
+
+
+def same_cluster(settings: RunSettings) -> tuple[Any, ...]:
+    """Runs that differ only in workload, path or offered rate can share one funded cluster."""
+    return (settings.model, settings.workers, settings.accounts, settings.partitions, settings.opening_balance,
+            settings.forge_credit)  # fmt: skip
+
+
+async def run_group(
+    group: list[RunSettings], broker_url: str, broker_pid: int | None, scratch: Path
+) -> list[RunResult]:
+    """Runs on one cluster of workers (a fresh app id: topics, group, changelog), opened and funded once.
+
+    Each run's invariants are checked over the whole ledger after it drains, so a later run also re-checks
+    what the earlier ones left.
+    """
+    first = group[0]
+    assert all(same_cluster(settings) == same_cluster(first) for settings in group), group
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
-    label = f"{settings.model}/{settings.workload}/{settings.workers}w"
-    progress = Progress(label)
+    progress = Progress(f"{first.model}/{first.workers}w")
     workers = [
-        WorkerProcess(broker_url, scratch / app_id / f"worker-{n}", free_port(), settings.partitions,
-                      extra_env={"PAYMENTS_APP_ID": app_id, "PAYMENTS_AUDIT_INTERVAL_S": "3600"})
-        for n in range(settings.workers)
+        WorkerProcess(broker_url, scratch / app_id / f"worker-{n}", free_port(), first.partitions,
+                      extra_env={"PAYMENTS_APP_ID": app_id, "PAYMENTS_AUDIT_INTERVAL_S": "3600",
+                                 "PAYMENTS_MODEL": first.model})
+        for n in range(first.workers)
     ]  # fmt: skip
+    results = []
     try:
         for worker in workers:
             worker.start()
         for worker in workers:
             progress.show(f"waiting for worker {worker.url}")
             await asyncio.to_thread(worker.wait_ready)
-        accounts = [f"acct-{n}" for n in range(settings.accounts)]
-        async with Ledger(broker_url, app_id, workers, settings.partitions) as ledger:
-            funded = await open_and_fund(ledger, settings, accounts, progress)
-            if settings.forge_credit:
-                await ledger.send(0, [MoveCredit(accounts[0], 1, 1, None, None)])
-            _, before = await ledger.progress()
-            load = await drive_load(ledger, settings, accounts, progress)
-            await wait_applied(ledger, progress, "draining")
-            audit = await ledger.audit()
-            _, after = await ledger.progress()
-        pids = {f"worker-{n}": w.pid for n, w in enumerate(workers) if w.pid}
+        pids = {f"worker-{n}": w.pid or 0 for n, w in enumerate(workers)}
         pids["load-generator"] = os.getpid()
         if broker_pid:
             pids["broker"] = broker_pid
-        cpu, rss = process_usage(pids)
+        accounts = [f"acct-{n}" for n in range(first.accounts)]
+        async with Ledger(broker_url, app_id, workers, first.partitions) as ledger:
+            funded = await open_and_fund(ledger, first, accounts, progress)
+            if first.forge_credit:
+                await ledger.send(0, [MoveCredit(accounts[0], 1, 1, None, None)])
+            for settings in group:
+                progress.label = f"{settings.model}/{settings.workload}/{settings.workers}w/{settings.path}"
+                results.append(await measure(ledger, settings, accounts, funded, pids, progress))
     finally:
         for worker in workers:
             worker.stop()
+    return results
+
+
+async def measure(
+    ledger: Ledger, settings: RunSettings, accounts: list[str], funded: int, pids: dict[str, int], progress: Progress
+) -> RunResult:
+    """Drive one workload, drain, audit; CPU is counted from the start of the load to the end of draining."""
+    cpu_before, _ = process_usage(pids)
+    _, before = await ledger.progress()
+    load = await drive_load(ledger, settings, accounts, progress)
+    await wait_applied(ledger, progress, "draining")
+    audit = await ledger.audit()
+    _, after = await ledger.progress()
+    cpu_after, rss = process_usage(pids)
+    cpu = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after}
     applied = after["transactions_applied_total"] - before["transactions_applied_total"]
     rejected = after["transactions_rejected_total"] - before["transactions_rejected_total"]
     problems = list(audit.get("problems", []))
@@ -350,18 +498,34 @@ async def run_once(settings: RunSettings, broker_url: str, broker_pid: int | Non
 
 
 async def run_matrix(matrix: list[RunSettings], scratch: Path) -> list[RunResult]:
-    """Run each setting in turn on one broker (ours unless BROKER_URL is set)."""
+    """Run each setting in turn: Kafka runs on one broker (ours unless BROKER_URL is set), the peer on its own."""
+    from bench.postgres_peer import run_postgres
+
     configured = configured_broker_url()
     kafka: LocalKafka | None = None
-    if configured is None:
+    if configured is None and any(settings.model != "postgres" for settings in matrix):
         kafka = LocalKafka(scratch / "kafka", heap="1g")
         await asyncio.to_thread(kafka.start)
-    broker_url = configured or kafka.url  # type: ignore[union-attr]
+    broker_url = configured or (kafka.url if kafka else "")
+    results = []
     try:
-        return [await run_once(settings, broker_url, kafka.pid if kafka else None, scratch) for settings in matrix]
+        for group in cluster_groups(matrix):
+            if group[0].model == "postgres":
+                results.extend([await run_postgres(settings, scratch / "postgres") for settings in group])
+            else:
+                results.extend(await run_group(group, broker_url, kafka.pid if kafka else None, scratch))
+        return results
     finally:
         if kafka is not None:
             kafka.stop()
+
+
+def cluster_groups(matrix: list[RunSettings]) -> list[list[RunSettings]]:
+    """The matrix in order, cut into runs that can share one cluster."""
+    groups: dict[tuple[Any, ...], list[RunSettings]] = {}
+    for settings in matrix:
+        groups.setdefault(same_cluster(settings), []).append(settings)
+    return list(groups.values())
 
 
 def machine() -> dict[str, Any]:

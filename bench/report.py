@@ -50,7 +50,7 @@ def write_plot(results: list[RunResult], path: Path) -> None:
     ):
         right.bar([p + (offset - 1) * width for p in positions], values, width, label=name)
     right.set_xticks(list(positions), labels, fontsize=8)
-    right.set_title("end-to-end latency (broker ack to applied), ms")
+    right.set_title("end-to-end latency (submitted to decided), ms")
     right.set_yscale("log")
     right.legend()
     fig.tight_layout()
@@ -62,11 +62,11 @@ def write_plot(results: list[RunResult], path: Path) -> None:
 def markdown_table(results: list[RunResult]) -> str:
     lines = [
         "| model | workload | workers | path | applied TPS | p50 ms | p95 ms | p99 ms | rejected | segment moves "
-        "| invariants | CPU s (workers / broker / generator) |",
+        "| invariants | CPU s (workers or postgres / broker / generator) |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
-        workers_cpu = sum(v for k, v in r.cpu_s.items() if k.startswith("worker"))
+        workers_cpu = sum(v for k, v in r.cpu_s.items() if k.startswith("worker") or k == "postgres")
         cpu = f"{workers_cpu:.0f} / {r.cpu_s.get('broker', 0):.0f} / {r.cpu_s.get('load-generator', 0):.0f}"
         lines.append(
             f"| {r.model} | {r.workload} | {r.workers} | {r.path} | {r.applied_tps:,.0f} | {r.p50_ms} | {r.p95_ms} "

@@ -7,7 +7,9 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+from bench import WORKLOADS
 from payments_app.local_kafka import PROJECT_ROOT, LocalKafka, configured_broker_url
 
 RUN_BROKER_PORT = 19092
@@ -59,15 +61,10 @@ def bench(args: argparse.Namespace) -> int:
     """Run the benchmark matrix, then write bench/results/latest.{json,png} and the table for BENCHMARKS.md."""
     import asyncio
 
-    from bench.driver import RunSettings, machine, run_matrix
+    from bench.driver import machine, run_matrix
     from bench.report import RESULTS_DIR, markdown_table, write_json, write_plot
 
-    matrix = [
-        RunSettings(workload=workload, workers=workers, accounts=args.accounts, duration_s=args.duration,
-                    partitions=args.partitions, batch_size=args.batch_size)
-        for workload in args.workload
-        for workers in args.workers
-    ]  # fmt: skip
+    matrix = bench_matrix(args)
     host = machine()
     results = asyncio.run(run_matrix(matrix, Path(args.scratch)))
     write_json(results, host, RESULTS_DIR / "latest.json")
@@ -79,6 +76,31 @@ def bench(args: argparse.Namespace) -> int:
     return 0 if all(result.invariants_ok for result in results) else 1
 
 
+def bench_matrix(args: argparse.Namespace) -> list[Any]:
+    """Every model x workload x workers on the Kafka path; the HTTP path for `--http-workloads`; the
+    PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
+    from bench.driver import RunSettings
+
+    def settings(model: str, workload: str, workers: int, path: str) -> RunSettings:
+        return RunSettings(model=model, workload=workload, workers=workers, path=path, accounts=args.accounts,
+                           duration_s=args.duration, partitions=args.partitions, batch_size=args.batch_size,
+                           in_flight_batches=args.senders, http_batch=args.http_batch, rate_tps=args.rate)  # fmt: skip
+
+    matrix = []
+    for model in args.model:
+        if model == "postgres":
+            matrix.extend(settings(model, workload, 1, "sql") for workload in args.workload)
+            continue
+        for workers in args.workers:
+            matrix.extend(
+                settings(model, workload, workers, "kafka") for workload in args.workload if "kafka" in args.path
+            )
+            matrix.extend(
+                settings(model, workload, workers, "http") for workload in args.http_workloads if "http" in args.path
+            )
+    return matrix
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payments", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,14 +110,26 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--data-dir", default=str(PROJECT_ROOT / ".data"))
     run_parser.set_defaults(handler=run)
     bench_parser = commands.add_parser("bench", help="measure throughput and latency, check the invariants")
+    bench_parser.add_argument("--workload", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     bench_parser.add_argument(
-        "--workload",
+        "--model",
         nargs="+",
-        default=["uniform", "hot-payee", "hot-payer", "overdraft"],
-        choices=["uniform", "hot-payee", "hot-payer", "overdraft"],
+        default=["concurrent", "baseline", "postgres"],
+        choices=["concurrent", "baseline", "postgres"],
+    )
+    bench_parser.add_argument("--path", nargs="+", default=["kafka", "http"], choices=["kafka", "http"])
+    bench_parser.add_argument(
+        "--http-workloads",
+        nargs="+",
+        default=["uniform"],
+        choices=list(WORKLOADS),
+        help="workloads also driven through the HTTP API",
     )
     bench_parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
-    bench_parser.add_argument("--accounts", type=int, default=10_000)
+    bench_parser.add_argument("--accounts", type=int, default=100_000)
+    bench_parser.add_argument("--senders", type=int, default=16, help="Kafka records in flight, or HTTP clients")
+    bench_parser.add_argument("--http-batch", type=int, default=1, help="transfers per HTTP request (1: single)")
+    bench_parser.add_argument("--rate", type=float, default=0.0, help="offered transfers/s (0: as fast as taken)")
     bench_parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
     bench_parser.add_argument("--partitions", type=int, default=8)
     bench_parser.add_argument("--batch-size", type=int, default=500, help="transfers per Kafka record")

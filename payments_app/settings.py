@@ -6,12 +6,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from payments_app.domain.routing import CONCURRENT, require_model
 from payments_app.local_kafka import PROJECT_ROOT
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     app_id: str
+    model: str
     broker_url: str
     partitions: int
     replication_factor: int
@@ -26,6 +28,7 @@ class Settings:
 def load_settings() -> Settings:
     return Settings(
         app_id=os.environ.get("PAYMENTS_APP_ID", "payments"),
+        model=require_model(os.environ.get("PAYMENTS_MODEL", CONCURRENT)),
         broker_url=os.environ.get("BROKER_URL") or "kafka://127.0.0.1:19092",
         partitions=int(os.environ.get("PAYMENTS_PARTITIONS", "8")),
         replication_factor=int(os.environ.get("PAYMENTS_REPLICATION_FACTOR", "1")),

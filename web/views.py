@@ -19,6 +19,7 @@ from payments_app.domain.commands import ClientTransaction, Command, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger
 from payments_app.domain.ledger import PartitionMeta, segment_key, transaction_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
+from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
 from payments_app.metrics import METRICS
 from payments_app.queries import is_ready, owned_partitions, read_values
@@ -91,7 +92,7 @@ class ApiView(View):
 
 async def submit(view: View, transactions: list[ClientTransaction], as_array: bool) -> Response:
     """Send the new ones; answer the first submission's status for ids already known."""
-    partitions = [partition_of(tx.id, SETTINGS.partitions) for tx in transactions]
+    partitions = [decided_in(tx, SETTINGS.partitions, SETTINGS.model) for tx in transactions]
     known = await read_ledger([(p, transaction_key(tx.id)) for p, tx in zip(partitions, transactions, strict=True)])
     new: dict[int, list[Command]] = defaultdict(list)
     results: list[dict[str, Any]] = []
@@ -163,10 +164,18 @@ class Transfers(ApiView):
 class Transaction(ApiView):
     async def get(self, request: Request, tx_id: str) -> Response:
         require_id(tx_id, "id")
-        (record,) = await read_ledger([(partition_of(tx_id, SETTINGS.partitions), transaction_key(tx_id))])
+        records = await read_ledger([(p, transaction_key(tx_id)) for p in status_partitions(tx_id)])
+        record = next((r for r in records if r is not None), None)
         if record is None:
             return error(self, 404, "not_found", f"no transaction {tx_id!r}")
         return self.json(record)
+
+
+def status_partitions(tx_id: str) -> list[int]:
+    """Where a transaction's status may be: its id's partition, or in the baseline its payer's (any partition)."""
+    if SETTINGS.model == BASELINE:
+        return list(range(SETTINGS.partitions))
+    return [partition_of(tx_id, SETTINGS.partitions)]
 
 
 @app.page("/audit")

@@ -117,7 +117,7 @@ async def resend_outbox(partition: int) -> None:
 async def apply_batch(partition: int, offset: int, value: bytes) -> None:
     commands = decode_batch(value)
     state = BatchState(lambda key: decode_entry(ledger_table.get(storage_key(partition, key))), offset)
-    outcome = process_batch(state, partition, SETTINGS.partitions, offset, commands)
+    outcome = process_batch(state, partition, SETTINGS.partitions, offset, commands, SETTINGS.model)
     for key, entry in state.writes():
         ledger_table[storage_key(partition, key)] = encode_entry(entry)
     await ledger_table.changelog_acknowledged()

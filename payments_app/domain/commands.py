@@ -73,8 +73,18 @@ class MoveCredit:
     relay: RelayId | None
 
 
+@dataclass(frozen=True, slots=True)
+class PayeeCredit:
+    """Baseline model: the payee's side of transfer `tx`, decided in the payer's home, credited in the payee's."""
+
+    account: str
+    amount: int
+    tx: str
+    relay: RelayId | None
+
+
 ClientTransaction = Deposit | Withdrawal | Transfer
-Command = OpenAccount | Deposit | Withdrawal | Transfer | MoveRequest | MoveCredit
+Command = OpenAccount | Deposit | Withdrawal | Transfer | MoveRequest | MoveCredit | PayeeCredit
 
 KIND_OF: dict[type, str] = {
     OpenAccount: "open",
@@ -83,6 +93,7 @@ KIND_OF: dict[type, str] = {
     Transfer: "transfer",
     MoveRequest: "move_request",
     MoveCredit: "move_credit",
+    PayeeCredit: "payee_credit",
 }
 TYPE_OF: dict[str, type] = {kind: cls for cls, kind in KIND_OF.items()}
 

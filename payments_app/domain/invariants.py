@@ -1,8 +1,8 @@
 """The bank's invariants as checks, shared by the reconciler, the tests and the benchmark.
 
 Each partition can be audited alone: its segments must add up to what flowed through it. Across partitions,
-money in flight (moved out of one segment, not yet into another) must be non-negative, and all balances
-plus money in flight must equal deposits minus withdrawals.
+money in flight (moved out of one segment or relayed to a payee's home, not yet arrived) must be
+non-negative, and all balances plus money in flight must equal deposits minus withdrawals.
 """
 
 from __future__ import annotations
@@ -57,12 +57,13 @@ def audit_partition(partition: int, meta: PartitionMeta, segments: Iterable[tupl
         moved_out += segment.moved_out
         if segment.balance < 0:
             report.problems.append(f"partition {partition}: segment of {account!r} is {segment.balance}")
-    expected = meta.deposits - meta.withdrawals + meta.moved_in - meta.moved_out
+    expected = meta.deposits - meta.withdrawals + meta.moved_in - meta.moved_out + meta.credits_in - meta.credits_out
     if report.balances != expected:
         report.problems.append(
             f"partition {partition}: segments hold {report.balances}, flows say {expected} "
             f"(deposits {meta.deposits} - withdrawals {meta.withdrawals} "
-            f"+ moved in {meta.moved_in} - moved out {meta.moved_out})"
+            f"+ moved in {meta.moved_in} - moved out {meta.moved_out} "
+            f"+ credits in {meta.credits_in} - credits out {meta.credits_out})"
         )
     if (moved_in, moved_out) != (meta.moved_in, meta.moved_out):
         report.problems.append(
@@ -82,8 +83,8 @@ def audit_ledger(partitions: Mapping[int, tuple[PartitionMeta, AuditReport]]) ->
         total.withdrawals += report.withdrawals
         total.segments += report.segments
         total.problems.extend(report.problems)
-        moved_in += meta.moved_in
-        moved_out += meta.moved_out
+        moved_in += meta.moved_in + meta.credits_in
+        moved_out += meta.moved_out + meta.credits_out
     total.in_flight = moved_out - moved_in
     if total.in_flight < 0:
         total.problems.append(f"more money arrived in segments than left them: in flight {total.in_flight}")

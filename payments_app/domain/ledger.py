@@ -17,23 +17,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from payments_app.domain.commands import (
+    ClientTransaction,
     Command,
     Deposit,
     MoveCredit,
     MoveRequest,
     OpenAccount,
+    PayeeCredit,
     RelayId,
     Transfer,
     Withdrawal,
     from_dict,
     to_dict,
 )
-from payments_app.domain.money import partition_of
+from payments_app.domain.routing import BASELINE, decided_in, home_of, require_model
 from payments_app.domain.segments import Parked, Round, Segment
 
 PENDING, APPLIED, REJECTED = "pending", "applied", "rejected"
 INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, SAME_ACCOUNT = "insufficient_funds", "unknown_account", "same_account"
-TOO_MANY_PENDING = "too_many_pending"
+TOO_MANY_PENDING, MISROUTED = "too_many_pending", "misrouted"
 MAX_PARKED_PER_SEGMENT = 1_000  # bounds a segment's stored size (Kafka's record limit) and the wait behind it
 META_KEY = "m"
 
@@ -74,6 +76,8 @@ class PartitionMeta:
     withdrawals: int = 0
     moved_in: int = 0
     moved_out: int = 0
+    credits_in: int = 0  # baseline: payee credits received from other partitions
+    credits_out: int = 0  # baseline: payee credits relayed to other partitions
     next_round: int = 0
     relay_seen: dict[str, list[int]] = field(default_factory=dict)
     outbox: list[list[Any]] = field(default_factory=list)
@@ -184,16 +188,21 @@ def pending_relays(meta: PartitionMeta) -> list[tuple[int, Command]]:
 
 
 def process_batch(
-    state: BatchState, partition: int, partitions: int, offset: int, commands: Sequence[Command]
+    state: BatchState,
+    partition: int,
+    partitions: int,
+    offset: int,
+    commands: Sequence[Command],
+    model: str,
 ) -> BatchOutcome:
-    """Apply `commands`, read from `partition` at `offset`, to the staged state."""
+    """Apply `commands`, read from `partition` at `offset`, to the staged state, by the rules of `model`."""
     meta = state.meta()
     if meta.offset >= offset:
         outcome = BatchOutcome(replayed=True)
         if meta.offset == offset:
             outcome.relays = pending_relays(meta)
         return outcome
-    batch = _Batch(state, meta, partition, partitions, offset)
+    batch = _Batch(state, meta, partition, partitions, offset, require_model(model))
     for command in commands:
         batch.handle(command)
     meta.offset = offset
@@ -203,14 +212,22 @@ def process_batch(
 
 
 class _Batch:
-    """The decisions for one batch; short methods, one per command kind."""
+    """The decisions for one batch; short methods, one per command kind.
 
-    def __init__(self, state: BatchState, meta: PartitionMeta, partition: int, partitions: int, offset: int) -> None:
+    The two models share every rule but two: the baseline never parks a debit (an account's money is all in
+    its home partition, so there is nowhere to collect from), and it relays a transfer's credit to the payee's
+    home instead of crediting the payee's segment here.
+    """
+
+    def __init__(
+        self, state: BatchState, meta: PartitionMeta, partition: int, partitions: int, offset: int, model: str
+    ) -> None:
         self.state = state
         self.meta = meta
         self.partition = partition
         self.partitions = partitions
         self.offset = offset
+        self.segmented = model != BASELINE
         self.outcome = BatchOutcome()
 
     def handle(self, command: Command) -> None:
@@ -224,6 +241,8 @@ class _Batch:
             self.move_request(command)
         elif isinstance(command, MoveCredit):
             self.move_credit(command)
+        elif isinstance(command, PayeeCredit):
+            self.payee_credit(command)
         elif isinstance(command, OpenAccount):
             self.open_account(command)
         else:
@@ -233,7 +252,7 @@ class _Batch:
 
     def open_account(self, command: OpenAccount) -> None:
         if self.state.segment(command.account) is None:
-            home = partition_of(command.account, self.partitions) == self.partition
+            home = home_of(command.account, self.partitions) == self.partition
             self.state.put_segment(command.account, Segment(opened_by=command.request if home else None))
 
     def deposit(self, tx: Deposit) -> None:
@@ -241,6 +260,8 @@ class _Batch:
             return
         record = TxRecord(tx.id, "deposit", PENDING, None, {"account": tx.account, "amount": tx.amount})
         segment = self.state.segment(tx.account)
+        if self._misrouted(tx, record):
+            return
         if segment is None:
             self._reject(record, UNKNOWN_ACCOUNT)
             return
@@ -255,6 +276,8 @@ class _Batch:
             return
         record = TxRecord(tx.id, "withdrawal", PENDING, None, {"account": tx.account, "amount": tx.amount})
         segment = self.state.segment(tx.account)
+        if self._misrouted(tx, record):
+            return
         if segment is None:
             self._reject(record, UNKNOWN_ACCOUNT)
             return
@@ -268,6 +291,8 @@ class _Batch:
         if tx.payer == tx.payee:
             self._reject(record, SAME_ACCOUNT)
             return
+        if self._misrouted(tx, record):
+            return
         segment = self.state.segment(tx.payer)
         if segment is None or self.state.segment(tx.payee) is None:
             self._reject(record, UNKNOWN_ACCOUNT)
@@ -280,7 +305,7 @@ class _Batch:
         if self._seen_relay(request.relay):
             return
         segment = self.state.segment(request.account)
-        give = segment.amount_to_give(request.amount) if segment is not None else 0
+        give = segment.amount_to_give(request.amount) if segment is not None and self.segmented else 0
         if segment is not None and give > 0:
             segment.debit(give)
             segment.moved_out += give
@@ -306,6 +331,16 @@ class _Batch:
         self.state.put_segment(credit.account, segment)
         self._drain(credit.account, segment)
 
+    def payee_credit(self, credit: PayeeCredit) -> None:
+        if self._seen_relay(credit.relay):
+            return
+        segment = self.state.segment(credit.account)
+        assert segment is not None, f"credit for {credit.account!r}, which has no segment here"
+        segment.credit(credit.amount)
+        self.meta.credits_in += credit.amount
+        self.state.put_segment(credit.account, segment)
+        self._drain(credit.account, segment)
+
     # the money moves
 
     def _debit_or_park(self, account: str, segment: Segment, record: TxRecord, debit: Parked) -> None:
@@ -313,6 +348,9 @@ class _Batch:
         self.state.put_segment(account, segment)
         if segment.can_pay_now(debit.amount):
             self._settle(segment, debit)
+            return
+        if not self.segmented:
+            self._reject(record, INSUFFICIENT_FUNDS)
             return
         if len(segment.parked) >= MAX_PARKED_PER_SEGMENT:
             self._reject(record, TOO_MANY_PENDING)
@@ -324,6 +362,10 @@ class _Batch:
         segment.debit(debit.amount)
         if debit.payee is None:
             self.meta.withdrawals += debit.amount
+        elif not self.segmented and home_of(debit.payee, self.partitions) != self.partition:
+            self.meta.credits_out += debit.amount
+            credit = PayeeCredit(debit.payee, debit.amount, debit.tx_id, self._next_relay_id())
+            self.outcome.relays.append((home_of(debit.payee, self.partitions), credit))
         else:
             payee = self.state.segment(debit.payee)
             assert payee is not None, debit
@@ -389,6 +431,13 @@ class _Batch:
         record.status, record.reason = REJECTED, reason
         self.state.put_transaction(record)
         self.outcome.rejected += 1
+
+    def _misrouted(self, tx: ClientTransaction, record: TxRecord) -> bool:
+        """The baseline keeps an account's money in its home only: a transaction sent elsewhere is refused."""
+        if self.segmented or decided_in(tx, self.partitions, BASELINE) == self.partition:
+            return False
+        self._reject(record, MISROUTED)
+        return True
 
     def _seen_relay(self, relay: RelayId | None) -> bool:
         """Drop a relay already applied; relays from one source arrive in the order they were made."""

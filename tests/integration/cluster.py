@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from payments_app.cluster import WorkerProcess
+from payments_app.domain.routing import CONCURRENT
 from payments_app.local_kafka import free_port
 
 PARTITIONS = 4
@@ -20,8 +21,9 @@ PARTITIONS = 4
 class AppCluster:
     """Workers of one app on the shared broker; stopped by pid at the end of the test, logs kept for failures."""
 
-    def __init__(self, broker_url: str, root: Path, partitions: int = PARTITIONS) -> None:
+    def __init__(self, broker_url: str, root: Path, partitions: int = PARTITIONS, model: str = CONCURRENT) -> None:
         self.broker_url = broker_url
+        self.model = model
         self.root = root
         self.partitions = partitions
         self.app_id = f"pay-{uuid.uuid4().hex[:8]}"
@@ -35,6 +37,7 @@ class AppCluster:
             self.broker_url, self.root / f"worker-{n}", free_port(), self.partitions,
             extra_env={
                 "PAYMENTS_APP_ID": self.app_id,
+                "PAYMENTS_MODEL": self.model,
                 "PAYMENTS_AUDIT_INTERVAL_S": "2",
                 "PAYMENTS_SESSION_TIMEOUT_S": "8",
                 "PAYMENTS_RECOVERY_STALL_S": "10",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.driver import RunSettings, run_once
+from bench.driver import RunSettings, run_group, run_once
 from bench.report import markdown_table, write_json, write_plot
 
 pytestmark = pytest.mark.broker
@@ -25,6 +25,16 @@ async def test_a_short_run_completes_with_its_invariants(broker_url: str, tmp_pa
     write_plot([result], tmp_path / "latest.png")
     assert (tmp_path / "latest.png").stat().st_size > 0
     assert "hot-payer" in markdown_table([result])
+
+
+@pytest.mark.parametrize(("model", "path"), [("baseline", "kafka"), ("concurrent", "http")])
+async def test_each_model_and_load_path_runs(model: str, path: str, broker_url: str, tmp_path: Path) -> None:
+    (result,) = await run_group([small(model=model, path=path, workload="overdraft", http_batch=5)], broker_url,
+                                None, tmp_path)  # fmt: skip
+    assert result.invariants_ok, result.problems
+    assert (result.model, result.path) == (model, path)
+    assert result.applied > 0 and result.rejected > 0 and result.applied + result.rejected == result.submitted
+    assert result.p50_ms > 0
 
 
 async def test_the_invariant_check_fails_on_a_broken_ledger(broker_url: str, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from payments_app.codec import decode_entry, encode_entry
-from payments_app.domain.commands import Command, MoveRequest, OpenAccount
+from payments_app.domain.commands import ClientTransaction, Command, MoveRequest, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
 from payments_app.domain.ledger import (
     META_KEY,
@@ -24,7 +24,7 @@ from payments_app.domain.ledger import (
     segment_key,
     transaction_key,
 )
-from payments_app.domain.money import partition_of
+from payments_app.domain.routing import CONCURRENT, decided_in
 from payments_app.domain.segments import Segment, plan_equalization
 
 
@@ -36,16 +36,18 @@ class SimPartition:
 
 
 class SimCluster:
-    def __init__(self, partitions: int) -> None:
+    def __init__(self, partitions: int, model: str = CONCURRENT) -> None:
         self.partitions = partitions
+        self.model = model
         self.parts = [SimPartition() for _ in range(partitions)]
 
     def open(self, account: str) -> None:
         for part in self.parts:
             part.log.append([OpenAccount(account, "test")])
 
-    def submit(self, tx_id: str, command: Command, partition: int | None = None) -> None:
-        p = partition_of(tx_id, self.partitions) if partition is None else partition
+    def submit(self, command: ClientTransaction, partition: int | None = None) -> None:
+        """Append a client transaction to the partition the model routes it to (or to `partition`)."""
+        p = decided_in(command, self.partitions, self.model) if partition is None else partition
         self.parts[p].log.append([command])
 
     def pending(self) -> list[int]:
@@ -56,7 +58,7 @@ class SimCluster:
         part = self.parts[p]
         offset = part.committed
         state = BatchState(lambda key: decode_entry(part.store.get(key)), offset)
-        outcome = process_batch(state, p, self.partitions, offset, part.log[offset])
+        outcome = process_batch(state, p, self.partitions, offset, part.log[offset], self.model)
         writes = state.writes()
         if crash_after_writes is not None:
             for key, entry in writes[:crash_after_writes]:
@@ -125,8 +127,12 @@ class SimCluster:
         return sum(s.balance for s in self.segments(account))
 
     def status(self, tx_id: str) -> TxRecord | None:
-        raw = self.value(partition_of(tx_id, self.partitions), transaction_key(tx_id))
-        return None if raw is None else TxRecord.from_dict(raw)
+        """The transaction's record, wherever it was decided."""
+        for p in range(self.partitions):
+            raw = self.value(p, transaction_key(tx_id))
+            if raw is not None:
+                return TxRecord.from_dict(raw)
+        return None
 
     def audit(self) -> AuditReport:
         per_partition = {}

@@ -1,4 +1,4 @@
-"""The money rules of the Concurrent model, on the in-memory cluster: examples first, then hypothesis."""
+"""The money rules on the in-memory cluster: Concurrent-model examples first, then hypothesis for both models."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from payments_app.domain.ledger import (
     SAME_ACCOUNT,
     UNKNOWN_ACCOUNT,
 )
+from payments_app.domain.routing import CONCURRENT, MODELS
 from tests.unit.simulation import SimCluster
 
 
@@ -30,14 +31,14 @@ def funded(partitions: int, accounts: dict[str, int], spread: bool = True) -> Si
         for p in range(parts):
             share = amount // parts + (1 if p < amount % parts else 0)
             if share:
-                cluster.submit(f"fund-{account}-{p}", Deposit(f"fund-{account}-{p}", account, share), partition=p)
+                cluster.submit(Deposit(f"fund-{account}-{p}", account, share), partition=p)
     cluster.run()
     return cluster
 
 
 def test_deposit_then_transfer_within_one_segment() -> None:
     cluster = funded(1, {"alice": 100, "bob": 0})
-    cluster.submit("t1", Transfer("t1", "alice", "bob", 30))
+    cluster.submit(Transfer("t1", "alice", "bob", 30))
     cluster.run()
     assert cluster.status("t1").status == APPLIED
     assert (cluster.balance("alice"), cluster.balance("bob")) == (70, 30)
@@ -47,7 +48,7 @@ def test_deposit_then_transfer_within_one_segment() -> None:
 def test_sequential_payer_spends_whole_balance_spread_over_eight_segments() -> None:
     cluster = funded(8, {"alice": 100, "bob": 0})
     assert all(s.balance in (12, 13) for s in cluster.segments("alice"))
-    cluster.submit("t-all", Transfer("t-all", "alice", "bob", 100))
+    cluster.submit(Transfer("t-all", "alice", "bob", 100))
     cluster.run()
     assert cluster.status("t-all").status == APPLIED
     assert (cluster.balance("alice"), cluster.balance("bob")) == (0, 100)
@@ -58,7 +59,7 @@ def test_sequential_payer_spends_whole_balance_spread_over_eight_segments() -> N
 
 def test_overdraft_is_rejected_and_changes_nothing() -> None:
     cluster = funded(4, {"alice": 100, "bob": 5})
-    cluster.submit("t-over", Transfer("t-over", "alice", "bob", 101))
+    cluster.submit(Transfer("t-over", "alice", "bob", 101))
     cluster.run()
     record = cluster.status("t-over")
     assert (record.status, record.reason) == (REJECTED, INSUFFICIENT_FUNDS)
@@ -68,9 +69,9 @@ def test_overdraft_is_rejected_and_changes_nothing() -> None:
 
 def test_unknown_accounts_and_self_transfer_are_rejected() -> None:
     cluster = funded(2, {"alice": 10})
-    cluster.submit("d-x", Deposit("d-x", "nobody", 5))
-    cluster.submit("t-x", Transfer("t-x", "alice", "nobody", 5))
-    cluster.submit("t-self", Transfer("t-self", "alice", "alice", 5))
+    cluster.submit(Deposit("d-x", "nobody", 5))
+    cluster.submit(Transfer("t-x", "alice", "nobody", 5))
+    cluster.submit(Transfer("t-self", "alice", "alice", 5))
     cluster.run()
     assert cluster.status("d-x").reason == UNKNOWN_ACCOUNT
     assert cluster.status("t-x").reason == UNKNOWN_ACCOUNT
@@ -82,8 +83,8 @@ def test_unknown_accounts_and_self_transfer_are_rejected() -> None:
 def test_duplicate_id_is_applied_once() -> None:
     cluster = funded(4, {"alice": 100, "bob": 0})
     for _ in range(3):
-        cluster.submit("t-dup", Transfer("t-dup", "alice", "bob", 10))
-    cluster.submit("t-dup", Transfer("t-dup", "alice", "bob", 50))
+        cluster.submit(Transfer("t-dup", "alice", "bob", 10))
+    cluster.submit(Transfer("t-dup", "alice", "bob", 50))
     cluster.run()
     assert cluster.balance("bob") == 10
     assert cluster.audit().ok
@@ -91,7 +92,7 @@ def test_duplicate_id_is_applied_once() -> None:
 
 def test_withdrawal_collects_from_other_segments() -> None:
     cluster = funded(3, {"alice": 90}, spread=True)
-    cluster.submit("w1", Withdrawal("w1", "alice", 80))
+    cluster.submit(Withdrawal("w1", "alice", 80))
     cluster.run()
     assert cluster.status("w1").status == APPLIED
     assert cluster.balance("alice") == 10
@@ -101,7 +102,7 @@ def test_withdrawal_collects_from_other_segments() -> None:
 
 def test_a_crash_after_some_writes_replays_to_the_same_result() -> None:
     cluster = funded(4, {"alice": 100, "bob": 0})
-    cluster.submit("t1", Transfer("t1", "alice", "bob", 90))
+    cluster.submit(Transfer("t1", "alice", "bob", 90))
     p = next(iter(cluster.pending()))
     for written in range(4):
         cluster.step(p, crash_after_writes=written)
@@ -156,11 +157,12 @@ def expected_balances(cluster: SimCluster, ops: list[tuple], ids: list[str]) -> 
     partitions=st.integers(1, 5),
     seed=st.integers(0, 2**32),
     crash_rate=st.sampled_from([0.0, 0.2]),
+    model=st.sampled_from(MODELS),
 )
 def test_any_interleaving_and_crashes_conserve_money_and_decide_everything(
-    ops: list[tuple], partitions: int, seed: int, crash_rate: float
+    ops: list[tuple], partitions: int, seed: int, crash_rate: float, model: str
 ) -> None:
-    cluster = SimCluster(partitions)
+    cluster = SimCluster(partitions, model)
     for account in ACCOUNTS:
         cluster.open(account)
     cluster.run()
@@ -170,12 +172,12 @@ def test_any_interleaving_and_crashes_conserve_money_and_decide_everything(
         tx_id = f"tx-{n}"
         ids.append(tx_id)
         if op[0] == "deposit":
-            cluster.submit(tx_id, Deposit(tx_id, op[1], op[2]))
+            cluster.submit(Deposit(tx_id, op[1], op[2]))
         elif op[0] == "withdraw":
-            cluster.submit(tx_id, Withdrawal(tx_id, op[1], op[2]))
+            cluster.submit(Withdrawal(tx_id, op[1], op[2]))
         else:
-            cluster.submit(tx_id, Transfer(tx_id, op[1], op[2], op[3]))
-        if rng.random() < 0.2:
+            cluster.submit(Transfer(tx_id, op[1], op[2], op[3]))
+        if model == CONCURRENT and rng.random() < 0.2:
             cluster.rebalance(rng.choice(ACCOUNTS))
         if rng.random() < 0.3:
             cluster.run(rng, crash_rate)
@@ -198,14 +200,14 @@ def test_a_sequential_payer_is_never_wrongly_rejected(amounts: list[int], seed: 
     cluster.open("payee")
     for p, amount in enumerate(amounts):
         if amount:
-            cluster.submit(f"f{p}", Deposit(f"f{p}", "payer", amount), partition=p)
+            cluster.submit(Deposit(f"f{p}", "payer", amount), partition=p)
     cluster.run()
     total = sum(amounts)
     rng = random.Random(seed)
     n = 0
     while total > 0:
         amount = rng.randint(1, total)
-        cluster.submit(f"pay{n}", Transfer(f"pay{n}", "payer", "payee", amount))
+        cluster.submit(Transfer(f"pay{n}", "payer", "payee", amount))
         cluster.run(rng)
         assert cluster.status(f"pay{n}").status == APPLIED
         total -= amount
@@ -216,8 +218,8 @@ def test_a_sequential_payer_is_never_wrongly_rejected(amounts: list[int], seed: 
 def test_a_record_replayed_after_later_ones_were_applied_is_skipped() -> None:
     """The committed offset can lag the changelog: replaying an old record must change nothing."""
     cluster = funded(2, {"alice": 100, "bob": 0})
-    cluster.submit("t1", Transfer("t1", "alice", "bob", 10), partition=0)
-    cluster.submit("t2", Transfer("t2", "alice", "bob", 20), partition=0)
+    cluster.submit(Transfer("t1", "alice", "bob", 10), partition=0)
+    cluster.submit(Transfer("t2", "alice", "bob", 20), partition=0)
     cluster.run()
     before = dict(cluster.parts[0].store)
     cluster.parts[0].committed -= 2
@@ -229,8 +231,8 @@ def test_a_record_replayed_after_later_ones_were_applied_is_skipped() -> None:
 def test_replay_from_a_done_record_while_the_next_one_is_half_written() -> None:
     """Killed in the middle of record n+1 with the commit still before n: n is skipped, n+1 recomputed."""
     cluster = funded(2, {"alice": 100, "bob": 0})
-    cluster.submit("t1", Transfer("t1", "alice", "bob", 10), partition=0)
-    cluster.submit("t2", Transfer("t2", "alice", "bob", 20), partition=0)
+    cluster.submit(Transfer("t1", "alice", "bob", 10), partition=0)
+    cluster.submit(Transfer("t2", "alice", "bob", 20), partition=0)
     cluster.step(0)
     cluster.step(0, crash_after_writes=2)
     cluster.rewind(0, 1)
@@ -242,8 +244,8 @@ def test_replay_from_a_done_record_while_the_next_one_is_half_written() -> None:
 def test_a_segment_queues_a_bounded_number_of_waiting_debits() -> None:
     cluster = funded(2, {"alice": 0, "bob": 0})
     for n in range(MAX_PARKED_PER_SEGMENT + 5):
-        cluster.submit(f"w{n}", Withdrawal(f"w{n}", "alice", 1), partition=0)
-    cluster.submit("d", Deposit("d", "alice", 1), partition=1)
+        cluster.submit(Withdrawal(f"w{n}", "alice", 1), partition=0)
+    cluster.submit(Deposit("d", "alice", 1), partition=1)
     for _ in range(MAX_PARKED_PER_SEGMENT + 5):
         cluster.step(0)
     segment = cluster.segments("alice")[0]
