@@ -8,10 +8,12 @@ of this table holds exactly the state of segment p.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
-from faust.types import CodecArg, FutureMessage
+import rocksdict
+from faust.types import TP, RecordMetadata
 
 from payments_app.app import app
 from payments_app.settings import SETTINGS
@@ -20,7 +22,12 @@ LEDGER_TABLE = "ledger"
 
 
 class LedgerTable(faust.Table):
-    """A table whose writes can be awaited until the changelog broker has acknowledged them.
+    """A table written a whole batch at a time, whose writes can be awaited until the broker has them.
+
+    `table[key] = value` costs a Faust future, a producer-buffer hop and a RocksDB put per key, which was most
+    of a worker's time (see BENCHMARKS.md). `write` stores a batch's entries in one RocksDB write batch and
+    hands them straight to the producer; the changelog stays one message per key, so compaction and Faust's
+    own restore work unchanged.
 
     Faust commits a source offset after `producer.flush()`, but its producer buffer's flush gives up after
     100 ms and can return with changelog messages still queued. The ledger agent therefore waits for its own
@@ -29,28 +36,41 @@ class LedgerTable(faust.Table):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._unacknowledged: list[FutureMessage] = []
+        self._unacknowledged: list[Awaitable[Any]] = []
+        self._last_written: dict[int, Awaitable[RecordMetadata]] = {}
         # Faust derives serializers from key/value types (json for bytes); entries are already orjson bytes.
         self.key_serializer = "raw"
         self.value_serializer = "raw"
 
-    def send_changelog(
-        self,
-        partition: int | None,
-        key: Any,
-        value: Any,
-        key_serializer: CodecArg | None = None,
-        value_serializer: CodecArg | None = None,
-    ) -> FutureMessage:
-        future = super().send_changelog(partition, key, value, key_serializer, value_serializer)
-        self._unacknowledged.append(future)
-        return future
+    def read(self, partition: int, key: bytes) -> bytes | None:
+        """An entry of a partition this worker holds, straight from that partition's RocksDB."""
+        return self._partition_db(partition).get(key)
+
+    async def write(self, partition: int, entries: Sequence[tuple[bytes, bytes]]) -> None:
+        """Store the entries in order (one RocksDB write) and send them, in order, to the changelog."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in entries:
+            batch.put(key, value)
+        self._partition_db(partition).write(batch)
+        topic = self.changelog_topic.get_topic_name()
+        for key, value in entries:
+            sent = await self.app.producer.send(topic, key, value, partition, None, None)
+            self._unacknowledged.append(sent)
+            self._last_written[partition] = sent
 
     async def changelog_acknowledged(self) -> None:
         """Return once every changelog write made so far is acknowledged by the broker."""
         pending, self._unacknowledged = self._unacknowledged, []
         if pending:
             await asyncio.gather(*pending)
+        last, self._last_written = self._last_written, {}
+        for partition, sent in last.items():
+            # where a later restore of this partition into this worker's RocksDB may start reading
+            self.data.set_persisted_offset(TP(self.changelog_topic.get_topic_name(), partition), (await sent).offset)
+
+    def _partition_db(self, partition: int) -> rocksdict.Rdict:
+        # faust's rocksdb Store keeps one database per partition; it has no public accessor for one
+        return self.data._db_for_partition(partition)  # type: ignore[attr-defined]
 
 
 ledger_table: LedgerTable = app.tables.add(

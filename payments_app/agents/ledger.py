@@ -93,7 +93,7 @@ def may_apply(partition: int) -> bool:
 
 
 def last_meta(partition: int) -> PartitionMeta | None:
-    entry = decode_entry(ledger_table.get(storage_key(partition, META_KEY)))
+    entry = decode_entry(ledger_table.read(partition, storage_key(partition, META_KEY)))
     return None if entry is None else PartitionMeta.from_dict(entry["v"])
 
 
@@ -116,10 +116,9 @@ async def resend_outbox(partition: int) -> None:
 
 async def apply_batch(partition: int, offset: int, value: bytes) -> None:
     commands = decode_batch(value)
-    state = BatchState(lambda key: decode_entry(ledger_table.get(storage_key(partition, key))), offset)
+    state = BatchState(lambda key: decode_entry(ledger_table.read(partition, storage_key(partition, key))), offset)
     outcome = process_batch(state, partition, SETTINGS.partitions, offset, commands, SETTINGS.model)
-    for key, entry in state.writes():
-        ledger_table[storage_key(partition, key)] = encode_entry(entry)
+    await ledger_table.write(partition, [(storage_key(partition, key), encode_entry(e)) for key, e in state.writes()])
     await ledger_table.changelog_acknowledged()
     await send_commands(group_by_partition(outcome.relays))
     METRICS.relays_sent_total += len(outcome.relays)
