@@ -8,8 +8,8 @@ of this table holds exactly the state of segment p.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import faust
 import rocksdict
@@ -36,8 +36,8 @@ class LedgerTable(faust.Table):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._unacknowledged: list[Awaitable[Any]] = []
-        self._last_written: dict[int, Awaitable[RecordMetadata]] = {}
+        self._unacknowledged: list[asyncio.Future[RecordMetadata]] = []
+        self._last_written: dict[int, asyncio.Future[RecordMetadata]] = {}
         # Faust derives serializers from key/value types (json for bytes); entries are already orjson bytes.
         self.key_serializer = "raw"
         self.value_serializer = "raw"
@@ -54,19 +54,23 @@ class LedgerTable(faust.Table):
         self._partition_db(partition).write(batch)
         topic = self.changelog_topic.get_topic_name()
         for key, value in entries:
-            sent = await self.app.producer.send(topic, key, value, partition, None, None)
+            sent = cast(asyncio.Future, await self.app.producer.send(topic, key, value, partition, None, None))
             self._unacknowledged.append(sent)
             self._last_written[partition] = sent
 
     async def changelog_acknowledged(self) -> None:
         """Return once every changelog write made so far is acknowledged by the broker."""
         pending, self._unacknowledged = self._unacknowledged, []
-        if pending:
-            await asyncio.gather(*pending)
         last, self._last_written = self._last_written, {}
+        # Acknowledgements arrive in order per partition: wait for the last ones, then check every one (those
+        # are done by then, so awaiting them costs nothing; gathering thousands of futures costs a lot).
+        await asyncio.gather(*last.values())
+        for sent in pending:
+            await sent  # a failed write raises here
+        topic = self.changelog_topic.get_topic_name()
         for partition, sent in last.items():
             # where a later restore of this partition into this worker's RocksDB may start reading
-            self.data.set_persisted_offset(TP(self.changelog_topic.get_topic_name(), partition), (await sent).offset)
+            self.data.set_persisted_offset(TP(topic, partition), sent.result().offset)
 
     def _partition_db(self, partition: int) -> rocksdict.Rdict:
         # faust's rocksdb Store keeps one database per partition; it has no public accessor for one
