@@ -12,6 +12,7 @@ from payments_app.agents.demand import DEMAND
 from payments_app.agents.gaps import read_range
 from payments_app.app import app
 from payments_app.codec import decode_batch, decode_entry, encode_entry
+from payments_app.domain.commands import Command
 from payments_app.domain.ledger import (
     META_KEY,
     BatchOutcome,
@@ -36,26 +37,49 @@ OUTBOX_RESENT: dict[int, int] = {}
 LAST_OFFSETS: dict[int, int] = {}
 
 
+#: records applied together before their changelog writes and relays are awaited (once for the whole group)
+GROUP_RECORDS = int(os.environ.get("PAYMENTS_GROUP_RECORDS", "64"))
+#: how long the agent waits for a group to fill before applying what it has
+GROUP_WAIT_S = float(os.environ.get("PAYMENTS_GROUP_WAIT_MS", "2")) / 1000
+
+
+class Group:
+    """Records applied one after another whose writes and relays are then awaited once, together.
+
+    Waiting for the broker after every record left the agent idle for a round trip per record, and on a busy
+    event loop (the web views share it) far longer, so small records (from the HTTP API) starved. Faust acks
+    the group's events only after `finish`, so no offset is committed before its writes are durable.
+    """
+
+    def __init__(self) -> None:
+        self.relays: list[tuple[int, Command]] = []
+        self.unsent_slots: dict[int, int] = {}  # per partition: outbox slots filled in this group
+        self.applied: dict[int, int] = {}  # per partition: the last offset applied in this group
+
+    async def finish(self) -> None:
+        await ledger_table.changelog_acknowledged()
+        await send_commands(group_by_partition(self.relays))
+        METRICS.relays_sent_total += len(self.relays)
+        LAST_OFFSETS.update(self.applied)
+
+
 @app.agent(transactions_topic, concurrency=1)
 async def apply_transactions(stream: faust.StreamT) -> None:
-    """Apply every record in order; table writes are staged by the domain and written once per batch."""
-    async for event in stream.events():
+    """Apply every record in order, a group at a time; table writes are staged by the domain per record."""
+    async for events in stream.take_events(GROUP_RECORDS, within=GROUP_WAIT_S):
+        group = Group()
         try:
-            await apply_record(event)
+            for event in events:
+                await apply_record(event, group)
+            await group.finish()
         except Exception:
             # Never skip past a record we failed to apply: stop the process and let it restart from the last
             # committed offset (Faust's supervisor would restart the agent after the record instead).
-            log.critical(
-                "could not apply %s[%d]@%d; stopping the worker",
-                event.message.topic,
-                event.message.partition,
-                event.message.offset,
-                exc_info=True,
-            )
+            log.critical("could not apply a group of %d records; stopping the worker", len(events), exc_info=True)
             os._exit(70)
 
 
-async def apply_record(event: EventT) -> None:
+async def apply_record(event: EventT, group: Group) -> None:
     """Apply one record, after any records Faust skipped before it in the same partition."""
     partition, offset = event.message.partition, event.message.offset
     if not may_apply(partition):
@@ -65,7 +89,7 @@ async def apply_record(event: EventT) -> None:
     if OUTBOX_RESENT.get(partition) != app.consumer_generation_id:
         await resend_outbox(partition)
         OUTBOX_RESENT[partition] = app.consumer_generation_id
-    applied = last_applied_offset(partition)
+    applied = group.applied[partition] if partition in group.applied else last_applied_offset(partition)
     if offset > applied + 1:
         missing = await read_range(partition, applied + 1, offset)
         log.warning(
@@ -77,8 +101,8 @@ async def apply_record(event: EventT) -> None:
         )
         METRICS.gap_records_recovered_total += len(missing)
         for missing_offset, value in missing:
-            await apply_batch(partition, missing_offset, value)
-    await apply_batch(partition, offset, event.value)
+            await apply_batch(partition, missing_offset, value, group)
+    await apply_batch(partition, offset, event.value, group)
 
 
 def may_apply(partition: int) -> bool:
@@ -93,7 +117,7 @@ def may_apply(partition: int) -> bool:
 
 
 def last_meta(partition: int) -> PartitionMeta | None:
-    entry = decode_entry(ledger_table.read(partition, storage_key(partition, META_KEY)))
+    entry = stored_entry(partition, META_KEY)
     return None if entry is None else PartitionMeta.from_dict(entry["v"])
 
 
@@ -103,28 +127,35 @@ def last_applied_offset(partition: int) -> int:
 
 
 async def resend_outbox(partition: int) -> None:
-    """Send the last applied record's relays again on taking a partition over.
+    """Send the relays of every unsent outbox slot again on taking a partition over.
 
-    Its previous owner may have died after storing them and before sending them, and the record itself may
-    never be replayed here (Faust can commit past it). Receivers drop relays they already applied.
+    Its previous owner may have died after storing them and before sending them, and the records themselves
+    may never be replayed here (Faust can commit past them). Receivers drop relays they already applied.
     """
     meta = last_meta(partition)
-    if meta is not None and meta.outbox:
-        log.info("partition %d: resending %d relays of offset %d", partition, len(meta.outbox), meta.offset)
-        await send_commands(group_by_partition(pending_relays(meta)))
+    if meta is not None and meta.outbox_slots:
+        relays = pending_relays(lambda key: stored_entry(partition, key), meta)
+        log.info("partition %d: resending %d relays up to offset %d", partition, len(relays), meta.offset)
+        await send_commands(group_by_partition(relays))
 
 
-async def apply_batch(partition: int, offset: int, value: bytes) -> None:
+def stored_entry(partition: int, key: str) -> dict | None:
+    return decode_entry(ledger_table.read(partition, storage_key(partition, key)))
+
+
+async def apply_batch(partition: int, offset: int, value: bytes, group: Group) -> None:
+    """Apply one record's commands and write its entries; relays wait for the group to finish."""
     commands = decode_batch(value)
-    state = BatchState(lambda key: decode_entry(ledger_table.read(partition, storage_key(partition, key))), offset)
-    outcome = process_batch(state, partition, SETTINGS.partitions, offset, commands, SETTINGS.model)
+    state = BatchState(lambda key: stored_entry(partition, key), offset)
+    unsent = group.unsent_slots.get(partition, 0)
+    outcome = process_batch(state, partition, SETTINGS.partitions, offset, commands, SETTINGS.model, unsent)
     await ledger_table.write(partition, [(storage_key(partition, key), encode_entry(e)) for key, e in state.writes()])
-    await ledger_table.changelog_acknowledged()
-    await send_commands(group_by_partition(outcome.relays))
-    METRICS.relays_sent_total += len(outcome.relays)
+    if outcome.outbox_slots is not None:
+        group.unsent_slots[partition] = outcome.outbox_slots
+    group.relays.extend(outcome.relays)
+    group.applied[partition] = state.meta().offset  # the last done record, even when this one was older
     count(outcome, len(commands))
     DEMAND.note(outcome.short_accounts)
-    LAST_OFFSETS[partition] = offset
 
 
 def count(outcome: BatchOutcome, commands: int) -> None:

@@ -5,8 +5,11 @@ Crash safety comes from two rules, both checked here rather than trusted to Kafk
 * Every stored entry is `{"o": source offset that wrote it, "v": value, "pv": value before that offset}`.
   When a record is replayed after a crash, entries it already wrote are read as their `pv`, so the batch is
   recomputed from exactly the state it first saw, and gives the same decisions, writes and relays.
-* The partition's meta entry is written last in every batch and carries the batch's offset and its relays
-  (the outbox). A record at or below that offset is done; if it is the last one, its outbox is sent again.
+* The partition's meta entry is written last in every batch and carries the batch's offset. A record at or
+  below that offset is done.
+* Relays are sent after the writes of a whole group of records are durable, so each record that makes relays
+  stores them in the next outbox slot (`o/0`, `o/1`, ...), and meta counts the slots whose relays may not have
+  been sent yet. After a crash, or when the last done record is replayed, every counted slot is sent again.
   Receivers drop relays they have seen (by relay id), so sending twice is harmless.
 """
 
@@ -48,6 +51,10 @@ def transaction_key(tx_id: str) -> str:
     return f"t/{tx_id}"
 
 
+def outbox_key(slot: int) -> str:
+    return f"o/{slot}"
+
+
 @dataclass(slots=True)
 class TxRecord:
     """A client transaction's details and its status, kept in the partition that decides it."""
@@ -69,7 +76,7 @@ class TxRecord:
 
 @dataclass(slots=True)
 class PartitionMeta:
-    """Per-partition totals for the audit, the replay checkpoint, and the outbox of the last batch."""
+    """Per-partition totals for the audit, the replay checkpoint, and how many outbox slots await sending."""
 
     offset: int = -1
     deposits: int = 0
@@ -80,7 +87,7 @@ class PartitionMeta:
     credits_out: int = 0  # baseline: payee credits relayed to other partitions
     next_round: int = 0
     relay_seen: dict[str, list[int]] = field(default_factory=dict)
-    outbox: list[list[Any]] = field(default_factory=list)
+    outbox_slots: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -89,8 +96,22 @@ class PartitionMeta:
     def from_dict(cls, data: dict[str, Any]) -> PartitionMeta:
         meta = cls(**data)
         meta.relay_seen = {source: list(last) for source, last in meta.relay_seen.items()}
-        meta.outbox = [list(item) for item in meta.outbox]
         return meta
+
+
+@dataclass(slots=True)
+class OutboxSlot:
+    """The relays one record made, kept until the group of records it belongs to has sent them."""
+
+    offset: int
+    relays: list[list[Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offset": self.offset, "relays": self.relays}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutboxSlot:
+        return cls(data["offset"], data["relays"])
 
 
 Loader = Callable[[str], dict[str, Any] | None]
@@ -100,7 +121,7 @@ class BatchState:
     """The state one batch reads and writes, staged in memory; each touched entry is written once."""
 
     def __init__(self, load: Loader, offset: int) -> None:
-        self._load = load
+        self.stored = load
         self._offset = offset
         self._before: dict[str, Any] = {}
         self._objects: dict[str, Any] = {}
@@ -108,7 +129,7 @@ class BatchState:
 
     def _read(self, key: str) -> Any:
         if key not in self._before:
-            entry = self._load(key)
+            entry = self.stored(key)
             if entry is None:
                 value = None
             elif key == META_KEY:
@@ -155,6 +176,12 @@ class BatchState:
             self._objects[META_KEY] = PartitionMeta() if raw is None else PartitionMeta.from_dict(raw)
         return self._objects[META_KEY]
 
+    def put_outbox(self, slot: int, record: OutboxSlot) -> None:
+        key = outbox_key(slot)
+        self._read(key)
+        self._objects[key] = record
+        self._dirty[key] = None
+
     def put_meta(self, meta: PartitionMeta) -> None:
         self._read(META_KEY)
         self._objects[META_KEY] = meta
@@ -173,6 +200,7 @@ class BatchOutcome:
     """What the agent must do after storing the writes: send these relays; and what happened, for metrics."""
 
     relays: list[tuple[int, Command]] = field(default_factory=list)
+    outbox_slots: int | None = None  # slots now awaiting sending (None: the record was older than the last done)
     replayed: bool = False
     applied: int = 0
     rejected: int = 0
@@ -182,9 +210,17 @@ class BatchOutcome:
     short_accounts: list[str] = field(default_factory=list)  # started a collection round: worth rebalancing
 
 
-def pending_relays(meta: PartitionMeta) -> list[tuple[int, Command]]:
-    """The relays the partition's last applied record made (the outbox), to send again after a crash."""
-    return [(dest, from_dict(cmd)) for dest, cmd in meta.outbox]
+def pending_relays(load: Loader, meta: PartitionMeta) -> list[tuple[int, Command]]:
+    """The relays of every counted outbox slot, in the order they were made, to send again after a crash.
+
+    `load` reads stored entries; slots are read as stored, since every record that wrote them is done.
+    """
+    relays: list[tuple[int, Command]] = []
+    for slot in range(meta.outbox_slots):
+        entry = load(outbox_key(slot))
+        assert entry is not None, f"outbox slot {slot} of {meta.outbox_slots} is missing"
+        relays.extend((dest, from_dict(cmd)) for dest, cmd in OutboxSlot.from_dict(entry["v"]).relays)
+    return relays
 
 
 def process_batch(
@@ -194,19 +230,30 @@ def process_batch(
     offset: int,
     commands: Sequence[Command],
     model: str,
+    unsent_slots: int = 0,
 ) -> BatchOutcome:
-    """Apply `commands`, read from `partition` at `offset`, to the staged state, by the rules of `model`."""
+    """Apply `commands`, read from `partition` at `offset`, to the staged state, by the rules of `model`.
+
+    `unsent_slots` is how many outbox slots earlier records of the current group filled: their relays are not
+    sent yet, so this record's relays go into the next slot and meta keeps counting all of them.
+    """
     meta = state.meta()
     if meta.offset >= offset:
         outcome = BatchOutcome(replayed=True)
         if meta.offset == offset:
-            outcome.relays = pending_relays(meta)
+            outcome.relays = pending_relays(state.stored, meta)
+            outcome.outbox_slots = meta.outbox_slots
         return outcome
     batch = _Batch(state, meta, partition, partitions, offset, require_model(model))
     for command in commands:
         batch.handle(command)
     meta.offset = offset
-    meta.outbox = [[dest, to_dict(cmd)] for dest, cmd in batch.outcome.relays]
+    meta.outbox_slots = unsent_slots
+    if batch.outcome.relays:
+        relays = [[dest, to_dict(cmd)] for dest, cmd in batch.outcome.relays]
+        state.put_outbox(unsent_slots, OutboxSlot(offset, relays))
+        meta.outbox_slots += 1
+    batch.outcome.outbox_slots = meta.outbox_slots
     state.put_meta(meta)
     return batch.outcome
 

@@ -54,20 +54,37 @@ class SimCluster:
         return [p for p, part in enumerate(self.parts) if part.committed < len(part.log)]
 
     def step(self, p: int, crash_after_writes: int | None = None) -> None:
-        """Process the next record of partition p; optionally crash after some of its writes."""
+        """Process the next record of partition p alone; optionally crash after some of its writes."""
+        self.step_group(p, 1, crash_after_writes)
+
+    def step_group(self, p: int, records: int, crash_after_writes: int | None = None) -> int:
+        """Apply up to `records` records of p as the agent's group does: each record's writes stored in turn,
+        the relays of all sent at the end. With `crash_after_writes`, the last record of the group stores only
+        that many of its writes and nothing is sent; the offset stays uncommitted. Returns records processed."""
         part = self.parts[p]
-        offset = part.committed
-        state = BatchState(lambda key: decode_entry(part.store.get(key)), offset)
-        outcome = process_batch(state, p, self.partitions, offset, part.log[offset], self.model)
-        writes = state.writes()
-        if crash_after_writes is not None:
-            for key, entry in writes[:crash_after_writes]:
+        relays: list[tuple[int, Command]] = []
+        unsent = 0
+        count = min(records, len(part.log) - part.committed)
+        for n in range(count):
+            offset = part.committed + n
+            state = BatchState(lambda key: decode_entry(part.store.get(key)), offset)
+            outcome = process_batch(state, p, self.partitions, offset, part.log[offset], self.model, unsent)
+            writes = state.writes()
+            if crash_after_writes is not None and n == count - 1:
+                writes = writes[:crash_after_writes]
+            for key, entry in writes:
                 part.store[key] = encode_entry(entry)
-            return
-        for key, entry in writes:
-            part.store[key] = encode_entry(entry)
-        self._deliver(outcome.relays)
-        part.committed += 1
+            if outcome.outbox_slots is not None:
+                unsent = outcome.outbox_slots
+            relays.extend(outcome.relays)
+        if crash_after_writes is None:
+            self._deliver(relays)
+            part.committed += count
+        return count
+
+    def restart(self, p: int) -> None:
+        """A new owner's first record: it sends the stored outbox again before applying anything."""
+        self._deliver(pending_relays(lambda key: decode_entry(self.parts[p].store.get(key)), self.meta(p)))
 
     def rebalance(self, account: str) -> None:
         """What the reconciler does for a short account: move requests that even out its segments."""
@@ -75,14 +92,16 @@ class SimCluster:
         for source, destination, amount in plan_equalization(balances):
             self.parts[source].log.append([MoveRequest(account, amount, destination, None, None)])
 
-    def take_over(self, p: int) -> None:
-        """The owner stored a whole batch and died before sending its relays; Faust committed past the record,
-        so the new owner never replays it and instead resends the stored outbox when it takes over."""
+    def take_over(self, p: int, records: int) -> None:
+        """The owner stored a whole group and died before sending its relays; Faust committed past the records,
+        so the new owner never replays them and instead resends the stored outbox when it takes over."""
         part = self.parts[p]
-        meta = PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
-        if meta.offset == part.committed:
-            part.committed += 1
-            self._deliver(pending_relays(meta))
+        processed = self.step_group(p, records, crash_after_writes=10**9)
+        part.committed += processed
+        self.restart(p)
+
+    def meta(self, p: int) -> PartitionMeta:
+        return PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
 
     def _deliver(self, relays: list[tuple[int, Command]]) -> None:
         grouped: dict[int, list[Command]] = defaultdict(list)
@@ -103,17 +122,18 @@ class SimCluster:
                 return
             p = rng.choice(ready)
             roll = rng.random()
+            group = rng.randint(1, 3)
             if roll < crash_rate / 3:
-                self.step(p, crash_after_writes=rng.randint(0, 6))
+                self.step_group(p, group, crash_after_writes=rng.randint(0, 6))
+                self.restart(p)
                 if rng.random() < 0.5:
                     self.rewind(p, rng.randint(1, 3))
             elif roll < crash_rate * 2 / 3:
-                self.step(p, crash_after_writes=10**9)
-                self.take_over(p)
+                self.take_over(p, group)
             elif roll < crash_rate:
                 self.rewind(p, rng.randint(1, 3))
             else:
-                self.step(p)
+                self.step_group(p, group)
         raise AssertionError("the cluster did not become quiescent")
 
     def value(self, p: int, key: str) -> dict[str, Any] | None:
@@ -137,7 +157,7 @@ class SimCluster:
     def audit(self) -> AuditReport:
         per_partition = {}
         for p in range(self.partitions):
-            meta = PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
+            meta = self.meta(p)
             segs = [
                 (key[2:], Segment.from_dict(self.value(p, key))) for key in self.parts[p].store if key.startswith("s/")
             ]
