@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-broker test-postgres bench clean
+.PHONY: run test test-unit test-broker test-postgres bench layers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test-postgres: $(STAMP)
 ## bench: the benchmark matrix (see BENCHMARKS.md); results in bench/results/latest.*
 bench: $(STAMP)
 	$(BIN)/payments bench
+
+## layers: each layer of a ledger agent alone (rules, codec, RocksDB, Kafka client); bench/results/layers.*
+layers: $(STAMP)
+	$(BIN)/payments layers
 
 clean:
 	rm -rf .data bench/scratch

@@ -28,7 +28,17 @@ from typing import Any
 import asyncpg
 import psutil
 
-from bench.driver import POLL_S, Progress, RunResult, RunSettings, percentile, pick_pair, process_usage
+from bench.driver import (
+    POLL_S,
+    Progress,
+    RunResult,
+    RunSettings,
+    account_names,
+    opening_balances,
+    percentile,
+    pick_pair,
+    process_usage,
+)
 from payments_app.local_kafka import free_port
 from payments_app.processes import die_with_parent, stop_process
 
@@ -48,7 +58,7 @@ DEFAULT_SETTINGS: dict[str, str] = {
 }
 
 SCHEMA = """
-CREATE TABLE accounts (id text PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
+CREATE TABLE accounts (id text PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0), opening bigint NOT NULL);
 CREATE TABLE transfers (id text PRIMARY KEY, payer text, payee text, amount bigint, status text NOT NULL, reason text);
 CREATE FUNCTION transfer(p_id text, p_payer text, p_payee text, p_amount bigint) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -327,11 +337,11 @@ class SqlLoad:
     peak_pss: int = 0
 
 
-async def open_and_fund(conn: asyncpg.Connection, accounts: list[str], opening_balance: int) -> None:
+async def open_and_fund(conn: asyncpg.Connection, balances: dict[str, int]) -> None:
     """Create the schema and open every account with its opening balance (one COPY)."""
     await conn.execute(SCHEMA)
     await conn.copy_records_to_table(
-        "accounts", records=[(account, opening_balance) for account in accounts], columns=["id", "balance"]
+        "accounts", records=[(a, b, b) for a, b in balances.items()], columns=["id", "balance", "opening"]
     )
     await conn.execute("ANALYZE accounts")
 
@@ -407,10 +417,10 @@ async def check_ledger(conn: asyncpg.Connection, settings: RunSettings, load: Sq
     """Every invariant the ledger must keep, checked in SQL; one readable line per failure."""
     problems: list[str] = []
     count, total = await conn.fetchrow("SELECT count(*), coalesce(sum(balance), 0) FROM accounts")
-    expected = settings.accounts * settings.opening_balance
+    expected = sum(opening_balances(settings, account_names(settings)).values())
     if count != settings.accounts or total != expected:
-        problems.append(f"sum of balances {total:,} over {count} accounts != {settings.accounts} accounts x "
-                        f"{settings.opening_balance:,} opening balance = {expected:,}")  # fmt: skip
+        problems.append(f"sum of balances {total:,} over {count} accounts != the {settings.accounts} accounts' "
+                        f"opening balances {expected:,}")  # fmt: skip
     negative = await conn.fetchval("SELECT count(*) FROM accounts WHERE balance < 0")
     if negative:
         problems.append(f"{negative} accounts have a negative balance")
@@ -433,15 +443,14 @@ async def check_ledger(conn: asyncpg.Connection, settings: RunSettings, load: Sq
         problems.append(f"transfers table says {applied} applied / {rejected} rejected, the clients were told "
                         f"{load.applied} / {load.rejected} of {submitted}")  # fmt: skip
     mismatched = await conn.fetch(
-        """SELECT a.id, a.balance, $1 + coalesce(c.credits, 0) - coalesce(d.debits, 0) AS expected
+        """SELECT a.id, a.balance, a.opening + coalesce(c.credits, 0) - coalesce(d.debits, 0) AS expected
            FROM accounts a
            LEFT JOIN (SELECT payee AS id, sum(amount) AS credits FROM transfers WHERE status = 'applied'
                       GROUP BY payee) c USING (id)
            LEFT JOIN (SELECT payer AS id, sum(amount) AS debits FROM transfers WHERE status = 'applied'
                       GROUP BY payer) d USING (id)
-           WHERE a.balance <> $1 + coalesce(c.credits, 0) - coalesce(d.debits, 0)
-           ORDER BY a.id""",
-        settings.opening_balance,
+           WHERE a.balance <> a.opening + coalesce(c.credits, 0) - coalesce(d.debits, 0)
+           ORDER BY a.id"""
     )
     if mismatched:
         examples = ", ".join(
@@ -476,9 +485,9 @@ async def run_postgres(
     try:
         admin = await asyncpg.connect(server.dsn)
         try:
-            accounts = [f"acct-{n}" for n in range(settings.accounts)]
+            accounts = account_names(settings)
             progress.show(f"opening {len(accounts)} accounts")
-            await open_and_fund(admin, accounts, settings.opening_balance)
+            await open_and_fund(admin, opening_balances(settings, accounts))
             clients = list(await asyncio.gather(*(asyncpg.connect(server.dsn) for _ in range(client_count))))
             load = await drive_load(server, clients, settings, accounts, progress)
             if settings.forge_credit:

@@ -19,44 +19,73 @@ def write_json(results: list[RunResult], machine: dict[str, Any], path: Path) ->
     path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def series_name(result: RunResult) -> str:
+    if result.model == "postgres":
+        return "postgres"
+    arrays = f" x{result.settings['http_batch']}" if result.path == "http" and result.settings["http_batch"] > 1 else ""
+    return f"{result.model} {result.workers}w {result.path}{arrays}"
+
+
+def smoothed_rates(timeline: list[tuple[float, int]], window: int = 10) -> list[tuple[float, float]]:
+    """Transactions per second between polls, averaged over `window` polls."""
+    rates = [(t1, (n1 - n0) / (t1 - t0)) for (t0, n0), (t1, n1) in itertools.pairwise(timeline) if t1 - t0 > 0]
+    return [
+        (t, sum(r for _, r in rates[max(0, i - window + 1) : i + 1]) / len(rates[max(0, i - window + 1) : i + 1]))
+        for i, (t, _) in enumerate(rates)
+    ]
+
+
 def write_plot(results: list[RunResult], path: Path) -> None:
-    """Throughput over time for every run, and each run's latency percentiles side by side."""
+    """Throughput and latency of every run, grouped by workload, models side by side; uniform over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    workloads = list(dict.fromkeys(r.workload for r in results))
+    series = list(dict.fromkeys(series_name(r) for r in results))
+    by_key = {(series_name(r), r.workload): r for r in results}
+    fig, (tps_ax, latency_ax, time_ax) = plt.subplots(1, 3, figsize=(18, 5.2))
+    width = 0.8 / max(1, len(series))
+    for n, name in enumerate(series):
+        xs = [w + (n - (len(series) - 1) / 2) * width for w in range(len(workloads))]
+        runs = [by_key.get((name, workload)) for workload in workloads]
+        tps_ax.bar(xs, [r.applied_tps if r else 0 for r in runs], width, label=name)
+        latency_ax.bar(xs, [r.p99_ms if r else 0 for r in runs], width, label=name)
+        latency_ax.scatter(xs, [r.p50_ms if r else float("nan") for r in runs], color="black", s=8, zorder=3)
+    for ax in (tps_ax, latency_ax):
+        ax.set_xticks(range(len(workloads)), workloads)
+    tps_ax.set_title("applied transactions per second")
+    tps_ax.legend(fontsize=7)
+    latency_ax.set_title("latency, submitted to decided: p99 bars, p50 dots (ms)")
+    latency_ax.set_yscale("log")
     for result in results:
-        label = f"{result.model} {result.workload} {result.workers}w"
-        points = result.timeline
-        rates = [(t1, (n1 - n0) / (t1 - t0)) for (t0, n0), (t1, n1) in itertools.pairwise(points) if t1 - t0 > 0]
-        smoothed = [(t, sum(r for _, r in rates[max(0, i - 9) : i + 1]) / len(rates[max(0, i - 9) : i + 1]))
-                    for i, (t, _) in enumerate(rates)]  # fmt: skip
-        left.plot([t for t, _ in smoothed], [r for _, r in smoothed], label=label)
-    left.set_title("applied transactions per second (0.5 s moving average)")
-    left.set_xlabel("seconds since load started")
-    left.set_ylabel("transactions / s")
-    left.legend(fontsize=8)
-    labels = [f"{r.model}\n{r.workload}\n{r.workers}w" for r in results]
-    positions = range(len(results))
-    width = 0.25
-    for offset, (name, values) in enumerate(
-        [
-            ("p50", [r.p50_ms for r in results]),
-            ("p95", [r.p95_ms for r in results]),
-            ("p99", [r.p99_ms for r in results]),
-        ]
-    ):
-        right.bar([p + (offset - 1) * width for p in positions], values, width, label=name)
-    right.set_xticks(list(positions), labels, fontsize=8)
-    right.set_title("end-to-end latency (submitted to decided), ms")
-    right.set_yscale("log")
-    right.legend()
+        if result.workload == workloads[0]:
+            rates = smoothed_rates(result.timeline)
+            time_ax.plot([t for t, _ in rates], [r for _, r in rates], label=series_name(result))
+    time_ax.set_title(f"{workloads[0]}: applied per second over the run (0.5 s average)")
+    time_ax.set_xlabel("seconds since load started")
+    time_ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def ratio_table(results: list[RunResult]) -> str:
+    """Concurrent over baseline (same workers, Kafka path) and over PostgreSQL, per workload."""
+    tps = {(r.model, r.workload, r.workers, r.path): r.applied_tps for r in results}
+    postgres = {r.workload: r.applied_tps for r in results if r.model == "postgres"}
+    lines = ["| workload | workers | concurrent / baseline | concurrent / postgres |", "|---|---|---:|---:|"]
+    for (model, workload, workers, path), value in tps.items():
+        if model != "concurrent" or path != "kafka":
+            continue
+        baseline = tps.get(("baseline", workload, workers, "kafka"))
+        peer = postgres.get(workload)
+        versus_baseline = f"{value / baseline:.2f}" if baseline else "-"
+        versus_postgres = f"{value / peer:.2f}" if peer else "-"
+        lines.append(f"| {workload} | {workers} | {versus_baseline} | {versus_postgres} |")
+    return "\n".join(lines)
 
 
 def markdown_table(results: list[RunResult]) -> str:

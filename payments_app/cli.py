@@ -62,18 +62,43 @@ def bench(args: argparse.Namespace) -> int:
     import asyncio
 
     from bench.driver import machine, run_matrix
-    from bench.report import RESULTS_DIR, markdown_table, write_json, write_plot
+    from bench.report import markdown_table, ratio_table, write_json, write_plot
 
     matrix = bench_matrix(args)
     host = machine()
     results = asyncio.run(run_matrix(matrix, Path(args.scratch)))
-    write_json(results, host, RESULTS_DIR / "latest.json")
-    write_plot(results, RESULTS_DIR / "latest.png")
-    table = markdown_table(results)
-    (RESULTS_DIR / "latest.md").write_text(table + "\n")
+    results_dir = Path(args.results_dir)
+    write_json(results, host, results_dir / "latest.json")
+    write_plot(results, results_dir / "latest.png")
+    command = " ".join(["payments", *sys.argv[1:]])
+    table = f"Command: `{command}`\n\n{markdown_table(results)}\n\n{ratio_table(results)}"
+    (results_dir / "latest.md").write_text(table + "\n")
     print(table)
     print(f"machine: {host}")
     return 0 if all(result.invariants_ok for result in results) else 1
+
+
+def layers(args: argparse.Namespace) -> int:
+    """Each layer of one ledger agent alone (rules, codec, RocksDB, Kafka client), beside the full pipeline."""
+    import asyncio
+    import json
+
+    from bench.layers import markdown_table, measure_layers, write_results
+
+    results_dir = Path(args.results_dir)
+    results = asyncio.run(measure_layers(Path(args.scratch) / "layers", args.transfers, not args.no_kafka))
+    pipeline: dict[str, float] = {}
+    latest = results_dir / "latest.json"
+    if latest.exists():
+        for run in json.loads(latest.read_text()):
+            full_speed = run["settings"].get("rate_tps", 0) == 0
+            if (run["model"], run["workload"], run["path"]) == ("concurrent", "uniform", "kafka") and full_speed:
+                pipeline[f"full pipeline, {run['workers']} worker(s)"] = run["applied_tps"]
+    write_results(results, results_dir, pipeline)
+    table = markdown_table(results)
+    (results_dir / "layers.md").write_text(f"Command: `payments {' '.join(sys.argv[1:])}`\n\n{table}\n")
+    print(table)
+    return 0
 
 
 def bench_matrix(args: argparse.Namespace) -> list[Any]:
@@ -81,10 +106,11 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
     PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
     from bench.driver import RunSettings
 
-    def settings(model: str, workload: str, workers: int, path: str) -> RunSettings:
+    def settings(model: str, workload: str, workers: int, path: str, http_batch: int = 1) -> RunSettings:
+        senders = args.http_clients if path == "http" else args.senders
         return RunSettings(model=model, workload=workload, workers=workers, path=path, accounts=args.accounts,
                            duration_s=args.duration, partitions=args.partitions, batch_size=args.batch_size,
-                           in_flight_batches=args.senders, http_batch=args.http_batch, rate_tps=args.rate)  # fmt: skip
+                           in_flight_batches=senders, http_batch=http_batch, rate_tps=args.rate)  # fmt: skip
 
     matrix = []
     for model in args.model:
@@ -95,9 +121,9 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
             matrix.extend(
                 settings(model, workload, workers, "kafka") for workload in args.workload if "kafka" in args.path
             )
-            matrix.extend(
-                settings(model, workload, workers, "http") for workload in args.http_workloads if "http" in args.path
-            )
+            if "http" in args.path:
+                matrix.extend(settings(model, workload, workers, "http", size)
+                              for workload in args.http_workloads for size in args.http_batch)  # fmt: skip
     return matrix
 
 
@@ -127,14 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench_parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     bench_parser.add_argument("--accounts", type=int, default=100_000)
-    bench_parser.add_argument("--senders", type=int, default=16, help="Kafka records in flight, or HTTP clients")
-    bench_parser.add_argument("--http-batch", type=int, default=1, help="transfers per HTTP request (1: single)")
+    bench_parser.add_argument("--senders", type=int, default=16, help="Kafka records in flight (or SQL clients)")
+    bench_parser.add_argument("--http-clients", type=int, default=64, help="concurrent HTTP clients")
+    bench_parser.add_argument("--http-batch", type=int, nargs="+", default=[1, 50],
+                              help="transfers per HTTP request: 1 sends single objects, more sends arrays")  # fmt: skip
     bench_parser.add_argument("--rate", type=float, default=0.0, help="offered transfers/s (0: as fast as taken)")
     bench_parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
     bench_parser.add_argument("--partitions", type=int, default=8)
     bench_parser.add_argument("--batch-size", type=int, default=500, help="transfers per Kafka record")
     bench_parser.add_argument("--scratch", default=str(PROJECT_ROOT / "bench" / "scratch"))
+    bench_parser.add_argument("--results-dir", default=str(PROJECT_ROOT / "bench" / "results"),
+                              help="where latest.json, latest.png and latest.md go")  # fmt: skip
     bench_parser.set_defaults(handler=bench)
+    layers_parser = commands.add_parser("layers", help="the ceiling of each layer of a ledger agent, alone")
+    layers_parser.add_argument("--transfers", type=int, default=200_000)
+    layers_parser.add_argument("--no-kafka", action="store_true", help="only the in-process layers")
+    layers_parser.add_argument("--scratch", default=str(PROJECT_ROOT / "bench" / "scratch"))
+    layers_parser.add_argument("--results-dir", default=str(PROJECT_ROOT / "bench" / "results"))
+    layers_parser.set_defaults(handler=layers)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
