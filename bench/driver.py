@@ -248,17 +248,18 @@ async def wait_applied(ledger: Ledger, progress: Progress, what: str, timeout_s:
 class TransferSource:
     """The workload's transfers, each routed to the partition its model decides it in, cut into batches."""
 
-    def __init__(self, settings: RunSettings, accounts: list[str]) -> None:
+    def __init__(self, settings: RunSettings, accounts: list[str], tag: str = "b") -> None:
         self.settings = settings
         self.accounts = accounts
         self.rng = random.Random(1)
+        self.tag = tag  # runs that share a cluster need ids of their own: a reused id is a duplicate, not a transfer
         self.counter = 0
         self.pending: dict[int, list[Transfer]] = {p: [] for p in range(settings.partitions)}
 
     def next_transfer(self) -> Transfer:
         self.counter += 1
         payer, payee, amount = pick_pair(self.settings, self.rng, self.accounts)
-        return Transfer(f"b{self.counter}", payer, payee, amount)
+        return Transfer(f"{self.tag}{self.counter}", payer, payee, amount)
 
     def next_batch(self, size: int) -> tuple[int, list[Transfer]]:
         """The first partition whose batch fills up, and that batch."""
@@ -350,7 +351,7 @@ async def follow(ledger: Ledger, load: Load, transfers_url: str, tx_id: str, sta
 async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> dict:
     """Send transfers at full speed for duration_s; measure latency and throughput from progress."""
     load = Load(settings)
-    source = TransferSource(settings, accounts)
+    source = TransferSource(settings, accounts, tag=f"{uuid.uuid4().hex[:6]}-")
     timeline: list[tuple[float, int]] = []
     started = time.monotonic()
     if settings.path == "http":
@@ -361,7 +362,8 @@ async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str],
     while True:
         applied, totals = await ledger.progress()
         now = time.monotonic()
-        decided = totals.get("transactions_applied_total", 0) + totals.get("transactions_rejected_total", 0)
+        # a duplicate is a harness bug, but it is settled too: counting it lets the run end and the check say so
+        decided = sum(totals.get(f"transactions_{what}_total", 0) for what in ("applied", "rejected", "duplicate"))
         base = decided if base is None else base
         load.decided = decided - base
         timeline.append((now - started, load.decided))
@@ -492,6 +494,9 @@ async def measure(
     expected_total = funded
     if audit.get("balances") != expected_total or audit.get("deposits") != expected_total:
         problems.append(f"balances {audit.get('balances')} / deposits {audit.get('deposits')} != {expected_total}")
+    duplicates = after["transactions_duplicate_total"] - before["transactions_duplicate_total"]
+    if duplicates:
+        problems.append(f"{duplicates} transfers were duplicates of earlier ids")
     if applied + rejected != load["submitted"]:
         problems.append(f"{load['submitted']} transfers submitted but {applied + rejected} decided")
     latencies_ms = [1000 * value for value in load["latencies"]]

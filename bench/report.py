@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,14 @@ def write_json(results: list[RunResult], machine: dict[str, Any], path: Path) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{**asdict(result), "machine": machine} for result in results]
     path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def read_json(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
+    """Results written by `write_json`, and the machine they ran on."""
+    rows = json.loads(path.read_text())
+    machine = rows[0]["machine"] if rows else {}
+    names = {f.name for f in fields(RunResult)}
+    return [RunResult(**{k: v for k, v in row.items() if k in names}) for row in rows], machine
 
 
 def series_name(result: RunResult) -> str:
@@ -72,6 +80,12 @@ def write_plot(results: list[RunResult], path: Path) -> None:
     plt.close(fig)
 
 
+def per_role(by_process: dict[str, float]) -> tuple[float, float, float]:
+    """Workers (summed) or the PostgreSQL server, the broker, the load generator."""
+    servers = sum(v for k, v in by_process.items() if k.startswith("worker") or k == "postgres")
+    return servers, by_process.get("broker", 0.0), by_process.get("load-generator", 0.0)
+
+
 def ratio_table(results: list[RunResult]) -> str:
     """Concurrent over baseline (same workers, Kafka path) and over PostgreSQL, per workload."""
     tps = {(r.model, r.workload, r.workers, r.path): r.applied_tps for r in results}
@@ -91,14 +105,16 @@ def ratio_table(results: list[RunResult]) -> str:
 def markdown_table(results: list[RunResult]) -> str:
     lines = [
         "| model | workload | workers | path | applied TPS | p50 ms | p95 ms | p99 ms | rejected | segment moves "
-        "| invariants | CPU s (workers or postgres / broker / generator) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| invariants | CPU s (workers or postgres / broker / generator) | peak MB (same) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in results:
-        workers_cpu = sum(v for k, v in r.cpu_s.items() if k.startswith("worker") or k == "postgres")
-        cpu = f"{workers_cpu:.0f} / {r.cpu_s.get('broker', 0):.0f} / {r.cpu_s.get('load-generator', 0):.0f}"
+        cpu = " / ".join(f"{value:.0f}" for value in per_role(r.cpu_s))
+        memory = " / ".join(f"{value:.0f}" for value in per_role(r.peak_rss_mb))
+        path = f"{r.path} x{r.settings['http_batch']}" if r.path == "http" and r.settings["http_batch"] > 1 else r.path
         lines.append(
-            f"| {r.model} | {r.workload} | {r.workers} | {r.path} | {r.applied_tps:,.0f} | {r.p50_ms} | {r.p95_ms} "
-            f"| {r.p99_ms} | {r.rejected} | {r.segment_moves} | {'ok' if r.invariants_ok else 'FAILED'} | {cpu} |"
+            f"| {r.model} | {r.workload} | {r.workers} | {path} | {r.applied_tps:,.0f} | {r.p50_ms} | {r.p95_ms} "
+            f"| {r.p99_ms} | {r.rejected} | {r.segment_moves} | {'ok' if r.invariants_ok else 'FAILED'} | {cpu} "
+            f"| {memory} |"
         )
     return "\n".join(lines)

@@ -62,16 +62,17 @@ def bench(args: argparse.Namespace) -> int:
     import asyncio
 
     from bench.driver import machine, run_matrix
-    from bench.report import markdown_table, ratio_table, write_json, write_plot
+    from bench.report import markdown_table, ratio_table, read_json, write_json, write_plot
 
-    matrix = bench_matrix(args)
-    host = machine()
-    results = asyncio.run(run_matrix(matrix, Path(args.scratch)))
     results_dir = Path(args.results_dir)
-    write_json(results, host, results_dir / "latest.json")
+    if args.from_json:
+        results, host = read_json(Path(args.from_json))
+    else:
+        host = {**machine(), "command": " ".join(["payments", *sys.argv[1:]])}
+        results = asyncio.run(run_matrix(bench_matrix(args), Path(args.scratch)))
+        write_json(results, host, results_dir / "latest.json")
     write_plot(results, results_dir / "latest.png")
-    command = " ".join(["payments", *sys.argv[1:]])
-    table = f"Command: `{command}`\n\n{markdown_table(results)}\n\n{ratio_table(results)}"
+    table = f"Command: `{host.get('command')}`\n\n{markdown_table(results)}\n\n{ratio_table(results)}"
     (results_dir / "latest.md").write_text(table + "\n")
     print(table)
     print(f"machine: {host}")
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.add_argument("--scratch", default=str(PROJECT_ROOT / "bench" / "scratch"))
     bench_parser.add_argument("--results-dir", default=str(PROJECT_ROOT / "bench" / "results"),
                               help="where latest.json, latest.png and latest.md go")  # fmt: skip
+    bench_parser.add_argument("--from-json", help="run nothing: redraw the table and plot of a results JSON")
     bench_parser.set_defaults(handler=bench)
     layers_parser = commands.add_parser("layers", help="the ceiling of each layer of a ledger agent, alone")
     layers_parser.add_argument("--transfers", type=int, default=200_000)

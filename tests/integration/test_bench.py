@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.driver import RunSettings, run_group, run_once
-from bench.report import markdown_table, write_json, write_plot
+from bench.report import markdown_table, read_json, write_json, write_plot
 
 pytestmark = pytest.mark.broker
 
@@ -16,15 +16,19 @@ def small(**overrides: object) -> RunSettings:
     return RunSettings(accounts=200, partitions=4, duration_s=2.0, batch_size=100, in_flight_batches=4, **overrides)
 
 
-async def test_a_short_run_completes_with_its_invariants(broker_url: str, tmp_path: Path) -> None:
-    result = await run_once(small(workload="hot-payer"), broker_url, None, tmp_path)
-    assert result.invariants_ok, result.problems
-    assert result.submitted > 0 and result.applied + result.rejected == result.submitted
-    assert result.applied_tps > 0 and result.p50_ms <= result.p99_ms
-    write_json([result], {"cores": 2}, tmp_path / "latest.json")
-    write_plot([result], tmp_path / "latest.png")
+async def test_short_runs_sharing_one_cluster_complete_with_their_invariants(broker_url: str, tmp_path: Path) -> None:
+    results = await run_group([small(workload="hot-payer"), small(workload="uniform")], broker_url, None, tmp_path)
+    for result in results:
+        assert result.invariants_ok, result.problems
+        assert result.submitted > 0 and result.applied + result.rejected == result.submitted
+        assert result.applied_tps > 0 and result.p50_ms <= result.p99_ms
+    write_json(results, {"cores": 2}, tmp_path / "latest.json")
+    write_plot(results, tmp_path / "latest.png")
     assert (tmp_path / "latest.png").stat().st_size > 0
-    assert "hot-payer" in markdown_table([result])
+    assert "hot-payer" in markdown_table(results)
+    assert [(r.workload, r.applied_tps) for r in read_json(tmp_path / "latest.json")[0]] == [
+        (r.workload, r.applied_tps) for r in results
+    ]
 
 
 @pytest.mark.parametrize(("model", "path"), [("baseline", "kafka"), ("concurrent", "http")])
