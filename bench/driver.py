@@ -182,10 +182,17 @@ class Ledger:
                 totals[name] = totals.get(name, 0) + value
         return applied, totals
 
-    async def audit(self) -> dict[str, Any]:
+    async def audit(self, attempts: int = 5) -> dict[str, Any]:
+        """The whole ledger's audit; a failed audit is a problem of the run, not a crash of the benchmark."""
         assert self.session is not None
-        async with self.session.get(f"{self.workers[0].url}/audit") as response:
-            return await response.json()
+        answer = ""
+        for _ in range(attempts):
+            async with self.session.get(f"{self.workers[0].url}/audit") as response:
+                if response.status == 200:
+                    return await response.json()
+                answer = f"{response.status}: {(await response.text())[:200]}"
+            await asyncio.sleep(2)
+        return {"problems": [f"the audit did not answer after {attempts} attempts (last: {answer})"]}
 
 
 def id_in_partition(prefix: str, partition: int, settings: RunSettings) -> str:

@@ -100,15 +100,15 @@ async def audit_all() -> list[dict[str, Any]]:
 
     async def one(host: str) -> list[dict[str, Any]]:
         if host == me:
-            return local_audit()
+            return await local_audit()
         return await _post(f"{host}/internal/audit", [])
 
     parts = await asyncio.gather(*(one(host) for host in sorted(hosts)))
     return sorted((item for part in parts for item in part), key=lambda item: item["partition"])
 
 
-def local_audit() -> list[dict[str, Any]]:
+async def local_audit() -> list[dict[str, Any]]:
     return [
         {"partition": p, "meta": meta.to_dict(), "report": report.to_dict()}
-        for p, (meta, report) in audit_owned_partitions().items()
+        for p, (meta, report) in (await audit_owned_partitions()).items()
     ]

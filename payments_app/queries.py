@@ -5,13 +5,13 @@ Only agents write tables; everything here only reads, and only partitions this w
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
 from typing import Any
 
 from payments_app.app import app
 from payments_app.codec import decode_entry
 from payments_app.domain.invariants import AuditReport, audit_partition
-from payments_app.domain.ledger import META_KEY, PartitionMeta
+from payments_app.domain.ledger import META_KEY, PartitionMeta, segment_key
 from payments_app.domain.segments import Segment
 from payments_app.topics import TRANSACTIONS_TOPIC
 from tables.ledger import ledger_table, storage_key
@@ -40,19 +40,21 @@ def read_values(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
     return values
 
 
-def audit_owned_partitions() -> dict[int, tuple[PartitionMeta, AuditReport]]:
-    """Audit each owned partition from a full scan of its entries (read without yielding: one consistent cut)."""
-    owned = owned_partitions()
-    metas: dict[int, PartitionMeta] = {p: PartitionMeta() for p in owned}
-    segments: dict[int, list[tuple[str, Segment]]] = defaultdict(list)
-    for raw_key, raw_entry in ledger_table.items():
-        partition_text, _, key = raw_key.decode().partition("/")
-        partition = int(partition_text)
-        if partition not in owned:
-            continue
-        value = decode_entry(raw_entry)["v"]
-        if key == META_KEY:
-            metas[partition] = PartitionMeta.from_dict(value)
-        elif key.startswith("s/"):
-            segments[partition].append((key[2:], Segment.from_dict(value)))
-    return {p: (metas[p], audit_partition(p, metas[p], segments[p])) for p in sorted(owned)}
+async def audit_owned_partitions() -> dict[int, tuple[PartitionMeta, AuditReport]]:
+    """Audit each owned partition from a scan of its meta and segments.
+
+    One partition is read without yielding (one consistent cut: the agent cannot write in between); the event
+    loop gets a turn between partitions, so heartbeats and requests go on during a long audit.
+    """
+    reports: dict[int, tuple[PartitionMeta, AuditReport]] = {}
+    for partition in sorted(owned_partitions()):
+        meta_entry = decode_entry(ledger_table.read(partition, storage_key(partition, META_KEY)))
+        meta = PartitionMeta() if meta_entry is None else PartitionMeta.from_dict(meta_entry["v"])
+        prefix = storage_key(partition, segment_key(""))
+        segments = [
+            (key[len(prefix) :].decode(), Segment.from_dict(decode_entry(raw)["v"]))
+            for key, raw in ledger_table.scan(partition, prefix)
+        ]
+        reports[partition] = (meta, audit_partition(partition, meta, segments))
+        await asyncio.sleep(0)
+    return reports

@@ -8,7 +8,7 @@ of this table holds exactly the state of segment p.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import faust
@@ -45,6 +45,13 @@ class LedgerTable(faust.Table):
     def read(self, partition: int, key: bytes) -> bytes | None:
         """An entry of a partition this worker holds, straight from that partition's RocksDB."""
         return self._partition_db(partition).get(key)
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Entries of a partition this worker holds whose keys start with `prefix`, in key order."""
+        for key, value in self._partition_db(partition).items(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key, value
 
     async def write(self, partition: int, entries: Sequence[tuple[bytes, bytes]]) -> None:
         """Store the entries in order (one RocksDB write) and send them, in order, to the changelog."""

@@ -250,4 +250,4 @@ class InternalProgress(View):
 @app.page("/internal/audit")
 class InternalAudit(View):
     async def post(self, request: Request) -> Response:
-        return self.json(local_audit())
+        return self.json(await local_audit())

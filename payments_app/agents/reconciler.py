@@ -93,7 +93,7 @@ async def nudge_stalled_partitions() -> None:
 async def audit_partitions() -> None:
     if not is_ready():
         return
-    reports = audit_owned_partitions()
+    reports = await audit_owned_partitions()
     for partition, (_, report) in reports.items():
         for problem in report.problems:
             log.error("audit: partition %d: %s", partition, problem)
