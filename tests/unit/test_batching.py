@@ -7,7 +7,10 @@ import asyncio
 import pytest
 
 from payments_app.batching import PartitionBatcher
-from payments_app.domain.commands import Deposit
+from payments_app.codec import encode_batch
+from payments_app.domain.commands import Command, Deposit, Transfer
+from payments_app.domain.money import MAX_AMOUNT_MINOR
+from payments_app.sending import MAX_COMMANDS_PER_RECORD, chunks
 
 
 def deposit(n: int) -> Deposit:
@@ -62,3 +65,16 @@ async def test_a_failed_send_fails_every_request_in_it() -> None:
     assert all(isinstance(result, ConnectionError) for result in results)
     with pytest.raises(ConnectionError):
         await batcher.submit({2: [deposit(3)]})
+
+
+def test_a_long_list_of_commands_is_cut_into_records_in_order() -> None:
+    """A group's relays to one partition once exceeded the producer's 1 MB limit and stopped the worker."""
+    longest = [
+        Transfer(f"{n:064d}", "p" * 64, "q" * 64, MAX_AMOUNT_MINOR) for n in range(2 * MAX_COMMANDS_PER_RECORD + 5)
+    ]
+    commands: list[Command] = list(longest)
+    pieces = chunks(commands)
+    assert [len(piece) for piece in pieces] == [MAX_COMMANDS_PER_RECORD, MAX_COMMANDS_PER_RECORD, 5]
+    assert [c for piece in pieces for c in piece] == commands
+    assert max(len(encode_batch(piece)) for piece in pieces) < 2**20 * 3 // 4  # the producer refuses 1 MiB
+    assert chunks([]) == [[]]
