@@ -151,11 +151,13 @@ class BatchState:
             self._objects[key] = None if raw is None else Segment.from_dict(raw)
         return self._objects[key]
 
-    def put_segment(self, account: str, segment: Segment) -> None:
-        key = segment_key(account)
-        self._read(key)
-        self._objects[key] = segment
+    def _put(self, key: str, value: Any) -> None:
+        self._read(key)  # remember the value before this batch, for the entry's `pv`
+        self._objects[key] = value
         self._dirty[key] = None
+
+    def put_segment(self, account: str, segment: Segment) -> None:
+        self._put(segment_key(account), segment)
 
     def transaction(self, tx_id: str) -> TxRecord | None:
         key = transaction_key(tx_id)
@@ -165,10 +167,7 @@ class BatchState:
         return self._objects[key]
 
     def put_transaction(self, record: TxRecord) -> None:
-        key = transaction_key(record.id)
-        self._read(key)
-        self._objects[key] = record
-        self._dirty[key] = None
+        self._put(transaction_key(record.id), record)
 
     def meta(self) -> PartitionMeta:
         if META_KEY not in self._objects:
@@ -177,15 +176,10 @@ class BatchState:
         return self._objects[META_KEY]
 
     def put_outbox(self, slot: int, record: OutboxSlot) -> None:
-        key = outbox_key(slot)
-        self._read(key)
-        self._objects[key] = record
-        self._dirty[key] = None
+        self._put(outbox_key(slot), record)
 
     def put_meta(self, meta: PartitionMeta) -> None:
-        self._read(META_KEY)
-        self._objects[META_KEY] = meta
-        self._dirty[META_KEY] = None
+        self._put(META_KEY, meta)
 
     def writes(self) -> list[tuple[str, dict[str, Any]]]:
         """Entries to store, meta last, each with the offset that wrote it and the value it replaced."""
