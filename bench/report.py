@@ -44,33 +44,45 @@ def smoothed_rates(timeline: list[tuple[float, int]], window: int = 10) -> list[
 
 
 def write_plot(results: list[RunResult], path: Path) -> None:
-    """Throughput and latency of every run, grouped by workload, models side by side; uniform over time."""
+    """Kafka-path throughput and latency by workload, models side by side (and the PostgreSQL peer); the HTTP
+    runs; and the first workload's throughput over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = list(dict.fromkeys(r.workload for r in results))
-    series = list(dict.fromkeys(series_name(r) for r in results))
-    by_key = {(series_name(r), r.workload): r for r in results}
-    fig, (tps_ax, latency_ax, time_ax) = plt.subplots(1, 3, figsize=(18, 5.2))
+    main = [r for r in results if r.path != "http"]
+    http = [r for r in results if r.path == "http"]
+    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
+    (tps_ax, latency_ax), (http_ax, time_ax) = axes
+    workloads = list(dict.fromkeys(r.workload for r in main))
+    series = list(dict.fromkeys(series_name(r) for r in main))
+    colors = series_colors(series + list(dict.fromkeys(series_name(r) for r in http)))
+    by_key = {(series_name(r), r.workload): r for r in main}
     width = 0.8 / max(1, len(series))
     for n, name in enumerate(series):
         xs = [w + (n - (len(series) - 1) / 2) * width for w in range(len(workloads))]
         runs = [by_key.get((name, workload)) for workload in workloads]
-        tps_ax.bar(xs, [r.applied_tps if r else 0 for r in runs], width, label=name)
-        latency_ax.bar(xs, [r.p99_ms if r else 0 for r in runs], width, label=name)
+        tps_ax.bar(xs, [r.applied_tps if r else 0 for r in runs], width, label=name, color=colors[name])
+        latency_ax.bar(xs, [r.p99_ms if r else 0 for r in runs], width, label=name, color=colors[name])
         latency_ax.scatter(xs, [r.p50_ms if r else float("nan") for r in runs], color="black", s=8, zorder=3)
     for ax in (tps_ax, latency_ax):
         ax.set_xticks(range(len(workloads)), workloads)
-    tps_ax.set_title("applied transactions per second")
-    tps_ax.legend(fontsize=7)
-    latency_ax.set_title("latency, submitted to decided: p99 bars, p50 dots (ms)")
+        ax.legend(fontsize=7)
+    tps_ax.set_title("applied transactions per second (Kafka path; PostgreSQL peer)")
+    latency_ax.set_title("latency, submitted to decided, ms: p99 bars, p50 dots (log)")
     latency_ax.set_yscale("log")
-    for result in results:
+    names = [series_name(r) for r in http]
+    http_ax.barh(names, [r.applied_tps for r in http], color=[colors[name] for name in names])
+    http_ax.bar_label(http_ax.containers[0], labels=[f"{r.applied_tps:,.0f}/s, p99 {r.p99_ms:,.0f} ms" for r in http],
+                      fontsize=7, padding=3)  # fmt: skip
+    http_ax.invert_yaxis()
+    http_ax.set_title("HTTP API, uniform: single transfers and arrays of 50 (applied per second)")
+    for result in main:
         if result.workload == workloads[0]:
             rates = smoothed_rates(result.timeline)
-            time_ax.plot([t for t, _ in rates], [r for _, r in rates], label=series_name(result))
+            name = series_name(result)
+            time_ax.plot([t for t, _ in rates], [r for _, r in rates], label=name, color=colors[name])
     time_ax.set_title(f"{workloads[0]}: applied per second over the run (0.5 s average)")
     time_ax.set_xlabel("seconds since load started")
     time_ax.legend(fontsize=7)
@@ -78,6 +90,20 @@ def write_plot(results: list[RunResult], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def series_colors(names: list[str]) -> dict[str, str]:
+    """One colour family per model (blues: concurrent, oranges: baseline, green: PostgreSQL), darker with
+    more workers, so a series keeps its colour in every panel."""
+    from matplotlib import colormaps
+
+    families = {"concurrent": colormaps["Blues"], "baseline": colormaps["Oranges"], "postgres": colormaps["Greens"]}
+    colors: dict[str, str] = {}
+    for model, cmap in families.items():
+        mine = [name for name in names if name.startswith(model)]
+        for n, name in enumerate(mine):
+            colors[name] = cmap(0.45 + 0.5 * (n + 1) / (len(mine) + 1))
+    return colors
 
 
 def per_role(by_process: dict[str, float]) -> tuple[float, float, float]:

@@ -297,15 +297,10 @@ class _Batch:
             self.state.put_segment(command.account, Segment(opened_by=command.request if home else None))
 
     def deposit(self, tx: Deposit) -> None:
-        if self._is_duplicate(tx.id):
+        admitted = self._admit_one_account(tx, "deposit")
+        if admitted is None:
             return
-        record = TxRecord(tx.id, "deposit", PENDING, None, {"account": tx.account, "amount": tx.amount})
-        segment = self.state.segment(tx.account)
-        if self._misrouted(tx, record):
-            return
-        if segment is None:
-            self._reject(record, UNKNOWN_ACCOUNT)
-            return
+        record, segment = admitted
         segment.credit(tx.amount)
         self.meta.deposits += tx.amount
         self._apply(record)
@@ -313,15 +308,10 @@ class _Batch:
         self._drain(tx.account, segment)
 
     def withdrawal(self, tx: Withdrawal) -> None:
-        if self._is_duplicate(tx.id):
+        admitted = self._admit_one_account(tx, "withdrawal")
+        if admitted is None:
             return
-        record = TxRecord(tx.id, "withdrawal", PENDING, None, {"account": tx.account, "amount": tx.amount})
-        segment = self.state.segment(tx.account)
-        if self._misrouted(tx, record):
-            return
-        if segment is None:
-            self._reject(record, UNKNOWN_ACCOUNT)
-            return
+        record, segment = admitted
         self._debit_or_park(tx.account, segment, record, Parked(tx.id, tx.amount, None, None))
 
     def transfer(self, tx: Transfer) -> None:
@@ -339,6 +329,19 @@ class _Batch:
             self._reject(record, UNKNOWN_ACCOUNT)
             return
         self._debit_or_park(tx.payer, segment, record, Parked(tx.id, tx.amount, tx.payee, None))
+
+    def _admit_one_account(self, tx: Deposit | Withdrawal, kind: str) -> tuple[TxRecord, Segment] | None:
+        """The record and segment of a deposit or withdrawal that goes ahead; None when it is settled here."""
+        if self._is_duplicate(tx.id):
+            return None
+        record = TxRecord(tx.id, kind, PENDING, None, {"account": tx.account, "amount": tx.amount})
+        if self._misrouted(tx, record):
+            return None
+        segment = self.state.segment(tx.account)
+        if segment is None:
+            self._reject(record, UNKNOWN_ACCOUNT)
+            return None
+        return record, segment
 
     # relays between segments
 

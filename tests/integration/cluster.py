@@ -6,6 +6,8 @@ import asyncio
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,22 @@ class AppCluster:
         return "\n".join(f"--- worker {w.web_port} log tail ---\n{w.log_tail()}" for w in self.workers)
 
 
+@contextmanager
+def running_cluster(broker_url: str, root: Path, workers: int = 2, model: str = CONCURRENT) -> Iterator[AppCluster]:
+    """A ready cluster for a whole test module, stopped afterwards; its logs are printed if it fails."""
+    cluster = AppCluster(broker_url, root, model=model)
+    try:
+        for _ in range(workers):
+            cluster.add_worker()
+        cluster.wait_ready()
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
+
+
 RETRY_FOR_S = 90.0
 
 
@@ -114,3 +132,13 @@ async def wait_for(predicate: Any, timeout_s: float = 60.0, pause_s: float = 0.2
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s (last result {result!r})")
         await asyncio.sleep(pause_s)
+
+
+async def settled(session: aiohttp.ClientSession, url: str, tx_id: str) -> dict:
+    """The transaction's record once it is no longer pending."""
+
+    async def decided() -> dict | None:
+        status, body = await call(session, "GET", f"{url}/transactions/{tx_id}")
+        return body if status == 200 and body["status"] != "pending" else None
+
+    return await wait_for(decided)

@@ -3,50 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from payments_app.domain.money import MAX_AMOUNT_MINOR
-from tests.integration.cluster import AppCluster, call, wait_for
+from tests.integration.cluster import AppCluster, call, running_cluster, settled
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture(scope="module")
 def api_cluster(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppCluster]:
-    cluster = AppCluster(broker_url, tmp_path_factory.mktemp("api"))
-    try:
-        cluster.add_worker()
-        cluster.add_worker()
-        cluster.wait_ready()
+    with running_cluster(broker_url, tmp_path_factory.mktemp("api")) as cluster:
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 @pytest.fixture
 def urls(api_cluster: AppCluster) -> list[str]:
     return [worker.url for worker in api_cluster.workers]
-
-
-async def settled(session: aiohttp.ClientSession, url: str, tx_id: str) -> dict:
-    async def decided() -> dict | None:
-        status, body = await call(session, "GET", f"{url}/transactions/{tx_id}")
-        return body if status == 200 and body["status"] != "pending" else None
-
-    return await wait_for(decided)
 
 
 async def test_accounts_are_created_once_and_readable_from_every_worker(session, urls) -> None:

@@ -2,49 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
 from payments_app.domain.routing import BASELINE, home_of
-from tests.integration.cluster import PARTITIONS, AppCluster, call, wait_for
+from tests.integration.cluster import PARTITIONS, AppCluster, call, running_cluster, settled, wait_for
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture(scope="module")
 def baseline_cluster(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppCluster]:
-    cluster = AppCluster(broker_url, tmp_path_factory.mktemp("baseline"), model=BASELINE)
-    try:
-        cluster.add_worker()
-        cluster.add_worker()
-        cluster.wait_ready()
+    with running_cluster(broker_url, tmp_path_factory.mktemp("baseline"), model=BASELINE) as cluster:
         yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-async def settled(session: aiohttp.ClientSession, url: str, tx_id: str) -> dict:
-    async def decided() -> dict | None:
-        status, body = await call(session, "GET", f"{url}/transactions/{tx_id}")
-        return body if status == 200 and body["status"] != "pending" else None
-
-    return await wait_for(decided)
 
 
 async def test_transfers_move_money_between_homes_and_overdrafts_are_refused(
-    baseline_cluster: AppCluster, session: aiohttp.ClientSession, tmp_path: Path
+    baseline_cluster: AppCluster, session: aiohttp.ClientSession
 ) -> None:
     urls = [worker.url for worker in baseline_cluster.workers]
     names = [f"base-{n}" for n in range(20)]
