@@ -458,9 +458,8 @@ async def run_group(
     ]  # fmt: skip
     results = []
     try:
-        for worker in workers:
+        for worker in workers:  # one at a time: the first creates the topics (see AppCluster.add_worker)
             worker.start()
-        for worker in workers:
             progress.show(f"waiting for worker {worker.url}")
             await asyncio.to_thread(worker.wait_ready)
         pids = {f"worker-{n}": w.pid or 0 for n, w in enumerate(workers)}

@@ -1,8 +1,11 @@
-"""Exit when the table restore stops making progress, so the supervisor (Kubernetes, `payments run`, the test
-harness) starts the worker again.
+"""Exit when the worker is stuck in a state only a restart fixes, so the supervisor (Kubernetes, `payments run`,
+the test harness) starts it again.
 
-Faust's changelog recovery can stall for good ("No event received for active tp ... since recovery start"),
-leaving the worker unable to serve its partitions. A fresh process restores from the changelog and carries on.
+* Faust's changelog recovery can stall for good ("No event received for active tp ... since recovery start"),
+  leaving the worker unable to serve its partitions. A fresh process restores from the changelog and carries on.
+* A member that joined while the topics were being created can be routed ledger partitions its consumer was
+  never given ("Ignoring missing topic"): nobody applies or serves them until the next rebalance, which a
+  restart causes.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ import os
 import time
 
 from payments_app.app import app
+from payments_app.fanout import partition_owners
+from payments_app.queries import is_ready, owned_partitions
 
 RECOVERY_STALL_S = float(os.environ.get("PAYMENTS_RECOVERY_STALL_S", "60"))
+ASSIGNMENT_MISMATCH_S = float(os.environ.get("PAYMENTS_ASSIGNMENT_MISMATCH_S", "30"))
 EXIT_RECOVERY_STALLED = 75
 log = logging.getLogger(__name__)
 
 _last_remaining: int | None = None
 _since: float = 0.0
+_mismatch_since: float | None = None
 
 
 @app.timer(interval=2.0)
@@ -36,4 +43,25 @@ async def exit_if_recovery_stalls() -> None:
     if remaining > 0 and now - _since > RECOVERY_STALL_S:
         log.critical("table restore made no progress for %.0f s (%d changelog records to go); exiting for a restart",
                      now - _since, remaining)  # fmt: skip
+        os._exit(EXIT_RECOVERY_STALLED)
+
+
+@app.timer(interval=2.0)
+async def exit_if_routed_partitions_are_not_consumed() -> None:
+    global _mismatch_since
+    if not is_ready():
+        _mismatch_since = None
+        return
+    me = str(app.conf.canonical_url).rstrip("/")
+    routed = {partition for partition, host in partition_owners().items() if host == me}
+    owned = owned_partitions()
+    now = time.monotonic()
+    if routed == owned:
+        _mismatch_since = None
+        return
+    if _mismatch_since is None:
+        _mismatch_since = now
+    elif now - _mismatch_since > ASSIGNMENT_MISMATCH_S:
+        log.critical("the group routes partitions %s here but this worker consumes %s; exiting for a restart",
+                     sorted(routed), sorted(owned))  # fmt: skip
         os._exit(EXIT_RECOVERY_STALLED)

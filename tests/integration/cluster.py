@@ -34,6 +34,10 @@ class AppCluster:
         self._supervisor: threading.Thread | None = None
 
     def add_worker(self) -> WorkerProcess:
+        """Start one more worker; a second one only once the first is ready, because the first creates the topics
+        and a member that joins while they are being created can miss its partitions until the next rebalance."""
+        if self.workers and self.workers[0].process is not None:
+            self.workers[0].wait_ready()
         n = len(self.workers)
         worker = WorkerProcess(
             self.broker_url, self.root / f"worker-{n}", free_port(), self.partitions,
