@@ -39,6 +39,7 @@ from payments_app.domain.segments import Parked, Round, Segment
 PENDING, APPLIED, REJECTED = "pending", "applied", "rejected"
 INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, SAME_ACCOUNT = "insufficient_funds", "unknown_account", "same_account"
 TOO_MANY_PENDING, MISROUTED = "too_many_pending", "misrouted"
+REJECTION_REASONS = (INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, SAME_ACCOUNT, TOO_MANY_PENDING, MISROUTED)
 MAX_PARKED_PER_SEGMENT = 1_000  # bounds a segment's stored size (Kafka's record limit) and the wait behind it
 META_KEY = "m"
 

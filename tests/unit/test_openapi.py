@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from payments_app.domain.ledger import REJECTION_REASONS
 from payments_app.domain.money import ID_MAX_LENGTH, InvalidInput, require_id
 from payments_app.worker import app
 
@@ -31,3 +32,8 @@ def test_documented_id_pattern_matches_the_domain_rule() -> None:
         with pytest.raises(InvalidInput):
             require_id(bad, "id")
         assert not re.fullmatch(pattern.strip("^$"), bad)
+
+
+def test_documented_rejection_reasons_are_the_domain_ones() -> None:
+    documented = set(SPEC["components"]["schemas"]["Transaction"]["properties"]["reason"]["enum"]) - {None}
+    assert documented == set(REJECTION_REASONS)
