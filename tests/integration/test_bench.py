@@ -22,6 +22,7 @@ async def test_short_runs_sharing_one_cluster_complete_with_their_invariants(bro
         assert result.invariants_ok, result.problems
         assert result.submitted > 0 and result.applied + result.rejected == result.submitted
         assert result.applied_tps > 0 and result.p50_ms <= result.p99_ms
+    assert results[1].segment_moves == 0  # every segment is funded: plain transfers never need a move
     write_json(results, {"cores": 2}, tmp_path / "latest.json")
     write_plot(results, tmp_path / "latest.png")
     assert (tmp_path / "latest.png").stat().st_size > 0

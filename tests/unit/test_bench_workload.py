@@ -1,0 +1,50 @@
+"""The benchmark's workload: what it funds and where it sends each transfer, per model (no broker needed)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from bench.driver import RunSettings, TransferSource, account_names, funding, opening_balances
+from payments_app.domain.commands import Deposit
+from payments_app.domain.routing import BASELINE, CONCURRENT, MODELS, decided_in, home_of
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_funding_pays_each_opening_balance_into_the_segments_the_model_uses(model: str) -> None:
+    settings = RunSettings(model=model, accounts=50, partitions=4)
+    accounts = account_names(settings)
+    funded: dict[str, dict[int, int]] = defaultdict(dict)
+    for partition, deposits in funding(settings, accounts).items():
+        for deposit in deposits:
+            assert isinstance(deposit, Deposit)
+            assert decided_in(deposit, settings.partitions, model) == partition
+            funded[deposit.account][partition] = funded[deposit.account].get(partition, 0) + deposit.amount
+    for account, balance in opening_balances(settings, accounts).items():
+        assert sum(funded[account].values()) == balance
+        if model == CONCURRENT:
+            assert set(funded[account]) == set(range(settings.partitions))
+        else:
+            assert set(funded[account]) == {home_of(account, settings.partitions)}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_batch_goes_to_the_partition_that_decides_its_transfers(model: str) -> None:
+    settings = RunSettings(model=model, workload="hot-payer", accounts=100, partitions=4)
+    source = TransferSource(settings, account_names(settings), tag="t-")
+    seen: set[str] = set()
+    batches: dict[int, int] = defaultdict(int)
+    for _ in range(40):
+        partition, batch = source.next_batch(25)
+        assert len(batch) == 25
+        assert {decided_in(transfer, settings.partitions, model) for transfer in batch} == {partition}
+        seen.update(transfer.id for transfer in batch)
+        batches[partition] += 1
+    assert len(seen) == 40 * 25
+    busiest = max(batches, key=batches.__getitem__)
+    if model == BASELINE:  # half the transfers are the hot payer's: its home fills up fastest
+        assert busiest == home_of(account_names(settings)[0], settings.partitions)
+        assert batches[busiest] > 40 / 2
+    else:  # spread by transaction id
+        assert batches[busiest] < 40 / 2
