@@ -38,13 +38,16 @@ _stalled: dict[int, tuple[int, float]] = {}  # partition -> (applied offset behi
 
 @app.timer(interval=REBALANCE_INTERVAL_S)
 async def rebalance_short_accounts() -> None:
+    if not is_ready():
+        return  # the demand waits for the rebalance or restore to end
     accounts = DEMAND.take(REBALANCE_ACCOUNTS_MAX)
-    if not accounts or not is_ready():
+    if not accounts:
         return
     partitions = SETTINGS.partitions
     try:
         segments = await read_ledger([(p, segment_key(a)) for a in accounts for p in range(partitions)])
     except Unavailable:
+        DEMAND.note(accounts)  # try again next tick
         return
     requests: list[tuple[int, Command]] = []
     for n, account in enumerate(accounts):
