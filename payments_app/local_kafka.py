@@ -253,12 +253,20 @@ class LocalKafka:
         return path
 
     def _format(self, java: str, classpath: str, config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [java, "-cp", classpath, "kafka.tools.StorageTool", "format"]
-        cmd += ["-t", cluster_id, "-c", str(config), "--standalone"]
+        cmd += ["-t", new_cluster_id(), "-c", str(config), "--standalone"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise KafkaSetupError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64, never starting with "-" (the storage tool would read
+    it as an option; Kafka's own Uuid.randomUuid skips those too). One id in 64 used to fail the format."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def configured_broker_url() -> str | None:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from payments_app.local_kafka import KafkaSetupError, parse_broker_url, require_tool
+from payments_app.local_kafka import KafkaSetupError, new_cluster_id, parse_broker_url, require_tool
 
 
 def test_missing_java_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,3 +20,9 @@ def test_broker_url_parsing() -> None:
     assert parse_broker_url("kafka://a:1;b:2") == "a:1,b:2"
     with pytest.raises(ValueError, match="kafka://"):
         parse_broker_url("127.0.0.1:9092")
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    ids = [new_cluster_id() for _ in range(2_000)]
+    assert not any(cluster_id.startswith("-") for cluster_id in ids)
+    assert all(len(cluster_id) == 22 for cluster_id in ids)
