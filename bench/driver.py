@@ -13,6 +13,7 @@ import asyncio
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -477,6 +478,8 @@ async def run_group(
     finally:
         for worker in workers:
             worker.stop()
+    if all(result.invariants_ok for result in results):
+        shutil.rmtree(scratch / app_id, ignore_errors=True)  # gigabytes of RocksDB; a failed run's stay for a look
     return results
 
 
@@ -539,10 +542,12 @@ async def run_matrix(matrix: list[RunSettings], scratch: Path) -> list[RunResult
                 results.extend([await run_postgres(settings, scratch / "postgres") for settings in group])
             else:
                 results.extend(await run_group(group, broker_url, kafka.pid if kafka else None, scratch))
-        return results
     finally:
         if kafka is not None:
             kafka.stop()
+    if kafka is not None and all(result.invariants_ok for result in results):
+        shutil.rmtree(kafka.data_dir, ignore_errors=True)  # every run's topics: many gigabytes; kept after a failure
+    return results
 
 
 def cluster_groups(matrix: list[RunSettings]) -> list[list[RunSettings]]:

@@ -23,6 +23,7 @@ async def test_short_runs_sharing_one_cluster_complete_with_their_invariants(bro
         assert result.submitted > 0 and result.applied + result.rejected == result.submitted
         assert result.applied_tps > 0 and result.p50_ms <= result.p99_ms
     assert results[1].segment_moves == 0  # every segment is funded: plain transfers never need a move
+    assert not any(tmp_path.glob("bench-*")), "a passing cluster's data is removed"
     write_json(results, {"cores": 2}, tmp_path / "latest.json")
     write_plot(results, tmp_path / "latest.png")
     assert (tmp_path / "latest.png").stat().st_size > 0
@@ -45,4 +46,5 @@ async def test_each_model_and_load_path_runs(model: str, path: str, broker_url: 
 async def test_the_invariant_check_fails_on_a_broken_ledger(broker_url: str, tmp_path: Path) -> None:
     result = await run_once(small(forge_credit=True), broker_url, None, tmp_path)
     assert not result.invariants_ok
+    assert any(tmp_path.glob("bench-*")), "a failing cluster's data is kept for a look"
     assert any("more money arrived" in problem or "in flight" in problem for problem in result.problems)
