@@ -428,11 +428,6 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
-async def run_once(settings: RunSettings, broker_url: str, broker_pid: int | None, scratch: Path) -> RunResult:
-    """One benchmark run on a fresh cluster."""
-    return (await run_group([settings], broker_url, broker_pid, scratch))[0]
-
-
 def same_cluster(settings: RunSettings) -> tuple[Any, ...]:
     """Runs that differ only in workload, path or offered rate can share one funded cluster."""
     return (settings.model, settings.workers, settings.accounts, settings.partitions, settings.opening_balance,

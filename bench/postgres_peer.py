@@ -291,7 +291,7 @@ class PostgresServer:
                 f"there is no `{PG_USER}` OS user to run PostgreSQL as (Debian: `apt-get install -y postgresql`)"
             ) from exc
         gids = os.getgrouplist(user.pw_name, user.pw_gid)
-        for directory in reversed(self.root.resolve().parents):
+        for directory in reversed(self.root.parents):
             if not _can_traverse(directory, user.pw_uid, gids):
                 directory.chmod(directory.stat().st_mode | stat.S_IXOTH)
                 self.opened_dirs.append(directory)

@@ -82,19 +82,19 @@ def bench(args: argparse.Namespace) -> int:
 def layers(args: argparse.Namespace) -> int:
     """Each layer of one ledger agent alone (rules, codec, RocksDB, Kafka client), beside the full pipeline."""
     import asyncio
-    import json
 
     from bench.layers import markdown_table, measure_layers, write_results
+    from bench.report import read_json
 
     results_dir = Path(args.results_dir)
     results = asyncio.run(measure_layers(Path(args.scratch) / "layers", args.transfers, not args.no_kafka))
-    pipeline: dict[str, float] = {}
     latest = results_dir / "latest.json"
-    if latest.exists():
-        for run in json.loads(latest.read_text()):
-            full_speed = run["settings"].get("rate_tps", 0) == 0
-            if (run["model"], run["workload"], run["path"]) == ("concurrent", "uniform", "kafka") and full_speed:
-                pipeline[f"full pipeline, {run['workers']} worker(s)"] = run["applied_tps"]
+    runs = read_json(latest)[0] if latest.exists() else []
+    pipeline = {
+        f"full pipeline, {run.workers} worker(s)": run.applied_tps
+        for run in runs
+        if (run.model, run.workload, run.path, run.settings["rate_tps"]) == ("concurrent", "uniform", "kafka", 0)
+    }
     write_results(results, results_dir, pipeline)
     table = markdown_table(results)
     (results_dir / "layers.md").write_text(f"Command: `payments {' '.join(sys.argv[1:])}`\n\n{table}\n")

@@ -28,6 +28,17 @@ def is_ready() -> bool:
     return recovery.completed.is_set() and not app.in_recovery and not app.rebalancing
 
 
+def stored_entry(partition: int, key: str) -> dict[str, Any] | None:
+    """A ledger entry (`{o, v, pv}`) of a partition held here, as stored."""
+    return decode_entry(ledger_table.read(partition, storage_key(partition, key)))
+
+
+def last_meta(partition: int) -> PartitionMeta | None:
+    """The partition's meta as its last done record left it; None before its first record."""
+    entry = stored_entry(partition, META_KEY)
+    return None if entry is None else PartitionMeta.from_dict(entry["v"])
+
+
 def read_values(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
     """Current values of ledger keys in partitions owned here; raises LookupError for one owned elsewhere."""
     owned = owned_partitions()
@@ -35,7 +46,7 @@ def read_values(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
     for partition, key in requests:
         if partition not in owned:
             raise LookupError(f"partition {partition} is not owned by this worker")
-        entry = decode_entry(ledger_table.get(storage_key(partition, key)))
+        entry = stored_entry(partition, key)
         values.append(None if entry is None else entry["v"])
     return values
 
@@ -48,8 +59,7 @@ async def audit_owned_partitions() -> dict[int, tuple[PartitionMeta, AuditReport
     """
     reports: dict[int, tuple[PartitionMeta, AuditReport]] = {}
     for partition in sorted(owned_partitions()):
-        meta_entry = decode_entry(ledger_table.read(partition, storage_key(partition, META_KEY)))
-        meta = PartitionMeta() if meta_entry is None else PartitionMeta.from_dict(meta_entry["v"])
+        meta = last_meta(partition) or PartitionMeta()
         prefix = storage_key(partition, segment_key(""))
         segments = [
             (key[len(prefix) :].decode(), Segment.from_dict(decode_entry(raw)["v"]))

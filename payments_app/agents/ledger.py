@@ -11,18 +11,16 @@ from faust.types import EventT
 from payments_app.agents.demand import DEMAND
 from payments_app.agents.gaps import read_range
 from payments_app.app import app
-from payments_app.codec import decode_batch, decode_entry, encode_entry
+from payments_app.codec import decode_batch, encode_entry
 from payments_app.domain.commands import Command
 from payments_app.domain.ledger import (
-    META_KEY,
     BatchOutcome,
     BatchState,
-    PartitionMeta,
     pending_relays,
     process_batch,
 )
 from payments_app.metrics import METRICS
-from payments_app.queries import owned_partitions
+from payments_app.queries import last_meta, owned_partitions, stored_entry
 from payments_app.sending import group_by_partition, send_commands
 from payments_app.settings import SETTINGS
 from payments_app.topics import transactions_topic
@@ -116,11 +114,6 @@ def may_apply(partition: int) -> bool:
     return not (app.rebalancing or app.in_recovery) and partition in owned_partitions()
 
 
-def last_meta(partition: int) -> PartitionMeta | None:
-    entry = stored_entry(partition, META_KEY)
-    return None if entry is None else PartitionMeta.from_dict(entry["v"])
-
-
 def last_applied_offset(partition: int) -> int:
     meta = last_meta(partition)
     return -1 if meta is None else meta.offset
@@ -137,10 +130,6 @@ async def resend_outbox(partition: int) -> None:
         relays = pending_relays(lambda key: stored_entry(partition, key), meta)
         log.info("partition %d: resending %d relays up to offset %d", partition, len(relays), meta.offset)
         await send_commands(group_by_partition(relays))
-
-
-def stored_entry(partition: int, key: str) -> dict | None:
-    return decode_entry(ledger_table.read(partition, storage_key(partition, key)))
 
 
 async def apply_batch(partition: int, offset: int, value: bytes, group: Group) -> None:

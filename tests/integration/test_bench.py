@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.driver import RunSettings, run_group, run_once
+from bench.driver import RunSettings, run_group
 from bench.report import markdown_table, read_json, write_json, write_plot
 
 pytestmark = pytest.mark.broker
@@ -44,7 +44,7 @@ async def test_each_model_and_load_path_runs(model: str, path: str, broker_url: 
 
 
 async def test_the_invariant_check_fails_on_a_broken_ledger(broker_url: str, tmp_path: Path) -> None:
-    result = await run_once(small(forge_credit=True), broker_url, None, tmp_path)
+    (result,) = await run_group([small(forge_credit=True)], broker_url, None, tmp_path)
     assert not result.invariants_ok
     assert any(tmp_path.glob("bench-*")), "a failing cluster's data is kept for a look"
     assert any("more money arrived" in problem or "in flight" in problem for problem in result.problems)
