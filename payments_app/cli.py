@@ -25,7 +25,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the local broker (unless BROKER_URL is set), create topics, run one worker in the foreground."""
     from payments_app.cluster import WorkerProcess
-    from payments_app.watchdog import EXIT_RECOVERY_STALLED
+    from payments_app.processes import EXIT_FOR_RESTART
 
     data_dir = Path(args.data_dir)
     kafka: LocalKafka | None = None
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         while True:
             assert worker.process is not None
             code = worker.process.wait()
-            if code != EXIT_RECOVERY_STALLED:
+            if code != EXIT_FOR_RESTART:
                 return code
             print("the worker's table restore stalled; starting it again", flush=True)
             worker.process = None

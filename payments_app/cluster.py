@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from payments_app.local_kafka import PROJECT_ROOT
-from payments_app.processes import die_with_parent, stop_process
+from payments_app.processes import EXIT_FOR_RESTART, die_with_parent, stop_process
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -82,8 +82,11 @@ class WorkerProcess:
             return False
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> WorkerProcess:
+        """Wait until /health answers ok; a worker that exits asking for a restart (its watchdog) is started again."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() == EXIT_FOR_RESTART:
+                self.restart_if_exited()
             if self.process is None or self.process.poll() is not None:
                 raise RuntimeError(f"worker on port {self.web_port} exited:\n{self.log_tail()}")
             if self.healthy():

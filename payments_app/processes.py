@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 _PR_SET_PDEATHSIG = 1
+#: a worker's exit code for "stuck in a state only a fresh process fixes: start me again" (see watchdog.py)
+EXIT_FOR_RESTART = 75
 
 
 def die_with_parent() -> None:

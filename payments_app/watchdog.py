@@ -16,11 +16,11 @@ import time
 
 from payments_app.app import app
 from payments_app.fanout import partition_owners
+from payments_app.processes import EXIT_FOR_RESTART
 from payments_app.queries import is_ready, owned_partitions
 
 RECOVERY_STALL_S = float(os.environ.get("PAYMENTS_RECOVERY_STALL_S", "60"))
 ASSIGNMENT_MISMATCH_S = float(os.environ.get("PAYMENTS_ASSIGNMENT_MISMATCH_S", "30"))
-EXIT_RECOVERY_STALLED = 75
 log = logging.getLogger(__name__)
 
 _last_remaining: int | None = None
@@ -43,7 +43,7 @@ async def exit_if_recovery_stalls() -> None:
     if remaining > 0 and now - _since > RECOVERY_STALL_S:
         log.critical("table restore made no progress for %.0f s (%d changelog records to go); exiting for a restart",
                      now - _since, remaining)  # fmt: skip
-        os._exit(EXIT_RECOVERY_STALLED)
+        os._exit(EXIT_FOR_RESTART)
 
 
 @app.timer(interval=2.0)
@@ -52,9 +52,7 @@ async def exit_if_routed_partitions_are_not_consumed() -> None:
     if not is_ready():
         _mismatch_since = None
         return
-    me = str(app.conf.canonical_url).rstrip("/")
-    routed = {partition for partition, host in partition_owners().items() if host == me}
-    owned = owned_partitions()
+    routed, owned = routed_partitions(), owned_partitions()
     now = time.monotonic()
     if routed == owned:
         _mismatch_since = None
@@ -64,4 +62,10 @@ async def exit_if_routed_partitions_are_not_consumed() -> None:
     elif now - _mismatch_since > ASSIGNMENT_MISMATCH_S:
         log.critical("the group routes partitions %s here but this worker consumes %s; exiting for a restart",
                      sorted(routed), sorted(owned))  # fmt: skip
-        os._exit(EXIT_RECOVERY_STALLED)
+        os._exit(EXIT_FOR_RESTART)
+
+
+def routed_partitions() -> set[int]:
+    """The ledger partitions the group's routing says this worker serves."""
+    me = str(app.conf.canonical_url).rstrip("/")
+    return {partition for partition, host in partition_owners().items() if host == me}

@@ -26,6 +26,7 @@ from payments_app.queries import is_ready, owned_partitions, read_values
 from payments_app.sending import SUBMISSIONS, send_commands
 from payments_app.settings import SETTINGS
 from payments_app.topics import TRANSACTIONS_TOPIC
+from payments_app.watchdog import routed_partitions
 from web.parsing import (
     MAX_BODY_BYTES,
     BodyTooLarge,
@@ -198,6 +199,8 @@ class Health(View):
     async def get(self, request: Request) -> Response:
         if not is_ready():
             return error(self, 503, "starting", "the worker is joining the group or restoring its tables")
+        if routed_partitions() != owned_partitions():
+            return error(self, 503, "starting", "the worker is routed partitions it does not consume yet")
         return self.json({"status": "ok", "partitions": sorted(owned_partitions())})
 
 

@@ -20,11 +20,11 @@ from payments_app.domain.ledger import segment_key
 from payments_app.domain.segments import plan_equalization
 from payments_app.fanout import Unavailable, read_ledger
 from payments_app.metrics import METRICS
+from payments_app.processes import EXIT_FOR_RESTART
 from payments_app.queries import audit_owned_partitions, is_ready, owned_partitions
 from payments_app.sending import group_by_partition, send_commands
 from payments_app.settings import SETTINGS
 from payments_app.topics import TRANSACTIONS_TOPIC
-from payments_app.watchdog import EXIT_RECOVERY_STALLED
 
 AUDIT_INTERVAL_S = float(os.environ.get("PAYMENTS_AUDIT_INTERVAL_S", "10"))
 REBALANCE_INTERVAL_S = float(os.environ.get("PAYMENTS_REBALANCE_INTERVAL_S", "1"))
@@ -86,7 +86,7 @@ async def nudge_stalled_partitions() -> None:
         # i.e. a restart, gets it going again. The supervisor restarts the worker; nothing is lost.
         log.critical("partitions %s made no progress for %.0f s despite nudges; exiting for a restart",
                      stalled, stuck_for)  # fmt: skip
-        os._exit(EXIT_RECOVERY_STALLED)
+        os._exit(EXIT_FOR_RESTART)
     if stalled:
         log.warning("partitions %s have unapplied records and made no progress; nudging them", stalled)
         await send_commands({partition: [] for partition in stalled}, allow_empty=True)
