@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import gc
 import os
-import shutil
 
 import faust
+from faust.types import TransportT
 
+from payments_app.runtime.faust_fixes import LedgerTransport
 from payments_app.settings import SETTINGS
 
 GC_THRESHOLD = int(os.environ.get("PAYMENTS_GC_THRESHOLD", "50000"))  # young-generation allocations
+#: how long Faust's producer (client submissions, reconciler requests) may wait for the broker before failing
+PRODUCER_REQUEST_TIMEOUT_S = 30.0
 
-app = faust.App(
+
+class PaymentsApp(faust.App):
+    """Faust's app on the transport from `runtime.faust_fixes` (a consumer that reads committed records only)."""
+
+    def _new_transport(self) -> TransportT:
+        return LedgerTransport(self.conf.broker_consumer, self)
+
+
+app = PaymentsApp(
     SETTINGS.app_id,
     broker=SETTINGS.broker_url,
-    store="rocksdb://",
     datadir=str(SETTINGS.data_dir),
     processing_guarantee="at_least_once",
     topic_partitions=SETTINGS.partitions,
     topic_replication_factor=SETTINGS.replication_factor,
     topic_allow_declare=True,
-    table_standby_replicas=0,
     producer_acks=-1,
     producer_linger_ms=1,
+    producer_request_timeout=PRODUCER_REQUEST_TIMEOUT_S,
     broker_commit_interval=1.0,
     broker_session_timeout=SETTINGS.session_timeout_s,
     broker_heartbeat_interval=min(3.0, SETTINGS.session_timeout_s / 3),
@@ -31,17 +41,6 @@ app = faust.App(
     web_in_thread=False,
     consumer_auto_offset_reset="earliest",
 )
-
-
-@app.on_worker_init.connect
-def restore_tables_from_changelog_only(app: faust.App, **_: object) -> None:
-    """Start every worker from the changelog alone.
-
-    Faust writes a table entry to the local RocksDB before the changelog broker has acknowledged it, so after a
-    crash the local store can hold writes that the changelog never got. Another worker that takes the
-    partition over would not see them; restoring from the changelog keeps every worker on one history.
-    """
-    shutil.rmtree(app.conf.tabledir, ignore_errors=True)
 
 
 @app.task

@@ -1,13 +1,19 @@
-"""Bytes on the wire and in the tables: orjson, compact, no floats anywhere near money."""
+"""Bytes on the wire and in the stores: orjson, compact, no floats anywhere near money."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
+from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.commands import Command, from_dict, to_dict
+
+#: commands per record: a group's relays to one partition can number thousands, and a record must stay well
+#: under the producer's 1 MB request limit (a relay is about 120 bytes encoded)
+MAX_COMMANDS_PER_RECORD = 2_000
 
 
 def encode_batch(commands: Sequence[Command]) -> bytes:
@@ -16,7 +22,14 @@ def encode_batch(commands: Sequence[Command]) -> bytes:
 
 
 def decode_batch(payload: bytes) -> list[Command]:
-    return [from_dict(item) for item in orjson.loads(payload)]
+    """The commands of a record; a record that is not a list of commands stops the worker, it is never skipped."""
+    try:
+        items = orjson.loads(payload)
+        if not isinstance(items, list):
+            raise TypeError(f"a record holds a list of commands, not {type(items).__name__}")
+        return [from_dict(item) for item in items]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InvariantViolation(f"undecodable record: {exc!r}: {payload[:200]!r}") from exc
 
 
 def encode_entry(entry: dict[str, Any]) -> bytes:
@@ -25,3 +38,20 @@ def encode_entry(entry: dict[str, Any]) -> bytes:
 
 def decode_entry(payload: bytes | None) -> dict[str, Any] | None:
     return None if payload is None else orjson.loads(payload)
+
+
+def group_by_partition(commands: Iterable[tuple[int, Command]]) -> dict[int, list[Command]]:
+    by_partition: dict[int, list[Command]] = defaultdict(list)
+    for partition, command in commands:
+        by_partition[partition].append(command)
+    return by_partition
+
+
+def chunks(commands: list[Command]) -> list[list[Command]]:
+    """Consecutive slices of at most MAX_COMMANDS_PER_RECORD (none for an empty list)."""
+    return [commands[i : i + MAX_COMMANDS_PER_RECORD] for i in range(0, len(commands), MAX_COMMANDS_PER_RECORD)]
+
+
+def encode_records(by_partition: dict[int, list[Command]]) -> dict[int, list[bytes]]:
+    """Records to send per destination partition, each within the record size limit; empty lists send nothing."""
+    return {p: [encode_batch(chunk) for chunk in chunks(cmds)] for p, cmds in by_partition.items() if cmds}

@@ -11,7 +11,7 @@ import orjson
 
 from payments_app.app import app
 from payments_app.queries import audit_owned_partitions, read_values
-from tables.ledger import LEDGER_TABLE
+from payments_app.topics import TRANSACTIONS_TOPIC
 
 RETRY_FOR_S = 10.0
 RETRY_PAUSE_S = 0.2
@@ -23,12 +23,11 @@ class Unavailable(RuntimeError):
 
 
 def partition_owners() -> dict[int, str]:
-    """Which worker URL owns each partition of the ledger, per the last rebalance."""
+    """Which worker URL owns each partition of the ledger (its transactions partition), per the last rebalance."""
     owners: dict[int, str] = {}
-    for host, topics in app.router.table_metadata(LEDGER_TABLE).items():
-        for partitions in topics.values():
-            for partition in partitions:
-                owners[partition] = str(host).rstrip("/")
+    for host, topics in app.router.external_topics_metadata().items():
+        for partition in topics.get(TRANSACTIONS_TOPIC, ()):
+            owners[partition] = str(host).rstrip("/")
     return owners
 
 

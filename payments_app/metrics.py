@@ -13,12 +13,11 @@ class Metrics:
     segment_moves_total: int = 0
     segment_moved_minor_total: int = 0
     batches_total: int = 0
-    batch_commands_total: int = 0
     batches_replayed_total: int = 0
     relays_sent_total: int = 0
     rebalance_moves_requested_total: int = 0
-    gap_records_recovered_total: int = 0
-    records_deferred_total: int = 0
+    records_not_owned_total: int = 0
+    groups_fenced_total: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {item.name: getattr(self, item.name) for item in fields(self)}

@@ -1,11 +1,8 @@
-"""Exit when the worker is stuck in a state only a restart fixes, so the supervisor (Kubernetes, `payments run`,
-the test harness) starts it again.
+"""Exit for a restart when the worker is stuck in a state only a restart fixes; a last resort no test should see.
 
-* Faust's changelog recovery can stall for good ("No event received for active tp ... since recovery start"),
-  leaving the worker unable to serve its partitions. A fresh process restores from the changelog and carries on.
-* A member that joined while the topics were being created can be routed ledger partitions its consumer was
-  never given ("Ignoring missing topic"): nobody applies or serves them until the next rebalance, which a
-  restart causes.
+A member that joined while the topics were being created can be routed ledger partitions its consumer was never
+given ("Ignoring missing topic"): nobody applies or serves them until the next rebalance, which a restart
+causes. The supervisor (Kubernetes, `payments run`, the test harness) starts the worker again.
 """
 
 from __future__ import annotations
@@ -19,31 +16,10 @@ from payments_app.fanout import partition_owners
 from payments_app.processes import EXIT_FOR_RESTART
 from payments_app.queries import is_ready, owned_partitions
 
-RECOVERY_STALL_S = float(os.environ.get("PAYMENTS_RECOVERY_STALL_S", "60"))
 ASSIGNMENT_MISMATCH_S = float(os.environ.get("PAYMENTS_ASSIGNMENT_MISMATCH_S", "30"))
 log = logging.getLogger(__name__)
 
-_last_remaining: int | None = None
-_since: float = 0.0
 _mismatch_since: float | None = None
-
-
-@app.timer(interval=2.0)
-async def exit_if_recovery_stalls() -> None:
-    global _last_remaining, _since
-    recovery = app.tables.recovery
-    if not app.in_recovery:
-        _last_remaining = None
-        return
-    remaining = recovery.active_remaining_total()
-    now = time.monotonic()
-    if remaining != _last_remaining:
-        _last_remaining, _since = remaining, now
-        return
-    if remaining > 0 and now - _since > RECOVERY_STALL_S:
-        log.critical("table restore made no progress for %.0f s (%d changelog records to go); exiting for a restart",
-                     now - _since, remaining)  # fmt: skip
-        os._exit(EXIT_FOR_RESTART)
 
 
 @app.timer(interval=2.0)

@@ -1,105 +1,109 @@
-"""The ledger table: every partition's segments, transaction statuses and meta, as raw orjson entries.
+"""The ledger's local state: one RocksDB per partition, holding a committed prefix of that partition's changelog.
 
-Keys are `"{partition}/{ledger key}"` so that an entry names the partition that owns it, even when read
-outside an event (by a web view). The changelog is partitioned like the transactions topic, so partition p
-of this table holds exactly the state of segment p.
+Keys are `"{partition}/{ledger key}"`, the same bytes as the changelog's keys, so an entry names the partition
+that owns it. Every write carries the changelog offset it reflects (the checkpoint, stored in the same atomic
+write batch), so after any stop, clean or not, the store says exactly where its restore has to resume.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator, Sequence
-from typing import Any, cast
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-import faust
 import rocksdict
-from faust.types import TP, RecordMetadata
 
-from payments_app.app import app
-from payments_app.settings import SETTINGS
+from payments_app.domain.checks import require
 
-LEDGER_TABLE = "ledger"
+#: the changelog topic is `{app id}-{LEDGER_CHANGELOG_SUFFIX}`: compacted, one partition per ledger partition
+LEDGER_CHANGELOG_SUFFIX = "ledger-changelog-v2"
+#: not a ledger key (those start with a digit): the changelog offset the store reflects, as ASCII digits
+CHECKPOINT_KEY = b"#checkpoint"
+NOTHING_APPLIED = -1
 
 
-class LedgerTable(faust.Table):
-    """A table written a whole batch at a time, whose writes can be awaited until the broker has them.
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    block_cache_bytes: int = 16 * 2**20
+    write_buffer_bytes: int = 16 * 2**20
 
-    `table[key] = value` costs a Faust future, a producer-buffer hop and a RocksDB put per key, which was most
-    of a worker's time (see BENCHMARKS.md). `write` stores a batch's entries in one RocksDB write batch and
-    hands them straight to the producer; the changelog stays one message per key, so compaction and Faust's
-    own restore work unchanged.
+    def rocksdb(self) -> rocksdict.Options:
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_write_buffer_size(self.write_buffer_bytes)
+        table = rocksdict.BlockBasedOptions()
+        table.set_block_cache(rocksdict.Cache(self.block_cache_bytes))
+        table.set_bloom_filter(10, False)
+        options.set_block_based_table_factory(table)
+        return options
 
-    Faust commits a source offset after `producer.flush()`, but its producer buffer's flush gives up after
-    100 ms and can return with changelog messages still queued. The ledger agent therefore waits for its own
-    batch's changelog writes before it moves on, so a committed offset always implies a durable changelog.
-    """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._unacknowledged: list[asyncio.Future[RecordMetadata]] = []
-        self._last_written: dict[int, asyncio.Future[RecordMetadata]] = {}
-        # Faust derives serializers from key/value types (json for bytes); entries are already orjson bytes.
-        self.key_serializer = "raw"
-        self.value_serializer = "raw"
+class PartitionStore:
+    """One partition's entries and the changelog offset they reflect; written only with committed changes."""
 
-    def read(self, partition: int, key: bytes) -> bytes | None:
-        """An entry of a partition this worker holds, straight from that partition's RocksDB."""
-        return self._partition_db(partition).get(key)
+    def __init__(self, path: Path, options: StoreOptions) -> None:
+        self.path = path
+        self._options = options
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = rocksdict.Rdict(str(path), options.rocksdb())
+        raw = self._db.get(CHECKPOINT_KEY)
+        self.checkpoint = NOTHING_APPLIED if raw is None else int(raw)
 
-    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Entries of a partition this worker holds whose keys start with `prefix`, in key order."""
-        for key, value in self._partition_db(partition).items(from_key=prefix):
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Entries whose keys start with `prefix`, in key order."""
+        for key, value in self._db.items(from_key=prefix):
             if not key.startswith(prefix):
                 return
             yield key, value
 
-    async def write(self, partition: int, entries: Sequence[tuple[bytes, bytes]]) -> None:
-        """Store the entries in order (one RocksDB write) and send them, in order, to the changelog."""
+    def apply(self, entries: Iterable[tuple[bytes, bytes]], changelog_offset: int) -> None:
+        """Store committed entries and the changelog offset of the last of them, in one atomic write."""
+        require(
+            changelog_offset > self.checkpoint,
+            f"{self.path}: changelog offset {changelog_offset} is not past the checkpoint {self.checkpoint}",
+        )
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in entries:
+            require(key != CHECKPOINT_KEY, "a ledger entry cannot use the checkpoint key")
             batch.put(key, value)
-        self._partition_db(partition).write(batch)
-        topic = self.changelog_topic.get_topic_name()
-        for key, value in entries:
-            sent = cast(asyncio.Future, await self.app.producer.send(topic, key, value, partition, None, None))
-            self._unacknowledged.append(sent)
-            self._last_written[partition] = sent
+        batch.put(CHECKPOINT_KEY, str(changelog_offset).encode())
+        self._db.write(batch)
+        self.checkpoint = changelog_offset
 
-    async def changelog_acknowledged(self) -> None:
-        """Return once every changelog write made so far is acknowledged by the broker."""
-        pending, self._unacknowledged = self._unacknowledged, []
-        last, self._last_written = self._last_written, {}
-        # Acknowledgements arrive in order per partition: wait for the last ones, then check every one (those
-        # are done by then, so awaiting them costs nothing; gathering thousands of futures costs a lot).
-        await asyncio.gather(*last.values())
-        for sent in pending:
-            await sent  # a failed write raises here
-        topic = self.changelog_topic.get_topic_name()
-        for partition, sent in last.items():
-            # where a later restore of this partition into this worker's RocksDB may start reading
-            self.data.set_persisted_offset(TP(topic, partition), sent.result().offset)
+    def wipe(self) -> None:
+        """Forget everything: the next restore starts from the beginning of the changelog."""
+        self._db.close()
+        rocksdict.Rdict.destroy(str(self.path))
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._db = rocksdict.Rdict(str(self.path), self._options.rocksdb())
+        self.checkpoint = NOTHING_APPLIED
 
-    def _partition_db(self, partition: int) -> rocksdict.Rdict:
-        # faust's rocksdb Store keeps one database per partition; it has no public accessor for one
-        return self.data._db_for_partition(partition)  # type: ignore[attr-defined]
+    def close(self) -> None:
+        self._db.close()
 
 
-ledger_table: LedgerTable = app.tables.add(
-    LedgerTable(
-        app,
-        name=LEDGER_TABLE,
-        beacon=app.tables.beacon,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=SETTINGS.partitions,
-        options={
-            "driver": "rocksdict",
-            "block_cache_size": SETTINGS.rocksdb_block_cache_bytes,
-            "block_cache_compressed_size": SETTINGS.rocksdb_block_cache_bytes,
-            "write_buffer_size": SETTINGS.rocksdb_write_buffer_bytes,
-        },
-    )
-)
+class LedgerStores:
+    """Every partition store of this worker, opened on first use and kept open (and on disk) across owners."""
+
+    def __init__(self, root: Path, options: StoreOptions) -> None:
+        self.root = root
+        self.options = options
+        self._stores: dict[int, PartitionStore] = {}
+
+    def __getitem__(self, partition: int) -> PartitionStore:
+        store = self._stores.get(partition)
+        if store is None:
+            store = self._stores[partition] = PartitionStore(self.root / f"partition-{partition}", self.options)
+        return store
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
 
 
 def storage_key(partition: int, key: str) -> bytes:

@@ -1,16 +1,13 @@
 """Apply one batch of commands to one partition: apply, park or reject each, and say what to write and relay.
 
-Crash safety comes from two rules, both checked here rather than trusted to Kafka:
+The runtime commits a group of records as one unit per partition (`payments_app/runtime/commit.py`): their
+entries, their relays and the partition's meta reach the changelog together or not at all, and the local store
+only ever holds a committed prefix of that changelog. So the state a record reads is exactly what the records
+before it left, and one rule makes replays safe:
 
-* Every stored entry is `{"o": source offset that wrote it, "v": value, "pv": value before that offset}`.
-  When a record is replayed after a crash, entries it already wrote are read as their `pv`, so the batch is
-  recomputed from exactly the state it first saw, and gives the same decisions, writes and relays.
-* The partition's meta entry is written last in every batch and carries the batch's offset. A record at or
-  below that offset is done.
-* Relays are sent after the writes of a whole group of records are durable, so each record that makes relays
-  stores them in the next outbox slot (`o/0`, `o/1`, ...), and meta counts the slots whose relays may not have
-  been sent yet. After a crash, or when the last done record is replayed, every counted slot is sent again.
-  Receivers drop relays they have seen (by relay id), so sending twice is harmless.
+* The partition's meta entry carries the offset of the last record applied. A record at or below it is done,
+  and applying it again changes nothing and relays nothing (its relays were committed with its writes).
+* Relays carry an id (source partition, offset, index); a receiver drops one it has already applied.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from payments_app.domain.checks import require
 from payments_app.domain.commands import (
     ClientTransaction,
     Command,
@@ -30,8 +28,6 @@ from payments_app.domain.commands import (
     RelayId,
     Transfer,
     Withdrawal,
-    from_dict,
-    to_dict,
 )
 from payments_app.domain.routing import BASELINE, decided_in, home_of, require_model
 from payments_app.domain.segments import Parked, Round, Segment
@@ -50,10 +46,6 @@ def segment_key(account: str) -> str:
 
 def transaction_key(tx_id: str) -> str:
     return f"t/{tx_id}"
-
-
-def outbox_key(slot: int) -> str:
-    return f"o/{slot}"
 
 
 @dataclass(slots=True)
@@ -77,7 +69,7 @@ class TxRecord:
 
 @dataclass(slots=True)
 class PartitionMeta:
-    """Per-partition totals for the audit, the replay checkpoint, and how many outbox slots await sending."""
+    """Per-partition totals for the audit, the last applied offset, and the last relay seen from each source."""
 
     offset: int = -1
     deposits: int = 0
@@ -88,7 +80,6 @@ class PartitionMeta:
     credits_out: int = 0  # baseline: payee credits relayed to other partitions
     next_round: int = 0
     relay_seen: dict[str, list[int]] = field(default_factory=dict)
-    outbox_slots: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -100,60 +91,29 @@ class PartitionMeta:
         return meta
 
 
-@dataclass(slots=True)
-class OutboxSlot:
-    """The relays one record made, kept until the group of records it belongs to has sent them."""
-
-    offset: int
-    relays: list[list[Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"offset": self.offset, "relays": self.relays}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OutboxSlot:
-        return cls(data["offset"], data["relays"])
-
-
 Loader = Callable[[str], dict[str, Any] | None]
 
 
 class BatchState:
-    """The state one batch reads and writes, staged in memory; each touched entry is written once."""
+    """The state one batch reads and writes, staged in memory; each touched entry is written once.
 
-    def __init__(self, load: Loader, offset: int) -> None:
+    `load` reads the partition's current values (the committed store overlaid with the group's earlier
+    records); values are the entries' dict forms, as the codec stores them.
+    """
+
+    def __init__(self, load: Loader) -> None:
         self.stored = load
-        self._offset = offset
-        self._before: dict[str, Any] = {}
         self._objects: dict[str, Any] = {}
         self._dirty: dict[str, None] = {}
-
-    def _read(self, key: str) -> Any:
-        if key not in self._before:
-            entry = self.stored(key)
-            if entry is None:
-                value = None
-            elif key == META_KEY:
-                value = entry["v"]  # written last in a batch: at or past this offset, this record is done
-            elif entry["o"] == self._offset:
-                value = entry["pv"]  # this very record wrote it before a crash: start from what it saw
-            else:
-                # Writes reach the changelog in order and meta comes last in each batch, so while this
-                # record is not done no entry can hold a later record's write.
-                assert entry["o"] < self._offset, (key, entry["o"], self._offset)
-                value = entry["v"]
-            self._before[key] = value
-        return self._before[key]
 
     def segment(self, account: str) -> Segment | None:
         key = segment_key(account)
         if key not in self._objects:
-            raw = self._read(key)
+            raw = self.stored(key)
             self._objects[key] = None if raw is None else Segment.from_dict(raw)
         return self._objects[key]
 
     def _put(self, key: str, value: Any) -> None:
-        self._read(key)  # remember the value before this batch, for the entry's `pv`
         self._objects[key] = value
         self._dirty[key] = None
 
@@ -163,7 +123,7 @@ class BatchState:
     def transaction(self, tx_id: str) -> TxRecord | None:
         key = transaction_key(tx_id)
         if key not in self._objects:
-            raw = self._read(key)
+            raw = self.stored(key)
             self._objects[key] = None if raw is None else TxRecord.from_dict(raw)
         return self._objects[key]
 
@@ -172,30 +132,26 @@ class BatchState:
 
     def meta(self) -> PartitionMeta:
         if META_KEY not in self._objects:
-            raw = self._read(META_KEY)
+            raw = self.stored(META_KEY)
             self._objects[META_KEY] = PartitionMeta() if raw is None else PartitionMeta.from_dict(raw)
         return self._objects[META_KEY]
-
-    def put_outbox(self, slot: int, record: OutboxSlot) -> None:
-        self._put(outbox_key(slot), record)
 
     def put_meta(self, meta: PartitionMeta) -> None:
         self._put(META_KEY, meta)
 
     def writes(self) -> list[tuple[str, dict[str, Any]]]:
-        """Entries to store, meta last, each with the offset that wrote it and the value it replaced."""
+        """The entries this batch changed, as dicts, meta last."""
         keys = [k for k in self._dirty if k != META_KEY]
         if META_KEY in self._dirty:
             keys.append(META_KEY)
-        return [(key, {"o": self._offset, "v": self._objects[key].to_dict(), "pv": self._before[key]}) for key in keys]
+        return [(key, self._objects[key].to_dict()) for key in keys]
 
 
 @dataclass(slots=True)
 class BatchOutcome:
-    """What the agent must do after storing the writes: send these relays; and what happened, for metrics."""
+    """What the runtime must do with the writes: commit these relays with them; and what happened, for metrics."""
 
     relays: list[tuple[int, Command]] = field(default_factory=list)
-    outbox_slots: int | None = None  # slots now awaiting sending (None: the record was older than the last done)
     replayed: bool = False
     applied: int = 0
     rejected: int = 0
@@ -205,50 +161,17 @@ class BatchOutcome:
     short_accounts: list[str] = field(default_factory=list)  # started a collection round: worth rebalancing
 
 
-def pending_relays(load: Loader, meta: PartitionMeta) -> list[tuple[int, Command]]:
-    """The relays of every counted outbox slot, in the order they were made, to send again after a crash.
-
-    `load` reads stored entries; slots are read as stored, since every record that wrote them is done.
-    """
-    relays: list[tuple[int, Command]] = []
-    for slot in range(meta.outbox_slots):
-        entry = load(outbox_key(slot))
-        assert entry is not None, f"outbox slot {slot} of {meta.outbox_slots} is missing"
-        relays.extend((dest, from_dict(cmd)) for dest, cmd in OutboxSlot.from_dict(entry["v"]).relays)
-    return relays
-
-
 def process_batch(
-    state: BatchState,
-    partition: int,
-    partitions: int,
-    offset: int,
-    commands: Sequence[Command],
-    model: str,
-    unsent_slots: int = 0,
+    state: BatchState, partition: int, partitions: int, offset: int, commands: Sequence[Command], model: str
 ) -> BatchOutcome:
-    """Apply `commands`, read from `partition` at `offset`, to the staged state, by the rules of `model`.
-
-    `unsent_slots` is how many outbox slots earlier records of the current group filled: their relays are not
-    sent yet, so this record's relays go into the next slot and meta keeps counting all of them.
-    """
+    """Apply `commands`, read from `partition` at `offset`, to the staged state, by the rules of `model`."""
     meta = state.meta()
     if meta.offset >= offset:
-        outcome = BatchOutcome(replayed=True)
-        if meta.offset == offset:
-            outcome.relays = pending_relays(state.stored, meta)
-            outcome.outbox_slots = meta.outbox_slots
-        return outcome
+        return BatchOutcome(replayed=True)
     batch = _Batch(state, meta, partition, partitions, offset, require_model(model))
     for command in commands:
         batch.handle(command)
     meta.offset = offset
-    meta.outbox_slots = unsent_slots
-    if batch.outcome.relays:
-        relays = [[dest, to_dict(cmd)] for dest, cmd in batch.outcome.relays]
-        state.put_outbox(unsent_slots, OutboxSlot(offset, relays))
-        meta.outbox_slots += 1
-    batch.outcome.outbox_slots = meta.outbox_slots
     state.put_meta(meta)
     return batch.outcome
 
@@ -364,7 +287,7 @@ class _Batch:
         if self._seen_relay(credit.relay):
             return
         segment = self.state.segment(credit.account)
-        assert segment is not None, f"credit for {credit.account!r}, which has no segment here"
+        require(segment is not None, f"credit for {credit.account!r}, which has no segment here")
         segment.credit(credit.amount)
         segment.moved_in += credit.amount
         self.meta.moved_in += credit.amount
@@ -380,7 +303,7 @@ class _Batch:
         if self._seen_relay(credit.relay):
             return
         segment = self.state.segment(credit.account)
-        assert segment is not None, f"credit for {credit.account!r}, which has no segment here"
+        require(segment is not None, f"credit for {credit.account!r}, which has no segment here")
         segment.credit(credit.amount)
         self.meta.credits_in += credit.amount
         self.state.put_segment(credit.account, segment)
@@ -413,11 +336,11 @@ class _Batch:
             self.outcome.relays.append((home_of(debit.payee, self.partitions), credit))
         else:
             payee = self.state.segment(debit.payee)
-            assert payee is not None, debit
+            require(payee is not None, f"payee of {debit!r} has no segment here")
             payee.credit(debit.amount)
             self.state.put_segment(debit.payee, payee)
         record = self.state.transaction(debit.tx_id)
-        assert record is not None and record.status == PENDING, (debit, record)
+        require(record is not None and record.status == PENDING, f"settling {debit!r}, whose record is {record!r}")
         self._apply(record)
 
     def _drain(self, account: str, segment: Segment) -> None:
@@ -436,7 +359,7 @@ class _Batch:
             elif head.round is not None:
                 segment.parked.pop(0)
                 record = self.state.transaction(head.tx_id)
-                assert record is not None, head
+                require(record is not None, f"parked debit {head!r} has no record")
                 self._reject(record, INSUFFICIENT_FUNDS)
             elif self._start_round(account, segment):
                 return

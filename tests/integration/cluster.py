@@ -46,8 +46,6 @@ class AppCluster:
                 "PAYMENTS_MODEL": self.model,
                 "PAYMENTS_AUDIT_INTERVAL_S": "2",
                 "PAYMENTS_SESSION_TIMEOUT_S": "8",
-                "PAYMENTS_RECOVERY_STALL_S": "10",
-                "PAYMENTS_PARTITION_STALL_EXIT_S": "10",
             },
         )  # fmt: skip
         self.workers.append(worker)

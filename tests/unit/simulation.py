@@ -1,38 +1,86 @@
-"""An in-memory cluster for the pure ledger: partitions as lists of records, stores as dicts.
+"""An in-memory cluster that runs the runtime's own commit protocol (`runtime.commit.Group`) against lists.
 
-It lets a test choose the order in which partitions make progress and where a worker crashes (after some of a
-batch's writes reached the store, before its relays were sent), which a real broker cannot do on demand.
+Partitions are logs of records, changelogs are lists, stores are dicts with a checkpoint. A test chooses the
+order in which partitions make progress and what goes wrong: a worker dies before its commit, or after its
+commit and before its checkpoint; another worker takes over with an empty store; the consumer's committed offset
+lags (records replayed) or runs ahead of what was applied (records skipped); a zombie commits after being fenced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from payments_app.codec import decode_entry, encode_entry
-from payments_app.domain.commands import ClientTransaction, Command, MoveRequest, OpenAccount
+from payments_app.codec import decode_entry, encode_batch
+from payments_app.domain.commands import ClientTransaction, MoveRequest, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
-from payments_app.domain.ledger import (
-    META_KEY,
-    BatchState,
-    PartitionMeta,
-    TxRecord,
-    pending_relays,
-    process_batch,
-    segment_key,
-    transaction_key,
-)
+from payments_app.domain.ledger import META_KEY, PartitionMeta, TxRecord, segment_key, transaction_key
 from payments_app.domain.routing import CONCURRENT, decided_in
 from payments_app.domain.segments import Segment, plan_equalization
+from payments_app.runtime.commit import Fenced, Group
+from tables.ledger import NOTHING_APPLIED, storage_key
+
+
+class Crash(Exception):
+    pass
+
+
+@dataclass
+class SimStore:
+    entries: dict[bytes, bytes] = field(default_factory=dict)
+    checkpoint: int = NOTHING_APPLIED
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.entries.get(key)
+
+    def apply(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
+        assert changelog_offset > self.checkpoint
+        self.entries.update(entries)
+        self.checkpoint = changelog_offset
 
 
 @dataclass
 class SimPartition:
-    log: list[list[Command]] = field(default_factory=list)
-    store: dict[str, bytes] = field(default_factory=dict)
-    committed: int = 0  # the next offset to process
+    log: list[bytes] = field(default_factory=list)  # the transactions partition
+    changelog: list[tuple[bytes, bytes]] = field(default_factory=list)
+    store: SimStore = field(default_factory=SimStore)
+    committed: int = 0  # the consumer group's committed offset: where a new session's consumer starts
+    epoch: int = 0  # the transactional id's epoch: a session with an older one is fenced
+    session: SimSession | None = None
+
+
+@dataclass(eq=False)
+class SimSession:
+    cluster: SimCluster
+    partition: int
+    store: SimStore
+    epoch: int
+    delivered: int | None = None
+    crash_before_commit: bool = False
+    crash_before_checkpoint: bool = False
+
+    async def read_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        log = self.cluster.parts[self.partition].log
+        return [(offset, log[offset]) for offset in range(start, end)]
+
+    async def commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
+        part = self.cluster.parts[self.partition]
+        if self.epoch != part.epoch:
+            raise Fenced(f"epoch {self.epoch} < {part.epoch}")
+        if self.crash_before_commit:
+            raise Crash("before commit")
+        part.changelog.extend(entries)
+        for destination, records in relays.items():
+            self.cluster.parts[destination].log.extend(records)
+        if self.crash_before_checkpoint:
+            raise Crash("after commit, before checkpoint")
+        return len(part.changelog) - 1
+
+    async def close(self) -> None:
+        return None
 
 
 class SimCluster:
@@ -43,102 +91,154 @@ class SimCluster:
 
     def open(self, account: str) -> None:
         for part in self.parts:
-            part.log.append([OpenAccount(account, "test")])
+            part.log.append(encode_batch([OpenAccount(account, "test")]))
 
     def submit(self, command: ClientTransaction, partition: int | None = None) -> None:
         """Append a client transaction to the partition the model routes it to (or to `partition`)."""
         p = decided_in(command, self.partitions, self.model) if partition is None else partition
-        self.parts[p].log.append([command])
+        self.parts[p].log.append(encode_batch([command]))
 
     def pending(self) -> list[int]:
-        return [p for p, part in enumerate(self.parts) if part.committed < len(part.log)]
+        return [p for p, part in enumerate(self.parts) if self.applied(p) + 1 < len(part.log)]
 
-    def step(self, p: int, crash_after_writes: int | None = None) -> None:
-        """Process the next record of partition p alone; optionally crash after some of its writes."""
-        self.step_group(p, 1, crash_after_writes)
+    def applied(self, p: int) -> int:
+        return self.meta(p).offset
 
-    def step_group(self, p: int, records: int, crash_after_writes: int | None = None) -> int:
-        """Apply up to `records` records of p as the agent's group does: each record's writes stored in turn,
-        the relays of all sent at the end. With `crash_after_writes`, the last record of the group stores only
-        that many of its writes and nothing is sent; the offset stays uncommitted. Returns records processed."""
+    # sessions: open = fence + restore from the changelog + catch up to the committed offset
+
+    def session(self, p: int) -> SimSession:
         part = self.parts[p]
-        relays: list[tuple[int, Command]] = []
-        unsent = 0
-        count = min(records, len(part.log) - part.committed)
-        for n in range(count):
-            offset = part.committed + n
-            state = BatchState(lambda key: decode_entry(part.store.get(key)), offset)
-            outcome = process_batch(state, p, self.partitions, offset, part.log[offset], self.model, unsent)
-            writes = state.writes()
-            if crash_after_writes is not None and n == count - 1:
-                writes = writes[:crash_after_writes]
-            for key, entry in writes:
-                part.store[key] = encode_entry(entry)
-            if outcome.outbox_slots is not None:
-                unsent = outcome.outbox_slots
-            relays.extend(outcome.relays)
-        if crash_after_writes is None:
-            self._deliver(relays)
-            part.committed += count
+        if part.session is None:
+            part.epoch += 1
+            store = part.store
+            for offset in range(store.checkpoint + 1, len(part.changelog)):
+                store.apply([part.changelog[offset]], offset)
+            session = SimSession(self, p, store, part.epoch)
+            group = Group(self.partitions, self.model)
+            asyncio.run(self._commit_catch_up(group, session, part.committed))
+            part.session = session
+        return part.session
+
+    @staticmethod
+    async def _commit_catch_up(group: Group, session: SimSession, committed: int) -> None:
+        await group.catch_up(session, committed)
+        await group.commit()
+
+    def crash(self, p: int) -> None:
+        """The owner dies: its session goes; its store stays on disk for the next session on this worker."""
+        self.parts[p].session = None
+
+    def take_over(self, p: int) -> None:
+        """Another worker, with an empty store, takes the partition over."""
+        self.parts[p].session = None
+        self.parts[p].store = SimStore()
+
+    # the group loop, as the agent runs it
+
+    def step(self, p: int) -> int:
+        return self.step_group(p, 1)
+
+    def step_group(self, p: int, records: int, crash: str | None = None, lost: int = 0) -> int:
+        """Deliver up to `records` records of p from its session's position, as one group; `crash` is
+        "before_commit" or "before_checkpoint"; a new session's consumer may lose its first `lost` records.
+        Returns the records delivered."""
+        session = self.session(p)
+        part = self.parts[p]
+        start = part.committed if session.delivered is None else session.delivered + 1
+        if session.delivered is None:
+            start = min(start + lost, len(part.log) - 1)
+        count = min(records, len(part.log) - start)
+        session.crash_before_commit = crash == "before_commit"
+        session.crash_before_checkpoint = crash == "before_checkpoint"
+        try:
+            asyncio.run(self._run_group(session, [(o, part.log[o]) for o in range(start, start + count)]))
+        except Crash:
+            self.crash(p)
+            return count
+        part.committed = max(part.committed, start + count)  # Faust acks the group, and commits later
         return count
 
-    def restart(self, p: int) -> None:
-        """A new owner's first record: it sends the stored outbox again before applying anything."""
-        self._deliver(pending_relays(lambda key: decode_entry(self.parts[p].store.get(key)), self.meta(p)))
+    async def _run_group(self, session: SimSession, records: list[tuple[int, bytes]]) -> None:
+        group = Group(self.partitions, self.model)
+        for offset, value in records:
+            await group.add(session, offset, value)
+        await group.commit()
+
+    def zombie_commit(self, p: int, records: int) -> bool:
+        """A session that lost the partition (paused past its session timeout) tries to commit a group: the new
+        owner fenced it, so nothing it staged may become visible. Returns whether it was fenced."""
+        zombie = self.session(p)
+        self.parts[p].session = None
+        self.session(p)  # the new owner opens, which fences the zombie
+        part = self.parts[p]
+        start = part.committed if zombie.delivered is None else zombie.delivered + 1
+        count = min(records, len(part.log) - start)
+        before = list(part.changelog)
+
+        async def attempt() -> bool:
+            group = Group(self.partitions, self.model)
+            for offset in range(start, start + count):
+                await group.add(zombie, offset, part.log[offset])
+            return bool((await group.commit()).fenced) or count == 0
+
+        fenced = asyncio.run(attempt())
+        assert part.changelog == before
+        return fenced
+
+    def rewind(self, p: int, records: int) -> None:
+        """The committed offset lagged the changelog when the worker died: records are delivered again."""
+        self.crash(p)
+        self.parts[p].committed = max(0, self.parts[p].committed - records)
+
+    def lose_first(self, p: int, records: int) -> None:
+        """A new owner's consumer drops its first records (prefetched, then thrown away in a rebalance)."""
+        self.crash(p)
+        self.step_group(p, 1, lost=records)
+
+    def skip(self, p: int, records: int) -> None:
+        """The consumer's committed offset ran past records that were never applied (Faust issues 216, 221)."""
+        self.crash(p)
+        self.parts[p].committed = min(len(self.parts[p].log), self.parts[p].committed + records)
 
     def rebalance(self, account: str) -> None:
         """What the reconciler does for a short account: move requests that even out its segments."""
         balances = [s.balance for s in self.segments(account)]
         for source, destination, amount in plan_equalization(balances):
-            self.parts[source].log.append([MoveRequest(account, amount, destination, None, None)])
+            self.parts[source].log.append(encode_batch([MoveRequest(account, amount, destination, None, None)]))
 
-    def take_over(self, p: int, records: int) -> None:
-        """The owner stored a whole group and died before sending its relays; Faust committed past the records,
-        so the new owner never replays them and instead resends the stored outbox when it takes over."""
-        part = self.parts[p]
-        processed = self.step_group(p, records, crash_after_writes=10**9)
-        part.committed += processed
-        self.restart(p)
-
-    def meta(self, p: int) -> PartitionMeta:
-        return PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
-
-    def _deliver(self, relays: list[tuple[int, Command]]) -> None:
-        grouped: dict[int, list[Command]] = defaultdict(list)
-        for dest, command in relays:
-            grouped[dest].append(command)
-        for dest, commands in grouped.items():
-            self.parts[dest].log.append(commands)
-
-    def rewind(self, p: int, records: int) -> None:
-        """The committed offset lagged the changelog when the worker died: records are delivered again."""
-        self.parts[p].committed = max(0, self.parts[p].committed - records)
-
-    def run(self, rng: random.Random | None = None, crash_rate: float = 0.0, max_steps: int = 100_000) -> None:
+    def run(self, rng: random.Random | None = None, fault_rate: float = 0.0, max_steps: int = 100_000) -> None:
         rng = rng or random.Random(0)
+        faults = [
+            lambda p: self.step_group(p, rng.randint(1, 3), "before_commit"),
+            lambda p: self.step_group(p, rng.randint(1, 3), "before_checkpoint"),
+            self.take_over,
+            lambda p: self.rewind(p, rng.randint(1, 3)),
+            lambda p: self.skip(p, rng.randint(1, 3)),
+            lambda p: self.lose_first(p, rng.randint(1, 3)),
+            lambda p: self.zombie_commit(p, rng.randint(1, 3)),
+        ]
         for _ in range(max_steps):
             ready = self.pending()
             if not ready:
                 return
             p = rng.choice(ready)
-            roll = rng.random()
-            group = rng.randint(1, 3)
-            if roll < crash_rate / 3:
-                self.step_group(p, group, crash_after_writes=rng.randint(0, 6))
-                self.restart(p)
-                if rng.random() < 0.5:
-                    self.rewind(p, rng.randint(1, 3))
-            elif roll < crash_rate * 2 / 3:
-                self.take_over(p, group)
-            elif roll < crash_rate:
-                self.rewind(p, rng.randint(1, 3))
+            if rng.random() < fault_rate:
+                rng.choice(faults)(p)
             else:
-                self.step_group(p, group)
+                self.step_group(p, rng.randint(1, 3))
         raise AssertionError("the cluster did not become quiescent")
 
+    # reading the outcome, from the changelog (what every future owner restores)
+
     def value(self, p: int, key: str) -> dict[str, Any] | None:
-        entry = decode_entry(self.parts[p].store.get(key))
-        return None if entry is None else entry["v"]
+        skey = storage_key(p, key)
+        for entry_key, raw in reversed(self.parts[p].changelog):
+            if entry_key == skey:
+                return decode_entry(raw)
+        return None
+
+    def meta(self, p: int) -> PartitionMeta:
+        return PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
 
     def segments(self, account: str) -> list[Segment]:
         return [Segment.from_dict(v) for p in range(self.partitions) if (v := self.value(p, segment_key(account)))]
@@ -158,8 +258,16 @@ class SimCluster:
         per_partition = {}
         for p in range(self.partitions):
             meta = self.meta(p)
-            segs = [
-                (key[2:], Segment.from_dict(self.value(p, key))) for key in self.parts[p].store if key.startswith("s/")
-            ]
+            prefix = storage_key(p, "s/")
+            latest = {key: raw for key, raw in self.parts[p].changelog if key.startswith(prefix)}
+            segs = [(key[len(prefix) :].decode(), Segment.from_dict(decode_entry(raw))) for key, raw in latest.items()]
             per_partition[p] = (meta, audit_partition(p, meta, segs))
         return audit_ledger(per_partition)
+
+    def stores_match_changelogs(self) -> bool:
+        """Every store holds exactly the changelog prefix its checkpoint names."""
+        for part in self.parts:
+            expected = dict(part.changelog[: part.store.checkpoint + 1])
+            if part.store.entries != expected:
+                return False
+        return True

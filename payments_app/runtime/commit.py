@@ -1,0 +1,159 @@
+"""The commit protocol between the domain and Kafka: stage a group of records, commit it, then checkpoint.
+
+1. **Stage.** Each record of a group is decoded and applied by the domain to its partition's state; its writes
+   go to an overlay that later records of the same group read. Nothing leaves the process.
+2. **Commit.** Per partition, one Kafka transaction holds the overlay's entries (to the changelog) and the
+   relays the records made (to the transactions topic). The transactional id is fixed per partition, so a
+   newer owner's `init_transactions` fences this one: a worker that lost a partition commits nothing more.
+3. **Checkpoint.** Only then are the entries written to the local store, in one atomic write together with the
+   changelog offset they reflect. The store is therefore always a committed prefix of the changelog, and a
+   restore resumes from its checkpoint.
+
+Order is checked, not trusted: within a session (one owner's tenure of a partition) offsets must rise, and the
+first record a session sees after its last applied one must follow it directly, or the skipped range is read
+from the log in full first (a range that cannot be read in full stops the worker).
+
+This module knows neither Faust nor aiokafka: the agent runs it against Kafka, the simulator against lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from payments_app.codec import decode_batch, decode_entry, encode_entry, encode_records, group_by_partition
+from payments_app.domain.checks import require
+from payments_app.domain.commands import Command
+from payments_app.domain.ledger import META_KEY, BatchOutcome, BatchState, PartitionMeta, process_batch
+from tables.ledger import storage_key
+
+
+class Fenced(Exception):
+    """The partition has a newer writer; this session's staged work is dropped, and the session closed."""
+
+
+class Store(Protocol):
+    checkpoint: int
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def apply(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None: ...
+
+
+class Session(Protocol):
+    """One owner's tenure of a partition: its committed store and the partition's only writer meanwhile."""
+
+    partition: int
+    store: Store
+    delivered: int | None  # the last offset this session was handed; None until the first record
+
+    async def read_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Every committed record of the transactions partition at offsets start..end-1; raises if it cannot."""
+        ...
+
+    async def commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
+        """Write the entries and relays in one transaction; the changelog offset of the last entry. May raise
+        Fenced."""
+        ...
+
+    async def close(self) -> None:
+        """Stop writing; a session is closed between groups, never while one is being committed."""
+        ...
+
+
+@dataclass(slots=True)
+class StagedPartition:
+    """A partition's part of a group: what its records wrote (last write per key wins) and relayed."""
+
+    session: Session
+    entries: dict[bytes, bytes] = field(default_factory=dict)
+    relays: list[tuple[int, Command]] = field(default_factory=list)
+    outcomes: list[BatchOutcome] = field(default_factory=list)
+
+    def load(self, key: str) -> dict | None:
+        skey = storage_key(self.session.partition, key)
+        raw = self.entries.get(skey)
+        return decode_entry(raw if raw is not None else self.session.store.get(skey))
+
+    def applied_offset(self) -> int:
+        meta = self.load(META_KEY)
+        return -1 if meta is None else PartitionMeta.from_dict(meta).offset
+
+
+@dataclass(slots=True)
+class GroupResult:
+    committed: dict[int, list[BatchOutcome]] = field(default_factory=dict)
+    fenced: list[int] = field(default_factory=list)
+
+
+class Group:
+    """Records applied one after another, whose writes and relays then commit once per partition, side by side.
+
+    Waiting for the broker after every record left the agent idle for a round trip per record; a transaction
+    costs tens of milliseconds whatever it holds, so a group amortises it over all its records.
+    """
+
+    def __init__(self, partitions: int, model: str) -> None:
+        self.partitions = partitions
+        self.model = model
+        self.staged: dict[int, StagedPartition] = {}
+
+    async def add(self, session: Session, offset: int, value: bytes) -> None:
+        """Stage one record; first the records the session has not seen between its last applied one and this."""
+        staged = self.staged.get(session.partition)
+        if staged is None:
+            staged = self.staged[session.partition] = StagedPartition(session)
+        require(staged.session is session, f"partition {session.partition}: two sessions in one group")
+        if session.delivered is not None:
+            require(offset > session.delivered, f"partition {session.partition}: offset {offset} after "
+                    f"{session.delivered} in one session")  # fmt: skip
+        else:
+            applied = staged.applied_offset()
+            if offset > applied + 1:
+                for missing_offset, missing in await session.read_range(applied + 1, offset):
+                    self._stage(staged, missing_offset, missing)
+        session.delivered = offset
+        self._stage(staged, offset, value)
+
+    async def catch_up(self, session: Session, end: int) -> None:
+        """Stage every record the partition committed to before `end` that its store has not applied yet.
+
+        A new owner's consumer starts at the group's committed offset; if a record below it was never applied
+        (the consumer skipped it), nothing would ever deliver it again.
+        """
+        staged = self.staged.setdefault(session.partition, StagedPartition(session))
+        applied = staged.applied_offset()
+        if end > applied + 1:
+            for offset, value in await session.read_range(applied + 1, end):
+                self._stage(staged, offset, value)
+
+    def _stage(self, staged: StagedPartition, offset: int, value: bytes) -> None:
+        state = BatchState(staged.load)
+        partition = staged.session.partition
+        outcome = process_batch(state, partition, self.partitions, offset, decode_batch(value), self.model)
+        for key, entry in state.writes():
+            staged.entries[storage_key(partition, key)] = encode_entry(entry)
+        staged.relays.extend(outcome.relays)
+        staged.outcomes.append(outcome)
+
+    async def commit(self) -> GroupResult:
+        """Commit every partition's part (side by side), then checkpoint each committed one in its store."""
+        result = GroupResult()
+        parts = [staged for staged in self.staged.values() if staged.entries or staged.relays]
+        outcomes = await asyncio.gather(*(self._commit_one(staged) for staged in parts), return_exceptions=True)
+        for staged, outcome in zip(parts, outcomes, strict=True):
+            if isinstance(outcome, Fenced):
+                result.fenced.append(staged.session.partition)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                result.committed[staged.session.partition] = staged.outcomes
+        return result
+
+    async def _commit_one(self, staged: StagedPartition) -> None:
+        entries = list(staged.entries.items())
+        changelog_offset = await staged.session.commit(entries, encode_records(group_by_partition(staged.relays)))
+        # No await between the commit and the checkpoint: nothing can reopen the partition in between.
+        staged.session.store.apply(entries, changelog_offset)

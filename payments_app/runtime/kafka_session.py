@@ -1,0 +1,214 @@
+"""A ledger partition's session on Kafka: fence the previous writer, restore the store's tail, commit groups.
+
+Opening a session starts a transactional producer whose id is fixed per partition (`{app}-ledger-{p}`, as Kafka
+Streams' first exactly-once design did per task). Its `InitProducerId` bumps the id's epoch, which fences every
+earlier producer of that partition, on any worker, and resolves a transaction one of them left open. Only then
+is the changelog read (read_committed) from the store's checkpoint to its end: no one else can add to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced, TransactionCoordinatorFenced
+
+from payments_app.domain.checks import InvariantViolation
+from payments_app.runtime.commit import Fenced
+from payments_app.runtime.faust_fixes import track_topics
+from tables.ledger import NOTHING_APPLIED, PartitionStore
+
+log = logging.getLogger(__name__)
+
+#: a commit that has not completed by then is abandoned and the worker stops (a stuck send must not hang forever)
+COMMIT_TIMEOUT_S = 30.0
+#: a log read that makes no progress for this long stops the worker instead of applying past the range
+READ_STALL_S = 30.0
+READ_POLL_MS = 500
+READ_MAX_RECORDS = 5_000
+#: the producer's batches: large, so a group's changelog writes cost few requests (the broker takes up to 1 MiB)
+MAX_BATCH_BYTES = 900_000
+FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTopics:
+    app_id: str
+    bootstrap: str
+    transactions: str
+    changelog: str
+
+
+class LogReader:
+    """Reads ranges of a topic partition in full, committed records only; one consumer, one range at a time.
+
+    The group's committed offsets come from an admin client: a consumer naming the group would take part in it.
+    """
+
+    def __init__(self, bootstrap: str, group_id: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+        )
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self._group_id = group_id
+        self._lock = asyncio.Lock()
+        self._started = False
+
+    async def end_offset(self, tp: TopicPartition) -> int:
+        """The last stable offset: every committed record is below it."""
+        async with self._lock:
+            await self._start()
+            return (await self._consumer.end_offsets([tp]))[tp]
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset for `tp`: where a new owner's consumer starts."""
+        async with self._lock:
+            await self._start()
+            offsets = await self._admin.list_consumer_group_offsets(self._group_id, partitions=[tp])
+        committed = offsets.get(tp)
+        return None if committed is None or committed.offset < 0 else committed.offset
+
+    async def read(self, tp: TopicPartition, start: int, end: int, take: Callable[[list], None]) -> None:
+        """Hand every committed record at offsets start..end-1 to `take`, in order, in chunks.
+
+        Completeness is judged by the consumer's position, not by counting records: aborted records and
+        transaction markers take offsets too, and are skipped.
+        """
+        async with self._lock:
+            await self._start()
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, start)
+            last_progress = time.monotonic()
+            while (position := await self._consumer.position(tp)) < end:
+                fetched = await self._consumer.getmany(tp, timeout_ms=READ_POLL_MS, max_records=READ_MAX_RECORDS)
+                records = [r for r in fetched.get(tp, []) if r.offset < end]
+                if records:
+                    take(records)
+                if await self._consumer.position(tp) > position:
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > READ_STALL_S:
+                    raise InvariantViolation(f"{tp}: could not read offsets {position}..{end - 1} within "
+                                             f"{READ_STALL_S:.0f} s")  # fmt: skip
+            self._consumer.unsubscribe()
+
+    async def _start(self) -> None:
+        if not self._started:
+            await self._consumer.start()
+            await self._admin.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._consumer.stop()
+            await self._admin.close()
+
+
+@dataclass(eq=False)
+class KafkaSession:
+    """One owner's tenure of a ledger partition (see `runtime.commit.Session`)."""
+
+    partition: int
+    store: PartitionStore
+    topics: LedgerTopics
+    reader: LogReader
+    producer: AIOKafkaProducer
+    delivered: int | None = None
+    closed: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def read_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        records: list[tuple[int, bytes]] = []
+        tp = TopicPartition(self.topics.transactions, self.partition)
+        await self.reader.read(tp, start, end, lambda chunk: records.extend((r.offset, r.value) for r in chunk))
+        log.warning("partition %d: read offsets %d..%d the consumer skipped (%d records)", self.partition, start,
+                    end - 1, len(records))  # fmt: skip
+        return records
+
+    async def commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
+        async with self.lock:
+            if self.closed:
+                raise Fenced(f"partition {self.partition}: the session was closed")
+            try:
+                return await asyncio.wait_for(self._commit(entries, relays), COMMIT_TIMEOUT_S)
+            except FENCING_ERRORS as exc:
+                self.closed = True
+                raise Fenced(f"partition {self.partition}: fenced by a newer writer ({exc!r})") from exc
+
+    async def _commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
+        producer = self.producer
+        await producer.begin_transaction()
+        sent = []
+        batch = producer.create_batch()
+        for key, value in entries:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                sent.append((await producer.send_batch(batch, self.topics.changelog, partition=self.partition),
+                             batch.record_count()))  # fmt: skip
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        sent.append((await producer.send_batch(batch, self.topics.changelog, partition=self.partition),
+                     batch.record_count()))  # fmt: skip
+        for destination, records in relays.items():
+            for record in records:
+                await producer.send(self.topics.transactions, value=record, partition=destination)
+        await producer.commit_transaction()
+        last, count = sent[-1]
+        return last.result().offset + count - 1
+
+    async def close(self) -> None:
+        """Stop the producer; called between groups, so no transaction is open."""
+        async with self.lock:
+            self.closed = True
+            await self.producer.stop()
+
+
+async def open_session(
+    partition: int,
+    store: PartitionStore,
+    topics: LedgerTopics,
+    reader: LogReader,
+    catch_up: Callable[[KafkaSession], Awaitable[None]],
+) -> KafkaSession:
+    """Fence every earlier writer of the partition, bring the store up to the changelog's end, then apply what the
+    group's committed offset says was consumed but the store does not have (`catch_up`)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=topics.bootstrap,
+        transactional_id=f"{topics.app_id}-ledger-{partition}",
+        acks="all",
+        max_batch_size=MAX_BATCH_BYTES,
+        request_timeout_ms=int(COMMIT_TIMEOUT_S * 1000),
+    )
+    started = time.monotonic()
+    await producer.start()  # InitProducerId: from here on, no earlier writer of this partition can commit
+    await track_topics(producer, [topics.changelog, topics.transactions])
+    fenced_s = time.monotonic() - started
+    restored = await restore(store, TopicPartition(topics.changelog, partition), reader)
+    log.info("partition %d: fenced earlier writers in %.2f s; restored %d changelog records in %.2f s",
+             partition, fenced_s, restored, time.monotonic() - started - fenced_s)  # fmt: skip
+    session = KafkaSession(partition, store, topics, reader, producer)
+    await catch_up(session)
+    return session
+
+
+async def restore(store: PartitionStore, tp: TopicPartition, reader: LogReader) -> int:
+    """Apply the changelog past the store's checkpoint; a store ahead of the changelog is from another history."""
+    end = await reader.end_offset(tp)
+    if store.checkpoint >= end:
+        log.warning("%s: local checkpoint %d is past the changelog's end %d; restoring from scratch",
+                    tp, store.checkpoint, end)  # fmt: skip
+        store.wipe()
+    start = store.checkpoint + 1 if store.checkpoint != NOTHING_APPLIED else 0
+    restored = 0
+
+    def take(records: list) -> None:
+        nonlocal restored
+        store.apply([(r.key, r.value) for r in records], records[-1].offset)
+        restored += len(records)
+
+    if start < end:
+        await reader.read(tp, start, end, take)
+    return restored

@@ -1,0 +1,46 @@
+"""The ledger runtime attached to the Faust app: its sessions follow the consumer group's assignment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.types import TP
+
+from payments_app.app import app
+from payments_app.local_kafka import parse_broker_url
+from payments_app.runtime.kafka_session import LedgerTopics
+from payments_app.runtime.sessions import LedgerSessions
+from payments_app.settings import SETTINGS
+from payments_app.topics import LEDGER_CHANGELOG_TOPIC, TRANSACTIONS_TOPIC, ledger_changelog_topic
+from tables.ledger import StoreOptions
+
+LEDGER = LedgerSessions(
+    LedgerTopics(SETTINGS.app_id, parse_broker_url(SETTINGS.broker_url), TRANSACTIONS_TOPIC, LEDGER_CHANGELOG_TOPIC),
+    SETTINGS.data_dir,
+    StoreOptions(SETTINGS.rocksdb_block_cache_bytes, SETTINGS.rocksdb_write_buffer_bytes),
+    SETTINGS.partitions,
+    SETTINGS.model,
+)
+
+
+def ledger_partitions(tps: set[TP]) -> set[int]:
+    return {tp.partition for tp in tps if tp.topic == TRANSACTIONS_TOPIC}
+
+
+@app.on_partitions_revoked.connect
+async def retire_sessions(sender: Any, revoked: set[TP], **_: Any) -> None:
+    LEDGER.revoke(ledger_partitions(revoked))
+
+
+@app.on_partitions_assigned.connect
+async def open_sessions(sender: Any, assigned: set[TP], **_: Any) -> None:
+    """Faust's assignment is the whole new one: partitions no longer in it are retired, new ones opened."""
+    owned = ledger_partitions(assigned)
+    LEDGER.revoke(LEDGER.assigned() - owned)
+    await ledger_changelog_topic.maybe_declare()
+    LEDGER.assign(owned)
+
+
+@app.on_before_shutdown.connect
+async def close_sessions(sender: Any, **_: Any) -> None:
+    await LEDGER.stop()
