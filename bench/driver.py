@@ -146,7 +146,7 @@ class Ledger:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
                                          max_request_size=8 * 2**20)  # fmt: skip
         await self.producer.start()
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed")
         await self.consumer.start()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         return self
@@ -163,11 +163,30 @@ class Ledger:
         metadata = await self.producer.send_and_wait(self.topic, encode_batch(commands), partition=partition)
         return metadata.offset
 
-    async def end_offsets(self) -> dict[int, int]:
-        """The next offset to be written in each partition of the transactions topic."""
+    async def last_records(self) -> dict[int, int]:
+        """The offset of the last committed record in each partition of the transactions topic (-1: none).
+
+        Transaction markers and aborted records take offsets too (relays are written in transactions), so the
+        log's end offset is not the last record a worker can apply: the tail is read to find it.
+        """
         assert self.consumer is not None
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
-        return {tp.partition: offset for tp, offset in (await self.consumer.end_offsets(tps)).items()}
+        ends = await self.consumer.end_offsets(tps)
+        return {tp.partition: await self._last_record(tp, end) for tp, end in ends.items()}
+
+    async def _last_record(self, tp: TopicPartition, end: int, tail: int = 256) -> int:
+        assert self.consumer is not None
+        self.consumer.assign([tp])
+        while True:
+            start = max(0, end - tail)
+            self.consumer.seek(tp, start)
+            last = -1
+            while await self.consumer.position(tp) < end:
+                fetched = await self.consumer.getmany(tp, timeout_ms=500)
+                last = max([last, *(r.offset for r in fetched.get(tp, []) if r.offset < end)])
+            if last >= 0 or start == 0:
+                return last
+            tail *= 4
 
     async def progress(self) -> tuple[dict[int, int], dict[str, int]]:
         """Applied offset per partition, and the workers' counters summed."""
@@ -239,14 +258,14 @@ async def open_and_fund(ledger: Ledger, settings: RunSettings, accounts: list[st
 
 
 async def wait_applied(ledger: Ledger, progress: Progress, what: str, timeout_s: float = 900) -> None:
-    """Wait until every partition has applied everything in it (its applied offset reaches the end)."""
+    """Wait until every partition has applied everything in it (its applied offset reaches its last record)."""
     assert ledger.producer is not None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ends = await ledger.end_offsets()
+        lasts = await ledger.last_records()
         applied, _ = await ledger.progress()
-        behind = sum(max(0, end - 1 - applied.get(p, -1)) for p, end in ends.items())
-        progress.show(f"{what}: {behind} records still to apply")
+        behind = sum(max(0, last - applied.get(p, -1)) for p, last in lasts.items())
+        progress.show(f"{what}: {behind} offsets still to apply")
         if behind == 0:
             return
         await asyncio.sleep(0.2)

@@ -7,8 +7,8 @@ on the benchmark's own workload (uniform transfers, seed 1, 500 per record, ever
 
 1. `domain`: `process_batch` over decoded entries in a dict: the money rules alone.
 2. `domain+codec`: records arrive as bytes and entries are orjson bytes under storage keys, as in the worker.
-3. `domain+codec+rocksdb`: the entries live in a RocksDB opened with the ledger table's own options, read with
-   `get`, written with one write batch per record, as `LedgerTable.write` does.
+3. `domain+codec+rocksdb`: the entries live in a ledger `PartitionStore` (RocksDB with the worker's options),
+   read with `get`, written with one atomic write batch and checkpoint per record.
 4. `kafka-produce`: the changelog messages those transfers make (about three per transfer), sent by an
    aiokafka producer with the worker's settings, acknowledgements awaited after each record as the agent does.
 5. `kafka-consume`: the same messages read back by a plain aiokafka consumer (what a restore reads).
@@ -35,10 +35,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import psutil
-import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from faust.stores.rocksdb import RocksDBOptions
 
 from bench.driver import Progress, RunSettings, TransferSource, funding, machine
 from payments_app.codec import decode_batch, decode_entry, encode_batch, encode_entry
@@ -46,7 +44,7 @@ from payments_app.domain.commands import Command, OpenAccount, Transfer
 from payments_app.domain.ledger import BatchState, process_batch
 from payments_app.domain.routing import CONCURRENT
 from payments_app.local_kafka import LocalKafka, configured_broker_url, parse_broker_url
-from tables.ledger import ledger_table, storage_key
+from tables.ledger import PartitionStore, StoreOptions, storage_key
 
 PARTITIONS = RunSettings.partitions
 PARTITION = 0  # one partition of the benchmark's 8: what one ledger agent applies
@@ -176,18 +174,9 @@ class EncodedStore:
         self.put(self.last_written)
 
 
-def open_rocksdb(path: Path) -> rocksdict.Rdict:
-    """A raw-mode RocksDB opened exactly as faust opens the ledger table's partition stores."""
-    options = {name: value for name, value in ledger_table.options.items() if name != "driver"}
-    return RocksDBOptions(**options, use_rocksdict=True).open(path)
-
-
-def write_batch(db: rocksdict.Rdict, entries: Entries) -> None:
-    """One RocksDB write per record, as `LedgerTable.write` does."""
-    batch = rocksdict.WriteBatch(raw_mode=True)
-    for key, value in entries:
-        batch.put(key, value)
-    db.write(batch)
+def write_batch(store: PartitionStore, entries: Entries) -> None:
+    """One atomic RocksDB write per record, with the checkpoint moved past its entries, as a commit does."""
+    store.apply(entries, store.checkpoint + len(entries))
 
 
 @dataclass
@@ -234,7 +223,7 @@ def apply_records(
     written = []
     applied = 0
     for offset, record in enumerate(records, start=first_offset):
-        state = BatchState(store.load, offset)
+        state = BatchState(store.load)
         applied += process_batch(state, PARTITION, PARTITIONS, offset, decode(record), CONCURRENT).applied
         writes = state.writes()
         store.write(writes)
@@ -291,7 +280,7 @@ async def measure_layers(
     data.clear()  # its memory back before the next layer
     scratch.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="layers-rocksdb-", dir=scratch))
-    db = open_rocksdb(folder)
+    db = PartitionStore(folder / "partition", StoreOptions())
     try:
         rocks = EncodedStore(db.get, partial(write_batch, db))
         result, written = measure_store(

@@ -6,6 +6,7 @@ Used by `payments run`, the integration tests and the benchmark, so all three ru
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -111,6 +112,15 @@ class WorkerProcess:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes (a long GC pause, a stalled VM) and keeps its sockets open."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """SIGTERM for a clean shutdown, SIGKILL if it does not finish in time."""

@@ -23,6 +23,7 @@ from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
 from payments_app.metrics import METRICS
 from payments_app.queries import is_ready, owned_partitions, read_values
+from payments_app.runtime.wiring import LEDGER
 from payments_app.sending import SUBMISSIONS, send_commands
 from payments_app.settings import SETTINGS
 from payments_app.topics import TRANSACTIONS_TOPIC
@@ -197,8 +198,11 @@ class Audit(ApiView):
 @app.page("/health")
 class Health(View):
     async def get(self, request: Request) -> Response:
+        failure = LEDGER.failed()
+        if failure is not None:
+            return error(self, 503, "ledger_failed", f"a ledger partition could not be opened: {failure!r}")
         if not is_ready():
-            return error(self, 503, "starting", "the worker is joining the group or restoring its tables")
+            return error(self, 503, "starting", "the worker is joining the group or opening its ledger partitions")
         if routed_partitions() != owned_partitions():
             return error(self, 503, "starting", "the worker is routed partitions it does not consume yet")
         return self.json({"status": "ok", "partitions": sorted(owned_partitions())})
@@ -213,7 +217,7 @@ class Metrics(View):
 
 
 def lag(partitions: set[int]) -> int:
-    """Records in the owned transactions partitions not yet applied here."""
+    """Records in the owned transactions partitions not yet applied here (transaction markers count too)."""
     total = 0
     for partition in partitions:
         highwater = app.consumer.highwater(TP(TRANSACTIONS_TOPIC, partition))

@@ -31,7 +31,7 @@ async def explain_pending(session: aiohttp.ClientSession, url: str, record: dict
         meta = item["meta"]
         lines.append(
             f"partition {item['partition']}: offset {meta['offset']} relay_seen {meta['relay_seen']} "
-            f"outbox slots {meta['outbox_slots']} next_round {meta['next_round']}"
+            f"next_round {meta['next_round']}"
         )
         try:
             status, values = await call(

@@ -1,5 +1,5 @@
-"""SIGKILL a worker in the middle of a load: after a restart, or a takeover from the changelog alone, every
-accepted transaction is decided exactly once and money is conserved."""
+"""Faults in the middle of a load: a worker SIGKILLed (restarted, or its partitions taken over) or paused past its
+session timeout. Afterwards every accepted transaction is decided exactly once and money is conserved."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from payments_app.cluster import WorkerProcess
 from tests.integration.cluster import AppCluster, call
-from tests.integration.ledger_checks import assert_invariants, wait_all_decided
+from tests.integration.ledger_checks import assert_invariants, statuses, wait_all_decided
 
 pytestmark = pytest.mark.broker
 
@@ -23,13 +23,14 @@ BATCH_SIZE = 50
 class Load:
     """Arrays of transfers sent to whichever worker answers; a batch that fails is sent again (same ids)."""
 
-    def __init__(self, session: aiohttp.ClientSession, workers: list[WorkerProcess]) -> None:
+    def __init__(self, session: aiohttp.ClientSession, workers: list[WorkerProcess], batches: int = BATCHES) -> None:
         self.session = session
         self.workers = workers
         self.rng = random.Random(7)
         self.submitted: dict[str, dict] = {}
         self.accepted: set[str] = set()
         self.sent_batches = 0
+        self.batches = batches
 
     def batch(self, b: int) -> list[dict]:
         items = []
@@ -58,7 +59,7 @@ class Load:
         raise AssertionError("no worker accepted a batch for a long time")
 
     async def run(self, concurrency: int = 4) -> None:
-        queue = [self.batch(b) for b in range(BATCHES)]
+        queue = [self.batch(b) for b in range(self.batches)]
 
         async def lane(lane_no: int) -> None:
             for items in queue[lane_no::concurrency]:
@@ -109,3 +110,44 @@ async def test_sigkill_and_restart_mid_load(cluster: AppCluster) -> None:
 
 async def test_sigkill_and_takeover_from_changelog_alone(cluster: AppCluster) -> None:
     await kill_mid_load(cluster, restart=False)
+
+
+async def snapshot(session: aiohttp.ClientSession, url: str, ids: list[str]) -> tuple[dict, dict]:
+    """Every status and every balance, as one worker answers them."""
+    records = await statuses(session, url, ids)
+    balances = {}
+    for account in ACCOUNTS:
+        status, body = await call(session, "GET", f"{url}/accounts/{account}")
+        assert status == 200, body
+        balances[account] = body["balance"]
+    return records, balances
+
+
+async def test_a_worker_paused_past_its_session_timeout_writes_nothing_once_fenced(cluster: AppCluster) -> None:
+    """The scenario of issue 8: each worker in turn freezes past its session timeout (8 s here) under load, while
+    the other takes its partitions over; then a full restart reads back the same statuses and balances."""
+    cluster.add_worker()
+    cluster.add_worker()
+    cluster.wait_ready()
+    first, second = cluster.workers
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        load = Load(session, cluster.workers, batches=90)
+        await open_and_fund(session, first.url, load.submitted)
+        funded = dict(load.submitted)
+        running = asyncio.create_task(load.run())
+        for victim, after in ((first, 15), (second, 45)):
+            while load.sent_batches < after and not running.done():
+                await asyncio.sleep(0.05)
+            victim.pause()
+            await asyncio.sleep(14)
+            victim.resume()
+        await running
+        accepted = load.accepted | set(funded)
+        await assert_invariants(session, first.url, load.submitted, ACCOUNTS, accepted)
+        before = await snapshot(session, second.url, list(load.submitted))
+        cluster.stop()
+        for worker in cluster.workers:
+            worker.start()
+        cluster.wait_ready()
+        assert await snapshot(session, first.url, list(load.submitted)) == before
+        assert await snapshot(session, second.url, list(load.submitted)) == before
