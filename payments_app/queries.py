@@ -14,14 +14,8 @@ from payments_app.codec import decode_entry
 from payments_app.domain.invariants import AuditReport, audit_partition
 from payments_app.domain.ledger import META_KEY, PartitionMeta, segment_key
 from payments_app.domain.segments import Segment
-from payments_app.runtime.wiring import LEDGER
-from payments_app.topics import TRANSACTIONS_TOPIC
+from payments_app.runtime.wiring import LEDGER, owned_partitions
 from tables.ledger import PartitionStore, storage_key
-
-
-def owned_partitions() -> set[int]:
-    """Partitions of the transactions topic (and so of the ledger) the group assigned to this worker."""
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == TRANSACTIONS_TOPIC}
 
 
 def is_ready() -> bool:

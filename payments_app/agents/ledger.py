@@ -13,7 +13,7 @@ from payments_app.domain.ledger import BatchOutcome
 from payments_app.metrics import METRICS
 from payments_app.runtime.commit import Group
 from payments_app.runtime.kafka_session import KafkaSession
-from payments_app.runtime.wiring import LEDGER
+from payments_app.runtime.wiring import LEDGER, owned_session
 from payments_app.settings import SETTINGS
 from payments_app.topics import transactions_topic
 
@@ -39,7 +39,7 @@ async def apply_transactions(stream: faust.StreamT) -> None:
             for event in events:
                 partition = event.message.partition
                 if partition not in sessions:
-                    sessions[partition] = await LEDGER.session(partition)
+                    sessions[partition] = await owned_session(partition)
                 session = sessions[partition]
                 if session is None:
                     METRICS.records_not_owned_total += 1  # revoked: its new owner applies it

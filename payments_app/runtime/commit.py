@@ -58,6 +58,11 @@ class Session(Protocol):
         Fenced."""
         ...
 
+    def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
+        """Write committed entries to the store, unless the session was retired (a newer session of this
+        partition restores them from the changelog instead)."""
+        ...
+
     async def close(self) -> None:
         """Stop writing; a session is closed between groups, never while one is being committed."""
         ...
@@ -155,5 +160,4 @@ class Group:
     async def _commit_one(self, staged: StagedPartition) -> None:
         entries = list(staged.entries.items())
         changelog_offset = await staged.session.commit(entries, encode_records(group_by_partition(staged.relays)))
-        # No await between the commit and the checkpoint: nothing can reopen the partition in between.
-        staged.session.store.apply(entries, changelog_offset)
+        staged.session.checkpoint(entries, changelog_offset)

@@ -119,6 +119,7 @@ class KafkaSession:
     producer: AIOKafkaProducer
     delivered: int | None = None
     closed: bool = False
+    retired: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def read_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
@@ -158,6 +159,11 @@ class KafkaSession:
         await producer.commit_transaction()
         last, count = sent[-1]
         return last.result().offset + count - 1
+
+    def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
+        # A retired session's store may already have been restored by its successor, past this commit.
+        if not self.retired:
+            self.store.apply(entries, changelog_offset)
 
     async def close(self) -> None:
         """Stop the producer; called between groups, so no transaction is open."""

@@ -21,6 +21,11 @@ from tables.ledger import LedgerStores, PartitionStore, StoreOptions
 log = logging.getLogger(__name__)
 
 
+def _mark_retired(task: asyncio.Task[KafkaSession]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().retired = True
+
+
 class LedgerSessions:
     def __init__(
         self, topics: LedgerTopics, data_dir: Path, options: StoreOptions, partitions: int, model: str
@@ -48,10 +53,16 @@ class LedgerSessions:
             self._opening[partition] = task
 
     def revoke(self, partitions: set[int]) -> None:
+        """Retire the partitions' sessions now: no new group uses them, and none writes its store again."""
         for partition in partitions:
             task = self._opening.pop(partition, None)
-            if task is not None:
-                self._retired.append(task)
+            if task is None:
+                continue
+            if task.done():
+                _mark_retired(task)
+            else:
+                task.add_done_callback(_mark_retired)
+            self._retired.append(task)
 
     async def session(self, partition: int) -> KafkaSession | None:
         """The open session of an assigned partition (waiting for it to open); None if not assigned here."""

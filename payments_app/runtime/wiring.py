@@ -8,7 +8,7 @@ from faust.types import TP
 
 from payments_app.app import app
 from payments_app.local_kafka import parse_broker_url
-from payments_app.runtime.kafka_session import LedgerTopics
+from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics
 from payments_app.runtime.sessions import LedgerSessions
 from payments_app.settings import SETTINGS
 from payments_app.topics import LEDGER_CHANGELOG_TOPIC, TRANSACTIONS_TOPIC, ledger_changelog_topic
@@ -25,6 +25,19 @@ LEDGER = LedgerSessions(
 
 def ledger_partitions(tps: set[TP]) -> set[int]:
     return {tp.partition for tp in tps if tp.topic == TRANSACTIONS_TOPIC}
+
+
+def owned_partitions() -> set[int]:
+    """Partitions of the transactions topic (and so of the ledger) the group assigned to this worker now."""
+    return ledger_partitions(app.assignor.assigned_actives())
+
+
+async def owned_session(partition: int) -> KafkaSession | None:
+    """The session of a partition assigned here (None if it is not). Faust can hand the agent a partition's
+    records before it announces the assignment (`on_partitions_assigned`); the session is then opened now."""
+    if partition not in LEDGER.assigned() and partition in owned_partitions():
+        LEDGER.assign({partition})
+    return await LEDGER.session(partition)
 
 
 @app.on_partitions_revoked.connect

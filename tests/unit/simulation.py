@@ -79,6 +79,9 @@ class SimSession:
             raise Crash("after commit, before checkpoint")
         return len(part.changelog) - 1
 
+    def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
+        self.store.apply(entries, changelog_offset)
+
     async def close(self) -> None:
         return None
 
