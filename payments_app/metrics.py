@@ -18,6 +18,8 @@ class Metrics:
     rebalance_moves_requested_total: int = 0
     records_not_owned_total: int = 0
     groups_fenced_total: int = 0
+    changelog_records_restored_total: int = 0  # read by partitions opening here, past their checkpoints
+    standby_records_applied_total: int = 0  # read by this worker's standby follower
 
     def as_dict(self) -> dict[str, int]:
         return {item.name: getattr(self, item.name) for item in fields(self)}

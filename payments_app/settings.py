@@ -23,6 +23,7 @@ class Settings:
     rocksdb_write_buffer_bytes: int
     session_timeout_s: float
     submit_linger_ms: float
+    standby_replicas: int
 
 
 def load_settings() -> Settings:
@@ -38,6 +39,7 @@ def load_settings() -> Settings:
         rocksdb_write_buffer_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_WRITE_BUFFER_BYTES", str(16 * 2**20))),
         session_timeout_s=float(os.environ.get("PAYMENTS_SESSION_TIMEOUT_S", "30")),
         submit_linger_ms=float(os.environ.get("PAYMENTS_SUBMIT_LINGER_MS", "10")),
+        standby_replicas=int(os.environ.get("PAYMENTS_STANDBY_REPLICAS", "1")),
     )
 
 

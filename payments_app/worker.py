@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import payments_app.agents.ledger
 import payments_app.agents.reconciler
+import payments_app.agents.standby
 import payments_app.watchdog
 import web.views
 from payments_app.app import app

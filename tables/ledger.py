@@ -8,7 +8,7 @@ write batch), so after any stop, clean or not, the store says exactly where its 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,14 @@ class PartitionStore:
         batch.put(CHECKPOINT_KEY, str(changelog_offset).encode())
         self._db.write(batch)
         self.checkpoint = changelog_offset
+
+    def apply_log(self, records: Sequence[tuple[int, bytes, bytes]]) -> int:
+        """Apply changelog records `(offset, key, value)` in offset order, skipping those the store already has
+        (a restore and a standby follower may both have read them). Returns how many were applied."""
+        fresh = [(key, value) for offset, key, value in records if offset > self.checkpoint]
+        if fresh:
+            self.apply(fresh, records[-1][0])
+        return len(fresh)
 
     def wipe(self) -> None:
         """Forget everything: the next restore starts from the beginning of the changelog."""

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import InvariantViolation
+from payments_app.metrics import METRICS
 from payments_app.runtime.commit import Fenced
 from payments_app.runtime.faust_fixes import track_topics
 from tables.ledger import NOTHING_APPLIED, PartitionStore
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 COMMIT_TIMEOUT_S = 30.0
 #: a log read that makes no progress for this long stops the worker instead of applying past the range
 READ_STALL_S = 30.0
-READ_POLL_MS = 500
+READ_POLL_MS = 50  # a range holding only transaction markers returns no records: each poll waits this long
 READ_MAX_RECORDS = 5_000
 #: the producer's batches: large, so a group's changelog writes cost few requests (the broker takes up to 1 MiB)
 MAX_BATCH_BYTES = 900_000
@@ -193,6 +194,7 @@ async def open_session(
     await track_topics(producer, [topics.changelog, topics.transactions])
     fenced_s = time.monotonic() - started
     restored = await restore(store, TopicPartition(topics.changelog, partition), reader)
+    METRICS.changelog_records_restored_total += restored
     log.info("partition %d: fenced earlier writers in %.2f s; restored %d changelog records in %.2f s",
              partition, fenced_s, restored, time.monotonic() - started - fenced_s)  # fmt: skip
     session = KafkaSession(partition, store, topics, reader, producer)
@@ -212,8 +214,7 @@ async def restore(store: PartitionStore, tp: TopicPartition, reader: LogReader) 
 
     def take(records: list) -> None:
         nonlocal restored
-        store.apply([(r.key, r.value) for r in records], records[-1].offset)
-        restored += len(records)
+        restored += store.apply_log([(r.offset, r.key, r.value) for r in records])
 
     if start < end:
         await reader.read(tp, start, end, take)

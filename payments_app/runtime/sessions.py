@@ -16,6 +16,7 @@ from aiokafka import TopicPartition
 
 from payments_app.runtime.commit import Group
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics, LogReader, open_session
+from payments_app.runtime.standby import StandbyFollower
 from tables.ledger import LedgerStores, PartitionStore, StoreOptions
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class LedgerSessions:
         self.partitions = partitions
         self.model = model
         self.stores = LedgerStores(data_dir / "ledger", options)
+        self.standby = StandbyFollower(topics.bootstrap, topics.changelog, self.stores)
         self._reader: LogReader | None = None
         self._opening: dict[int, asyncio.Task[KafkaSession]] = {}
         self._retired: list[asyncio.Task[KafkaSession]] = []
@@ -49,6 +51,7 @@ class LedgerSessions:
     def assign(self, partitions: set[int]) -> None:
         """Open a session for every newly assigned partition, in the background."""
         for partition in sorted(partitions - set(self._opening)):
+            self.standby.release(partition)
             task = asyncio.get_running_loop().create_task(self._open(partition), name=f"open-ledger-{partition}")
             self._opening[partition] = task
 

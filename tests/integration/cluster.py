@@ -109,9 +109,11 @@ def running_cluster(broker_url: str, root: Path, workers: int = 2, model: str = 
 RETRY_FOR_S = 90.0
 
 
-async def call(session: aiohttp.ClientSession, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, body: Any = None, retry_for_s: float = RETRY_FOR_S
+) -> tuple[int, Any]:
     """One HTTP call; while a worker is restarting (refused, disconnected, or 503 while it restores), try again."""
-    deadline = time.monotonic() + RETRY_FOR_S
+    deadline = time.monotonic() + retry_for_s
     while True:
         try:
             async with session.request(method, url, json=body) as response:
