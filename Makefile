@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-broker test-postgres bench layers clean
+.PHONY: run test test-unit test-broker test-postgres bench layers soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 ## layers: each layer of a ledger agent alone (rules, codec, RocksDB, Kafka client); bench/results/layers.*
 layers: $(STAMP)
 	$(BIN)/payments layers
+
+## soak: 1,000,000 transfers of history, restart and takeover times, 20 SIGKILLs, a broker restart and 20
+## leave/join cycles under load, then the invariants (see RELIABILITY.md); bench/results/soak.*
+soak: $(STAMP)
+	$(BIN)/payments soak
 
 clean:
 	rm -rf .data bench/scratch

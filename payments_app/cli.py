@@ -102,6 +102,15 @@ def layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def soak(args: argparse.Namespace) -> int:
+    """History, restarts, takeovers and faults under load; bench/results/soak.{json,md} (see RELIABILITY.md)."""
+    from bench.soak import SoakSettings, run_soak
+
+    settings = SoakSettings(history=args.history, kills=args.kills, leave_join_cycles=args.leave_join_cycles,
+                            offered_tps=args.rate)  # fmt: skip
+    return run_soak(settings, Path(args.scratch) / "soak", Path(args.results_dir))
+
+
 def bench_matrix(args: argparse.Namespace) -> list[Any]:
     """Every model x workload x workers on the Kafka path; the HTTP path for `--http-workloads`; the
     PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
@@ -173,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     layers_parser.add_argument("--scratch", default=str(PROJECT_ROOT / "bench" / "scratch"))
     layers_parser.add_argument("--results-dir", default=str(PROJECT_ROOT / "bench" / "results"))
     layers_parser.set_defaults(handler=layers)
+    soak_parser = commands.add_parser("soak", help="long history, restarts, takeovers, faults under load")
+    soak_parser.add_argument("--history", type=int, default=1_000_000, help="transfers applied before the faults")
+    soak_parser.add_argument("--kills", type=int, default=20, help="worker SIGKILLs under load")
+    soak_parser.add_argument("--leave-join-cycles", type=int, default=20)
+    soak_parser.add_argument("--rate", type=float, default=3_000.0, help="offered transfers/s during the faults")
+    soak_parser.add_argument("--scratch", default=str(PROJECT_ROOT / "bench" / "scratch"))
+    soak_parser.add_argument("--results-dir", default=str(PROJECT_ROOT / "bench" / "results"))
+    soak_parser.set_defaults(handler=soak)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -215,6 +215,13 @@ class LocalKafka:
         proc, self.process = self.process, None
         stop_process(proc, STOP_TIMEOUT_S)
 
+    def kill(self) -> None:
+        """SIGKILL: the broker dies with no clean shutdown (its logs are recovered at the next start)."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return "(no broker log)"

@@ -11,8 +11,7 @@ from payments_app.agents.demand import DEMAND
 from payments_app.app import app
 from payments_app.domain.ledger import BatchOutcome
 from payments_app.metrics import METRICS
-from payments_app.runtime.commit import Group
-from payments_app.runtime.kafka_session import KafkaSession
+from payments_app.runtime.commit import GroupResult, Pipeline
 from payments_app.runtime.wiring import LEDGER, owned_session
 from payments_app.settings import SETTINGS
 from payments_app.topics import transactions_topic
@@ -30,34 +29,42 @@ EXIT_ON_FAILURE = 70
 
 @app.agent(transactions_topic, concurrency=1)
 async def apply_transactions(stream: faust.StreamT) -> None:
-    """Stage, commit and checkpoint each group; Faust acks the group's events only when this body returns."""
+    """Stage each group while the previous one commits (runtime.commit.Pipeline).
+
+    Faust acks a group's events when this body moves on, which can be before their commit: a record acked and
+    never committed (the worker died, or was fenced) is applied by whoever opens the partition next, since an
+    opening session applies every record below the group's committed offset that its store lacks.
+    """
+    pipeline = Pipeline(SETTINGS.partitions, SETTINGS.model, report, stop_worker)
     async for events in stream.take_events(GROUP_RECORDS, within=GROUP_WAIT_S):
         try:
-            await LEDGER.close_retired()
-            group = Group(SETTINGS.partitions, SETTINGS.model)
-            sessions: dict[int, KafkaSession | None] = {}
+            group = pipeline.new_group()
             for event in events:
-                partition = event.message.partition
-                if partition not in sessions:
-                    sessions[partition] = await owned_session(partition)
-                session = sessions[partition]
+                session = await owned_session(event.message.partition)
                 if session is None:
                     METRICS.records_not_owned_total += 1  # revoked: its new owner applies it
                     continue
                 await group.add(session, event.message.offset, event.value)
-            result = await group.commit()
-        except Exception:
-            # Never ack a record that was not applied: stop, and restart from the committed state.
-            log.critical("could not apply a group of %d records; stopping the worker", len(events), exc_info=True)
-            os._exit(EXIT_ON_FAILURE)
-        for partition in result.fenced:
-            log.warning("partition %d: fenced by its new owner; this worker's staged group was dropped", partition)
-        METRICS.groups_fenced_total += len(result.fenced)
-        for outcomes in result.committed.values():
-            count(outcomes)
-        for partition, session in sessions.items():
-            if session is not None and session.delivered is not None and partition not in result.fenced:
-                LAST_OFFSETS[partition] = session.delivered
+            await pipeline.submit(group)
+            await LEDGER.close_retired()
+        except Exception as exc:  # noqa: BLE001 - any failure stops the worker
+            stop_worker(exc)
+
+
+def stop_worker(exc: BaseException) -> None:
+    """Never apply past a record that could not be applied or committed: stop, and start again from the
+    committed state (the supervisor restarts the worker)."""
+    log.critical("could not apply or commit a group of records; stopping the worker", exc_info=exc)
+    os._exit(EXIT_ON_FAILURE)
+
+
+def report(result: GroupResult) -> None:
+    for partition in result.fenced:
+        log.warning("partition %d: fenced by its new owner; this worker's staged group was dropped", partition)
+    METRICS.groups_fenced_total += len(result.fenced)
+    for outcomes in result.committed.values():
+        count(outcomes)
+    LAST_OFFSETS.update(result.done_through)
 
 
 def count(outcomes: list[BatchOutcome]) -> None:

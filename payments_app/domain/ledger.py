@@ -80,6 +80,7 @@ class PartitionMeta:
     credits_out: int = 0  # baseline: payee credits relayed to other partitions
     next_round: int = 0
     relay_seen: dict[str, list[int]] = field(default_factory=dict)
+    decided: int = 0  # client transactions applied or rejected here: each id counts once, ever
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -394,11 +395,13 @@ class _Batch:
         record.status = APPLIED
         self.state.put_transaction(record)
         self.outcome.applied += 1
+        self.meta.decided += 1
 
     def _reject(self, record: TxRecord, reason: str) -> None:
         record.status, record.reason = REJECTED, reason
         self.state.put_transaction(record)
         self.outcome.rejected += 1
+        self.meta.decided += 1
 
     def _misrouted(self, tx: ClientTransaction, record: TxRecord) -> bool:
         """The baseline keeps an account's money in its home only: a transaction sent elsewhere is refused."""

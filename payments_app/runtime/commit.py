@@ -19,7 +19,7 @@ This module knows neither Faust nor aiokafka: the agent runs it against Kafka, t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,13 +73,17 @@ class StagedPartition:
     """A partition's part of a group: what its records wrote (last write per key wins) and relayed."""
 
     session: Session
+    previous: StagedPartition | None = None  # the same session's part of the group still being committed
     entries: dict[bytes, bytes] = field(default_factory=dict)
     relays: list[tuple[int, Command]] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
+    last_offset: int = -1  # the last record staged (applied, or skipped as a replay)
 
     def load(self, key: str) -> dict | None:
         skey = storage_key(self.session.partition, key)
         raw = self.entries.get(skey)
+        if raw is None and self.previous is not None:
+            raw = self.previous.entries.get(skey)
         return decode_entry(raw if raw is not None else self.session.store.get(skey))
 
     def applied_offset(self) -> int:
@@ -91,25 +95,36 @@ class StagedPartition:
 class GroupResult:
     committed: dict[int, list[BatchOutcome]] = field(default_factory=dict)
     fenced: list[int] = field(default_factory=list)
+    done_through: dict[int, int] = field(default_factory=dict)  # per partition not fenced: last offset dealt with
 
 
 class Group:
     """Records applied one after another, whose writes and relays then commit once per partition, side by side.
 
     Waiting for the broker after every record left the agent idle for a round trip per record; a transaction
-    costs tens of milliseconds whatever it holds, so a group amortises it over all its records.
+    costs tens of milliseconds whatever it holds, so a group amortises it over all its records. A group may be
+    staged while the `previous` one is still being committed: it reads that group's writes, and commits after it
+    (a partition's transactions go one at a time). If the previous one is fenced, so is this one.
     """
 
-    def __init__(self, partitions: int, model: str) -> None:
+    def __init__(self, partitions: int, model: str, previous: Group | None = None) -> None:
         self.partitions = partitions
         self.model = model
+        self.previous = previous
         self.staged: dict[int, StagedPartition] = {}
+        self.committed = False
+
+    def _part(self, session: Session) -> StagedPartition:
+        staged = self.staged.get(session.partition)
+        if staged is None:
+            before = self.previous.staged.get(session.partition) if self.previous is not None else None
+            chained = before if before is not None and before.session is session else None
+            staged = self.staged[session.partition] = StagedPartition(session, chained)
+        return staged
 
     async def add(self, session: Session, offset: int, value: bytes) -> None:
         """Stage one record; first the records the session has not seen between its last applied one and this."""
-        staged = self.staged.get(session.partition)
-        if staged is None:
-            staged = self.staged[session.partition] = StagedPartition(session)
+        staged = self._part(session)
         require(staged.session is session, f"partition {session.partition}: two sessions in one group")
         if session.delivered is not None:
             require(offset > session.delivered, f"partition {session.partition}: offset {offset} after "
@@ -128,7 +143,7 @@ class Group:
         A new owner's consumer starts at the group's committed offset; if a record below it was never applied
         (the consumer skipped it), nothing would ever deliver it again.
         """
-        staged = self.staged.setdefault(session.partition, StagedPartition(session))
+        staged = self._part(session)
         applied = staged.applied_offset()
         if end > applied + 1:
             for offset, value in await session.read_range(applied + 1, end):
@@ -142,9 +157,14 @@ class Group:
             staged.entries[storage_key(partition, key)] = encode_entry(entry)
         staged.relays.extend(outcome.relays)
         staged.outcomes.append(outcome)
+        staged.last_offset = max(staged.last_offset, offset)
 
     async def commit(self) -> GroupResult:
         """Commit every partition's part (side by side), then checkpoint each committed one in its store."""
+        require(self.previous is None or self.previous.committed, "a group committed before the one it read")
+        self.previous = None  # its writes are in the stores now
+        for staged in self.staged.values():
+            staged.previous = None
         result = GroupResult()
         parts = [staged for staged in self.staged.values() if staged.entries or staged.relays]
         outcomes = await asyncio.gather(*(self._commit_one(staged) for staged in parts), return_exceptions=True)
@@ -155,9 +175,57 @@ class Group:
                 raise outcome
             else:
                 result.committed[staged.session.partition] = staged.outcomes
+        result.done_through = {
+            p: staged.last_offset for p, staged in self.staged.items() if p not in result.fenced and staged.outcomes
+        }
+        self.committed = True
         return result
 
     async def _commit_one(self, staged: StagedPartition) -> None:
         entries = list(staged.entries.items())
         changelog_offset = await staged.session.commit(entries, encode_records(group_by_partition(staged.relays)))
         staged.session.checkpoint(entries, changelog_offset)
+
+
+class Pipeline:
+    """Groups in order, one staged while the one before it commits (so the worker's CPU does not wait for the
+    broker). `on_committed` learns each group's result; `on_failed` learns at once of a commit that failed (and
+    it raises again from the next `submit` or `drain`)."""
+
+    def __init__(
+        self,
+        partitions: int,
+        model: str,
+        on_committed: Callable[[GroupResult], None],
+        on_failed: Callable[[BaseException], None],
+    ) -> None:
+        self.partitions = partitions
+        self.model = model
+        self.on_committed = on_committed
+        self.on_failed = on_failed
+        self._previous: Group | None = None
+        self._committing: asyncio.Task[None] | None = None
+
+    def new_group(self) -> Group:
+        return Group(self.partitions, self.model, self._previous)
+
+    async def submit(self, group: Group) -> None:
+        """Wait for the previous group's commit, then start this one's."""
+        require(group.previous is self._previous, "groups must be submitted in the order they were made")
+        await self.drain()
+        self._committing = asyncio.get_running_loop().create_task(self._commit(group), name="commit-group")
+        self._committing.add_done_callback(self._check)
+        self._previous = group
+
+    async def drain(self) -> None:
+        """Wait for the group being committed, if any."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
+
+    async def _commit(self, group: Group) -> None:
+        self.on_committed(await group.commit())
+
+    def _check(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.on_failed(task.exception())

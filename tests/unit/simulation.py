@@ -20,7 +20,7 @@ from payments_app.domain.invariants import AuditReport, audit_ledger, audit_part
 from payments_app.domain.ledger import META_KEY, PartitionMeta, TxRecord, segment_key, transaction_key
 from payments_app.domain.routing import CONCURRENT, decided_in
 from payments_app.domain.segments import Segment, plan_equalization
-from payments_app.runtime.commit import Fenced, Group
+from payments_app.runtime.commit import Fenced, Group, Pipeline
 from tables.ledger import NOTHING_APPLIED, storage_key
 
 
@@ -162,10 +162,15 @@ class SimCluster:
         return count
 
     async def _run_group(self, session: SimSession, records: list[tuple[int, bytes]]) -> None:
-        group = Group(self.partitions, self.model)
-        for offset, value in records:
-            await group.add(session, offset, value)
-        await group.commit()
+        """The agent's loop: records in up to two groups, the second staged while the first commits."""
+        pipeline = Pipeline(self.partitions, self.model, lambda result: None, lambda exc: None)
+        cut = (len(records) + 1) // 2
+        for part in (records[:cut], records[cut:]):
+            group = pipeline.new_group()
+            for offset, value in part:
+                await group.add(session, offset, value)
+            await pipeline.submit(group)
+        await pipeline.drain()
 
     def zombie_commit(self, p: int, records: int) -> bool:
         """A session that lost the partition (paused past its session timeout) tries to commit a group: the new

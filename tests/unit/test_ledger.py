@@ -221,6 +221,7 @@ def test_any_interleaving_and_crashes_conserve_money_and_decide_everything(
     assert all(s.balance >= 0 for a in ACCOUNTS for s in cluster.segments(a))
     expected = expected_balances(cluster, ops, ids)
     assert {a: cluster.balance(a) for a in ACCOUNTS} == expected
+    assert sum(cluster.meta(p).decided for p in range(partitions)) == len(ids)  # each decided once, none lost
     assert cluster.stores_match_changelogs()
 
 

@@ -1,0 +1,318 @@
+"""The soak: a long history, then faults under load, then the invariants; results for RELIABILITY.md.
+
+1. **History.** Two workers apply `history` transfers (Kafka path, full speed); the disk it takes is measured
+   (the broker's topic folders and the workers' stores) and reported per million transfers.
+2. **Restart and takeover.** A worker is SIGKILLed and started again (time until it is healthy, and until every
+   partition decides a new transaction); a worker is stopped cleanly and its partitions taken over by the other
+   (time until every partition decides again); a worker is SIGKILLed and not restarted (the group notices after
+   the session timeout; the time is reported with the timeout it includes).
+3. **Faults under load.** A steady offered load runs while workers are SIGKILLed at random moments and started
+   again, the broker is SIGKILLed and restarted, and workers leave and join the group; after each leave or join
+   the time until every partition decides a new transaction is measured.
+4. **Invariants.** After the load drains: the audit is ok, balances equal deposits minus withdrawals, and the
+   number of decided transactions equals the number of distinct ids submitted (none lost, none decided twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.driver import (
+    Ledger,
+    Load,
+    Progress,
+    RunSettings,
+    TransferSource,
+    account_names,
+    funding,
+    id_in_partition,
+    kafka_sender,
+    machine,
+    open_and_fund,
+    wait_applied,
+)
+from payments_app.cluster import WorkerProcess
+from payments_app.domain.commands import Deposit
+from payments_app.local_kafka import LocalKafka, free_port
+
+SESSION_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 120.0
+ACCOUNTS = 10_000
+
+
+@dataclass
+class SoakSettings:
+    history: int = 1_000_000
+    kills: int = 20
+    leave_join_cycles: int = 20
+    offered_tps: float = 3_000.0
+    partitions: int = 8
+    seed: int = 7
+
+
+@dataclass
+class SoakResult:
+    settings: dict[str, Any]
+    history_tps: float = 0.0
+    disk_bytes_per_million: dict[str, float] = field(default_factory=dict)
+    restart_to_healthy_s: float = 0.0
+    restart_to_deciding_s: float = 0.0
+    takeover_after_leave_s: float = 0.0
+    takeover_after_kill_s: float = 0.0
+    worker_kills: int = 0
+    broker_restarts: int = 0
+    decide_after_change_s: list[float] = field(default_factory=list)
+    watchdog_exits: int = 0
+    unexpected_exits: list[int] = field(default_factory=list)  # exit codes of workers that stopped by themselves
+    submitted_ids: int = 0
+    decided: int = 0
+    audit_ok: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+class Soak:
+    def __init__(self, settings: SoakSettings, scratch: Path) -> None:
+        self.settings = settings
+        self.scratch = scratch
+        self.app_id = f"soak-{uuid.uuid4().hex[:8]}"
+        self.progress = Progress("soak")
+        self.rng = random.Random(settings.seed)
+        self.kafka = LocalKafka(scratch / "kafka", heap="1g")
+        self.workers: list[WorkerProcess] = []
+        self.probes = 0
+        self.result = SoakResult(settings=asdict(settings))
+
+    def worker(self, n: int) -> WorkerProcess:
+        env = {"PAYMENTS_APP_ID": self.app_id, "PAYMENTS_AUDIT_INTERVAL_S": "3600",
+               "PAYMENTS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}  # fmt: skip
+        return WorkerProcess(self.kafka.url, self.scratch / f"worker-{n}", free_port(), self.settings.partitions, env)
+
+    async def run(self) -> SoakResult:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.kafka.start)
+        try:
+            self.workers = [self.worker(0), self.worker(1)]
+            for worker in self.workers:
+                await asyncio.to_thread(worker.start().wait_ready)
+            async with Ledger(self.kafka.url, self.app_id, self.workers, self.settings.partitions) as ledger:
+                await self.soak(ledger)
+        finally:
+            for worker in self.workers:
+                worker.stop()
+            self.kafka.stop()
+        return self.result
+
+    async def soak(self, ledger: Ledger) -> None:
+        run = RunSettings(accounts=ACCOUNTS, partitions=self.settings.partitions, duration_s=10**9)
+        accounts = account_names(run)
+        await open_and_fund(ledger, run, accounts, self.progress)
+        source = TransferSource(run, accounts, tag="h")
+        await self.history(ledger, run, source)
+        self.measure_disk()
+        await self.restart_and_takeover(ledger)
+        faults = TransferSource(run, accounts, tag="f")
+        steady = RunSettings(**{**asdict(run), "rate_tps": self.settings.offered_tps, "max_backlog": 10**12})
+        await self.faults_under_load(ledger, steady, faults)
+        await wait_applied(ledger, self.progress, "draining", timeout_s=600)
+        funded = sum(len(deposits) for deposits in funding(run, accounts).values())
+        self.result.submitted_ids = funded + source.counter + faults.counter + self.probes
+        await self.check(ledger)
+
+    async def history(self, ledger: Ledger, run: RunSettings, source: TransferSource) -> None:
+        load = Load(run)
+        started = time.monotonic()
+
+        async def sender() -> None:
+            while load.submitted < self.settings.history:
+                await kafka_sender_once(ledger, load, source)
+
+        tasks = [asyncio.create_task(sender()) for _ in range(run.in_flight_batches)]
+        while not all(task.done() for task in tasks):
+            _, totals = await ledger.progress()
+            load.decided = totals.get("transactions_applied_total", 0) + totals.get("transactions_rejected_total", 0)
+            self.progress.show(f"history: {load.submitted:,}/{self.settings.history:,} submitted")
+            await asyncio.sleep(0.5)
+        await asyncio.gather(*tasks)
+        await wait_applied(ledger, self.progress, "history", timeout_s=1800)
+        self.result.history_tps = round(load.submitted / (time.monotonic() - started))
+        self.progress.done(f"history: {load.submitted:,} transfers at {self.result.history_tps:,} TPS")
+
+    def measure_disk(self) -> None:
+        millions = self.settings.history / 1e6
+        broker = {"changelog": 0, "transactions": 0}
+        for folder in self.kafka.data_dir.rglob(f"{self.app_id}-*"):
+            kind = "changelog" if "ledger-changelog" in folder.name else "transactions"
+            broker[kind] += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        stores = sum(f.stat().st_size for w in self.workers for f in (w.data_dir / "ledger").rglob("*") if f.is_file())
+        self.result.disk_bytes_per_million = {
+            "broker_changelog": round(broker["changelog"] / millions),
+            "broker_transactions": round(broker["transactions"] / millions),
+            "worker_stores_both": round(stores / millions),
+        }
+
+    async def probe_all_partitions(self, ledger: Ledger, url_of: list[WorkerProcess]) -> float:
+        """Send a deposit to every partition; the seconds until all of them are decided."""
+        started = time.monotonic()
+        ids = []
+        for partition in range(self.settings.partitions):
+            self.probes += 1
+            tx_id = id_in_partition(f"probe{self.probes}-", partition, RunSettings(partitions=self.settings.partitions))
+            ids.append(tx_id)
+            await ledger.send(partition, [Deposit(tx_id, "acct-0", 1)])
+        assert ledger.session is not None
+        while ids:
+            if time.monotonic() - started > PROBE_TIMEOUT_S:
+                raise TimeoutError(f"probes {ids} not decided within {PROBE_TIMEOUT_S:.0f} s")
+            worker = url_of[0]
+            try:
+                async with ledger.session.get(f"{worker.url}/transactions/{ids[0]}") as response:
+                    body = await response.json(content_type=None)
+                    if response.status == 200 and body["status"] != "pending":
+                        ids.pop(0)
+                        continue
+            except OSError:
+                pass
+            await asyncio.sleep(0.05)
+        return round(time.monotonic() - started, 2)
+
+    async def restart_and_takeover(self, ledger: Ledger) -> None:
+        first, second = self.workers
+        second.kill()
+        started = time.monotonic()
+        second.start()
+        await asyncio.to_thread(second.wait_ready)
+        self.result.restart_to_healthy_s = round(time.monotonic() - started, 2)
+        self.result.restart_to_deciding_s = round(
+            self.result.restart_to_healthy_s + await self.probe_all_partitions(ledger, [second]), 2
+        )
+        self.progress.done(f"restart: healthy after {self.result.restart_to_healthy_s} s, every partition deciding "
+                           f"after {self.result.restart_to_deciding_s} s")  # fmt: skip
+        second.stop()
+        self.result.takeover_after_leave_s = await self.probe_all_partitions(ledger, [first])
+        self.progress.done(f"takeover after a clean leave: {self.result.takeover_after_leave_s} s")
+        await asyncio.to_thread(second.start().wait_ready)
+        await self.probe_all_partitions(ledger, [first])
+        second.kill()
+        self.result.takeover_after_kill_s = await self.probe_all_partitions(ledger, [first])
+        self.progress.done(f"takeover after a SIGKILL: {self.result.takeover_after_kill_s} s "
+                           f"(session timeout {SESSION_TIMEOUT_S:.0f} s included)")  # fmt: skip
+        await asyncio.to_thread(second.start().wait_ready)
+
+    async def faults_under_load(self, ledger: Ledger, run: RunSettings, source: TransferSource) -> None:
+        load = Load(run)
+        senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(4)]
+        supervisor = asyncio.create_task(self.supervise())
+        try:
+            for n in range(self.settings.kills):
+                victim = self.rng.choice(self.workers)
+                await asyncio.sleep(self.rng.uniform(1.0, 6.0))
+                victim.kill()
+                self.result.worker_kills += 1
+                await asyncio.sleep(self.rng.uniform(0.0, 2.0))
+                await asyncio.to_thread(victim.start().wait_ready)
+                self.progress.show(f"faults: worker kill {n + 1}/{self.settings.kills}")
+            await asyncio.to_thread(self.kafka.kill)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(self.kafka.start)
+            self.result.broker_restarts += 1
+            for worker in self.workers:
+                await asyncio.to_thread(worker.wait_ready, 300)
+            for n in range(self.settings.leave_join_cycles):
+                leaver = self.workers[n % 2]
+                stayer = self.workers[(n + 1) % 2]
+                leaver.stop()
+                self.result.decide_after_change_s.append(await self.probe_all_partitions(ledger, [stayer]))
+                await asyncio.to_thread(leaver.start().wait_ready)
+                self.result.decide_after_change_s.append(await self.probe_all_partitions(ledger, [leaver]))
+                self.progress.show(f"faults: leave/join {n + 1}/{self.settings.leave_join_cycles}")
+        finally:
+            load.stop_at = 0.0
+            supervisor.cancel()
+            await asyncio.gather(*senders, supervisor, return_exceptions=True)
+        self.result.watchdog_exits = sum(w.log_path.read_text(errors="replace").count("exiting for a restart")
+                                         for w in self.workers)  # fmt: skip
+
+    async def supervise(self) -> None:
+        """Restart a worker that exits by itself, as Kubernetes would, and remember that it did."""
+        while True:
+            for worker in self.workers:
+                code = await asyncio.to_thread(worker.restart_if_exited)
+                if code is not None:
+                    self.result.unexpected_exits.append(code)
+            await asyncio.sleep(0.5)
+
+    async def check(self, ledger: Ledger) -> None:
+        audit = await ledger.audit()
+        self.result.audit_ok = bool(audit.get("ok"))
+        self.result.problems.extend(audit.get("problems", []))
+        self.result.decided = sum(item["meta"].get("decided", 0) for item in audit.get("partitions", []))
+        if audit.get("in_flight", 0) != 0:
+            self.result.problems.append(f"money still in flight after draining: {audit.get('in_flight')}")
+        if self.result.decided != self.result.submitted_ids:
+            self.result.problems.append(
+                f"{self.result.decided} transactions decided, {self.result.submitted_ids} distinct ids submitted"
+            )
+        if self.result.unexpected_exits:
+            self.result.problems.append(f"workers exited by themselves with codes {self.result.unexpected_exits}")
+        slow = [s for s in self.result.decide_after_change_s if s > 10]
+        if slow:
+            self.result.problems.append(f"{len(slow)} leave/join changes took over 10 s to decide again: {slow}")
+
+
+async def kafka_sender_once(ledger: Ledger, load: Load, source: TransferSource) -> None:
+    partition, batch = source.next_batch(load.settings.batch_size)
+    await ledger.send(partition, list(batch))
+    load.submitted += len(batch)
+
+
+def write_results(result: SoakResult, host: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": host, "result": asdict(result)}, indent=1) + "\n")
+
+
+def summary(result: SoakResult) -> str:
+    changes = result.decide_after_change_s
+    lines = [
+        "| figure | value |",
+        "|---|---:|",
+        f"| history applied (Kafka path, 2 workers) | {result.settings['history']:,} transfers at "
+        f"{result.history_tps:,.0f} TPS |",
+        *(f"| disk per million transfers: {name.replace('_', ' ')} | {value / 2**20:,.0f} MiB |"
+          for name, value in result.disk_bytes_per_million.items()),
+        f"| SIGKILL + restart: healthy again | {result.restart_to_healthy_s} s |",
+        f"| SIGKILL + restart: every partition deciding | {result.restart_to_deciding_s} s |",
+        f"| clean leave: the other worker deciding every partition | {result.takeover_after_leave_s} s |",
+        f"| SIGKILL, no restart: the other worker deciding every partition (incl. {SESSION_TIMEOUT_S:.0f} s "
+        f"session timeout) | {result.takeover_after_kill_s} s |",
+        f"| worker SIGKILLs under load / broker SIGKILL+restarts | {result.worker_kills} / {result.broker_restarts} |",
+        f"| leave/join changes: every partition deciding again, max (median) | "
+        f"{max(changes, default=0)} s ({sorted(changes)[len(changes) // 2] if changes else 0} s) over "
+        f"{len(changes)} changes |",
+        f"| watchdog exits; workers that exited by themselves (codes) | {result.watchdog_exits}; "
+        f"{result.unexpected_exits or 'none'} |",
+        f"| distinct ids submitted / decided | {result.submitted_ids:,} / {result.decided:,} |",
+        f"| audit ok, problems | {result.audit_ok}, {result.problems or 'none'} |",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_soak(settings: SoakSettings, scratch: Path, results_dir: Path) -> int:
+    host = {**machine(), "pid": os.getpid()}
+    result = asyncio.run(Soak(settings, scratch).run())
+    write_results(result, host, results_dir / "soak.json")
+    table = summary(result)
+    (results_dir / "soak.md").write_text(table + "\n")
+    print(table)
+    ok = result.audit_ok and not result.problems
+    if ok:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0 if ok else 1
