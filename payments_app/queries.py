@@ -19,9 +19,14 @@ from tables.ledger import PartitionStore, storage_key
 
 
 def is_ready() -> bool:
-    """True once the worker has an assignment and every assigned partition's session is open."""
+    """True once the group has given the worker an assignment and every assigned partition's session is open."""
     assigned = LEDGER.assigned()
-    return not app.rebalancing and assigned == owned_partitions() and LEDGER.open_partitions() == assigned
+    return (
+        LEDGER.assignment_known
+        and not app.rebalancing
+        and assigned == owned_partitions()
+        and LEDGER.open_partitions() == assigned
+    )
 
 
 def _store(partition: int) -> PartitionStore:
@@ -40,6 +45,15 @@ def last_meta(partition: int) -> PartitionMeta | None:
     """The partition's meta as its last committed group left it; None before its first record."""
     value = stored_value(partition, META_KEY)
     return None if value is None else PartitionMeta.from_dict(value)
+
+
+def applied_offsets() -> dict[int, int]:
+    """The last offset applied in each partition open here, as its committed meta says (-1: none yet)."""
+    applied = {}
+    for partition in LEDGER.open_partitions():
+        meta = last_meta(partition)
+        applied[partition] = -1 if meta is None else meta.offset
+    return applied
 
 
 def read_values(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:

@@ -37,7 +37,7 @@ def load_settings() -> Settings:
         web_bind=os.environ.get("PAYMENTS_WEB_BIND", "127.0.0.1"),
         rocksdb_block_cache_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_CACHE_BYTES", str(16 * 2**20))),
         rocksdb_write_buffer_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_WRITE_BUFFER_BYTES", str(16 * 2**20))),
-        session_timeout_s=float(os.environ.get("PAYMENTS_SESSION_TIMEOUT_S", "30")),
+        session_timeout_s=float(os.environ.get("PAYMENTS_SESSION_TIMEOUT_S", "10")),
         submit_linger_ms=float(os.environ.get("PAYMENTS_SUBMIT_LINGER_MS", "10")),
         standby_replicas=int(os.environ.get("PAYMENTS_STANDBY_REPLICAS", "1")),
     )

@@ -13,7 +13,6 @@ from aiohttp import web as aiohttp_web
 from faust.types import TP
 from faust.web import Request, Response, View
 
-from payments_app.agents.ledger import LAST_OFFSETS
 from payments_app.app import app
 from payments_app.domain.commands import ClientTransaction, Command, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger
@@ -22,7 +21,7 @@ from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
 from payments_app.metrics import METRICS
-from payments_app.queries import is_ready, owned_partitions, read_values
+from payments_app.queries import applied_offsets, is_ready, owned_partitions, read_values
 from payments_app.runtime.wiring import LEDGER
 from payments_app.sending import SUBMISSIONS, send_commands
 from payments_app.settings import SETTINGS
@@ -212,17 +211,17 @@ class Health(View):
 class Metrics(View):
     async def get(self, request: Request) -> Response:
         owned = owned_partitions()
-        gauges = {"owned_partitions": len(owned), "ready": int(is_ready()), "consumer_lag_records": lag(owned)}
+        gauges = {"owned_partitions": len(owned), "ready": int(is_ready()), "consumer_lag_records": lag()}
         return self.text(METRICS.render(gauges), content_type="text/plain; version=0.0.4")
 
 
-def lag(partitions: set[int]) -> int:
-    """Records in the owned transactions partitions not yet applied here (transaction markers count too)."""
+def lag() -> int:
+    """Offsets in the open transactions partitions past the last one applied (transaction markers count too)."""
     total = 0
-    for partition in partitions:
+    for partition, applied in applied_offsets().items():
         highwater = app.consumer.highwater(TP(TRANSACTIONS_TOPIC, partition))
         if highwater is not None:
-            total += max(0, highwater - LAST_OFFSETS.get(partition, -1) - 1)
+            total += max(0, highwater - applied - 1)
     return total
 
 
@@ -249,8 +248,7 @@ class InternalProgress(View):
     """The last offset this worker applied in each partition it owns, and its counters (used by the benchmark)."""
 
     async def get(self, request: Request) -> Response:
-        owned = owned_partitions()
-        applied = {str(p): offset for p, offset in LAST_OFFSETS.items() if p in owned}
+        applied = {str(p): offset for p, offset in applied_offsets().items()}
         return self.json({"applied": applied, "metrics": METRICS.as_dict()})
 
 

@@ -18,8 +18,6 @@ from payments_app.topics import transactions_topic
 
 log = logging.getLogger(__name__)
 
-#: the last offset applied per transactions partition, for the lag gauge and the benchmark's progress
-LAST_OFFSETS: dict[int, int] = {}
 #: records applied together, then committed once per partition
 GROUP_RECORDS = int(os.environ.get("PAYMENTS_GROUP_RECORDS", "64"))
 #: how long the agent waits for a group to fill before applying what it has
@@ -64,7 +62,6 @@ def report(result: GroupResult) -> None:
     METRICS.groups_fenced_total += len(result.fenced)
     for outcomes in result.committed.values():
         count(outcomes)
-    LAST_OFFSETS.update(result.done_through)
 
 
 def count(outcomes: list[BatchOutcome]) -> None:

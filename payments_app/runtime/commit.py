@@ -77,7 +77,6 @@ class StagedPartition:
     entries: dict[bytes, bytes] = field(default_factory=dict)
     relays: list[tuple[int, Command]] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
-    last_offset: int = -1  # the last record staged (applied, or skipped as a replay)
 
     def load(self, key: str) -> dict | None:
         skey = storage_key(self.session.partition, key)
@@ -95,7 +94,6 @@ class StagedPartition:
 class GroupResult:
     committed: dict[int, list[BatchOutcome]] = field(default_factory=dict)
     fenced: list[int] = field(default_factory=list)
-    done_through: dict[int, int] = field(default_factory=dict)  # per partition not fenced: last offset dealt with
 
 
 class Group:
@@ -157,7 +155,6 @@ class Group:
             staged.entries[storage_key(partition, key)] = encode_entry(entry)
         staged.relays.extend(outcome.relays)
         staged.outcomes.append(outcome)
-        staged.last_offset = max(staged.last_offset, offset)
 
     async def commit(self) -> GroupResult:
         """Commit every partition's part (side by side), then checkpoint each committed one in its store."""
@@ -175,9 +172,6 @@ class Group:
                 raise outcome
             else:
                 result.committed[staged.session.partition] = staged.outcomes
-        result.done_through = {
-            p: staged.last_offset for p, staged in self.staged.items() if p not in result.fenced and staged.outcomes
-        }
         self.committed = True
         return result
 

@@ -39,8 +39,7 @@ class LedgerSessions:
         self._reader: LogReader | None = None
         self._opening: dict[int, asyncio.Task[KafkaSession]] = {}
         self._retired: list[asyncio.Task[KafkaSession]] = []
-        self.opened_total = 0
-        self.fenced_total = 0
+        self.assignment_known = False  # false until the group first gives this worker an assignment
 
     @property
     def reader(self) -> LogReader:
@@ -50,6 +49,7 @@ class LedgerSessions:
 
     def assign(self, partitions: set[int]) -> None:
         """Open a session for every newly assigned partition, in the background."""
+        self.assignment_known = True
         for partition in sorted(partitions - set(self._opening)):
             self.standby.release(partition)
             task = asyncio.get_running_loop().create_task(self._open(partition), name=f"open-ledger-{partition}")
@@ -104,9 +104,7 @@ class LedgerSessions:
             await session.close()
 
     async def _open(self, partition: int) -> KafkaSession:
-        session = await open_session(partition, self.stores[partition], self.topics, self.reader, self._catch_up)
-        self.opened_total += 1
-        return session
+        return await open_session(partition, self.stores[partition], self.topics, self.reader, self._catch_up)
 
     async def _catch_up(self, session: KafkaSession) -> None:
         """Apply records below the group's committed offset that the store lacks (see `Group.catch_up`)."""
