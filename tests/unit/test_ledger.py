@@ -125,23 +125,29 @@ def test_a_fenced_owner_commits_nothing() -> None:
     assert cluster.balance("bob") == 10
 
 
-def test_records_committed_past_but_never_applied_are_applied_when_a_session_opens() -> None:
+def three_transfers_in_partition_0() -> SimCluster:
     cluster = funded(2, {"alice": 100, "bob": 0})
     for n in range(3):
         cluster.submit(Transfer(f"t{n}", "alice", "bob", 10 + n), partition=0)
-    cluster.skip(0, 3)
-    cluster.session(0)
+    return cluster
+
+
+def assert_three_transfers_applied(cluster: SimCluster) -> None:
     assert [cluster.status(f"t{n}").status for n in range(3)] == [APPLIED] * 3
     assert cluster.balance("bob") == 33
+
+
+def test_records_committed_past_but_never_applied_are_applied_when_a_session_opens() -> None:
+    cluster = three_transfers_in_partition_0()
+    cluster.skip(0, 3)
+    cluster.session(0)
+    assert_three_transfers_applied(cluster)
 
 
 def test_records_a_new_consumer_dropped_are_read_before_the_first_one_it_delivers() -> None:
-    cluster = funded(2, {"alice": 100, "bob": 0})
-    for n in range(3):
-        cluster.submit(Transfer(f"t{n}", "alice", "bob", 10 + n), partition=0)
+    cluster = three_transfers_in_partition_0()
     cluster.lose_first(0, 2)
-    assert [cluster.status(f"t{n}").status for n in range(3)] == [APPLIED] * 3
-    assert cluster.balance("bob") == 33
+    assert_three_transfers_applied(cluster)
 
 
 def test_the_audit_catches_invented_money() -> None:
