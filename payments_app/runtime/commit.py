@@ -9,9 +9,11 @@
    changelog offset they reflect. The store is therefore always a committed prefix of the changelog, and a
    restore resumes from its checkpoint.
 
-Order is checked, not trusted: within a session (one owner's tenure of a partition) offsets must rise, and the
-first record a session sees after its last applied one must follow it directly, or the skipped range is read
-from the log in full first (a range that cannot be read in full stops the worker).
+Order is checked, not trusted: the first record a session (one owner's tenure of a partition) is handed, and the
+first after the consumer went back, must follow the last applied one directly, or the range between is read from
+the log in full first (a range that cannot be read in full stops the worker). After that, the consumer's order
+within a session is relied on: it hands over every committed record, skipping only transaction markers and
+aborted records, which take offsets too.
 
 This module knows neither Faust nor aiokafka: the agent runs it against Kafka, the simulator against lists.
 """
@@ -124,10 +126,9 @@ class Group:
         """Stage one record; first the records the session has not seen between its last applied one and this."""
         staged = self._part(session)
         require(staged.session is session, f"partition {session.partition}: two sessions in one group")
-        if session.delivered is not None:
-            require(offset > session.delivered, f"partition {session.partition}: offset {offset} after "
-                    f"{session.delivered} in one session")  # fmt: skip
-        else:
+        if session.delivered is not None and offset <= session.delivered:
+            session.delivered = None  # the consumer went back (it re-seeked): check from the applied offset again
+        if session.delivered is None:
             applied = staged.applied_offset()
             if offset > applied + 1:
                 for missing_offset, missing in await session.read_range(applied + 1, offset):

@@ -141,13 +141,13 @@ class SimCluster:
     def step(self, p: int) -> int:
         return self.step_group(p, 1)
 
-    def step_group(self, p: int, records: int, crash: str | None = None, lost: int = 0) -> int:
+    def step_group(self, p: int, records: int, crash: str | None = None, lost: int = 0, back: int = 0) -> int:
         """Deliver up to `records` records of p from its session's position, as one group; `crash` is
-        "before_commit" or "before_checkpoint"; a new session's consumer may lose its first `lost` records.
-        Returns the records delivered."""
+        "before_commit" or "before_checkpoint"; a new session's consumer may lose its first `lost` records; a
+        running one may go `back` (re-seek). Returns the records delivered."""
         session = self.session(p)
         part = self.parts[p]
-        start = part.committed if session.delivered is None else session.delivered + 1
+        start = part.committed if session.delivered is None else max(0, session.delivered + 1 - back)
         if session.delivered is None:
             start = min(start + lost, len(part.log) - 1)
         count = min(records, len(part.log) - start)
@@ -223,6 +223,7 @@ class SimCluster:
             lambda p: self.rewind(p, rng.randint(1, 3)),
             lambda p: self.skip(p, rng.randint(1, 3)),
             lambda p: self.lose_first(p, rng.randint(1, 3)),
+            lambda p: self.step_group(p, rng.randint(1, 3), back=rng.randint(1, 3)),
             lambda p: self.zombie_commit(p, rng.randint(1, 3)),
         ]
         for _ in range(max_steps):
