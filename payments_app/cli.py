@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             code = worker.process.wait()
             if code != EXIT_FOR_RESTART:
                 return code
-            print("the worker's table restore stalled; starting it again", flush=True)
+            print("the worker exited asking for a restart (its watchdog); starting it again", flush=True)
             worker.process = None
             worker.start(log_to_terminal=True)
     except KeyboardInterrupt:
