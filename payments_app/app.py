@@ -40,6 +40,9 @@ app = PaymentsApp(
     web_bind=SETTINGS.web_bind,
     web_in_thread=False,
     consumer_auto_offset_reset="earliest",
+    # The ledger agent's records wait in one FIFO buffer for all its partitions; Faust's default (4,096 records,
+    # over a minute of 500-transfer records) let one partition's backlog hold another's new records that long.
+    stream_buffer_maxsize=SETTINGS.stream_buffer_records,
 )
 
 

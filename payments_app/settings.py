@@ -24,6 +24,7 @@ class Settings:
     session_timeout_s: float
     submit_linger_ms: float
     standby_replicas: int
+    stream_buffer_records: int
 
 
 def load_settings() -> Settings:
@@ -40,6 +41,7 @@ def load_settings() -> Settings:
         session_timeout_s=float(os.environ.get("PAYMENTS_SESSION_TIMEOUT_S", "10")),
         submit_linger_ms=float(os.environ.get("PAYMENTS_SUBMIT_LINGER_MS", "10")),
         standby_replicas=int(os.environ.get("PAYMENTS_STANDBY_REPLICAS", "1")),
+        stream_buffer_records=int(os.environ.get("PAYMENTS_STREAM_BUFFER_RECORDS", "256")),
     )
 
 
