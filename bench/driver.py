@@ -504,8 +504,7 @@ async def measure(
     cpu_before, _ = process_usage(pids)
     _, before = await ledger.progress()
     load = await drive_load(ledger, settings, accounts, progress)
-    await wait_applied(ledger, progress, "draining")
-    audit = await ledger.audit()
+    audit = await settled_audit(ledger, progress)
     _, after = await ledger.progress()
     cpu_after, rss = process_usage(pids)
     cpu = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after}
@@ -537,6 +536,19 @@ async def measure(
     progress.done(f"{result.applied_tps:,.0f} applied/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
                   f"invariants {'ok' if result.invariants_ok else 'FAILED'}")  # fmt: skip
     return result
+
+
+async def settled_audit(ledger: Ledger, progress: Progress, timeout_s: float = 60) -> dict[str, Any]:
+    """Drain, then audit; again while money is still in flight (the reconciler may have moved some between the
+    drain and the audit, and its credit is then one relay away), up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        await wait_applied(ledger, progress, "draining")
+        audit = await ledger.audit()
+        if audit.get("in_flight") == 0 or time.monotonic() > deadline:
+            return audit
+        progress.show(f"audit: {audit.get('in_flight')} minor units in flight; draining again")
+        await asyncio.sleep(0.5)
 
 
 async def run_matrix(matrix: list[RunSettings], scratch: Path) -> list[RunResult]:
