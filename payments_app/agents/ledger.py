@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 #: records applied together, then committed once per partition
 GROUP_RECORDS = int(os.environ.get("PAYMENTS_GROUP_RECORDS", "64"))
 #: how long the agent waits for a group to fill before applying what it has
-GROUP_WAIT_S = float(os.environ.get("PAYMENTS_GROUP_WAIT_MS", "2")) / 1000
+GROUP_WAIT_S = float(os.environ.get("PAYMENTS_GROUP_WAIT_MS", "20")) / 1000
 EXIT_ON_FAILURE = 70
 
 
