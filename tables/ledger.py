@@ -7,6 +7,7 @@ write batch), so after any stop, clean or not, the store says exactly where its 
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ LEDGER_CHANGELOG_SUFFIX = "ledger-changelog-v2"
 #: not a ledger key (those start with a digit): the changelog offset the store reflects, as ASCII digits
 CHECKPOINT_KEY = b"#checkpoint"
 NOTHING_APPLIED = -1
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,16 @@ class PartitionStore:
         if fresh:
             self.apply(fresh, records[-1][0])
         return len(fresh)
+
+    def discard_if_ahead(self, log_end: int) -> bool:
+        """Wipe a store whose checkpoint is at or past the changelog's end: it belongs to another history (the
+        topic was recreated). True if it was wiped."""
+        if self.checkpoint < log_end:
+            return False
+        log.warning("%s: local checkpoint %d is past the changelog's end %d; starting from scratch",
+                    self.path, self.checkpoint, log_end)  # fmt: skip
+        self.wipe()
+        return True
 
     def wipe(self) -> None:
         """Forget everything: the next restore starts from the beginning of the changelog."""

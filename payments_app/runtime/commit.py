@@ -65,10 +65,6 @@ class Session(Protocol):
         partition restores them from the changelog instead)."""
         ...
 
-    async def close(self) -> None:
-        """Stop writing; a session is closed between groups, never while one is being committed."""
-        ...
-
 
 @dataclass(slots=True)
 class StagedPartition:

@@ -22,7 +22,7 @@ from payments_app.domain.checks import InvariantViolation
 from payments_app.metrics import METRICS
 from payments_app.runtime.commit import Fenced
 from payments_app.runtime.faust_fixes import track_topics
-from tables.ledger import NOTHING_APPLIED, PartitionStore
+from tables.ledger import PartitionStore
 
 log = logging.getLogger(__name__)
 
@@ -144,22 +144,18 @@ class KafkaSession:
     async def _commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
         producer = self.producer
         await producer.begin_transaction()
-        sent = []
         batch = producer.create_batch()
         for key, value in entries:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                sent.append((await producer.send_batch(batch, self.topics.changelog, partition=self.partition),
-                             batch.record_count()))  # fmt: skip
+                await producer.send_batch(batch, self.topics.changelog, partition=self.partition)
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)
-        sent.append((await producer.send_batch(batch, self.topics.changelog, partition=self.partition),
-                     batch.record_count()))  # fmt: skip
+        last = await producer.send_batch(batch, self.topics.changelog, partition=self.partition)
         for destination, records in relays.items():
             for record in records:
                 await producer.send(self.topics.transactions, value=record, partition=destination)
         await producer.commit_transaction()
-        last, count = sent[-1]
-        return last.result().offset + count - 1
+        return last.result().offset + batch.record_count() - 1  # the batch's base offset, plus its records
 
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
         # A retired session's store may already have been restored by its successor, past this commit.
@@ -205,11 +201,8 @@ async def open_session(
 async def restore(store: PartitionStore, tp: TopicPartition, reader: LogReader) -> int:
     """Apply the changelog past the store's checkpoint; a store ahead of the changelog is from another history."""
     end = await reader.end_offset(tp)
-    if store.checkpoint >= end:
-        log.warning("%s: local checkpoint %d is past the changelog's end %d; restoring from scratch",
-                    tp, store.checkpoint, end)  # fmt: skip
-        store.wipe()
-    start = store.checkpoint + 1 if store.checkpoint != NOTHING_APPLIED else 0
+    store.discard_if_ahead(end)
+    start = store.checkpoint + 1
     restored = 0
 
     def take(records: list) -> None:

@@ -85,9 +85,6 @@ class StandbyFollower:
             if tp.partition not in self.partitions:
                 continue  # a session took it over while the end offsets were read
             store = self.stores[tp.partition]
-            if store.checkpoint >= ends[tp]:
-                log.warning("standby %s: local checkpoint %d is past the changelog's end %d; following from scratch",
-                            tp, store.checkpoint, ends[tp])  # fmt: skip
-                store.wipe()
+            store.discard_if_ahead(ends[tp])
             consumer.seek(tp, store.checkpoint + 1)
         log.info("standby: following ledger partitions %s", sorted(partitions))

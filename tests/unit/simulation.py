@@ -82,9 +82,6 @@ class SimSession:
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
         self.store.apply(entries, changelog_offset)
 
-    async def close(self) -> None:
-        return None
-
 
 class SimCluster:
     def __init__(self, partitions: int, model: str = CONCURRENT) -> None:
