@@ -18,33 +18,27 @@ from payments_app.topics import transactions_topic
 
 log = logging.getLogger(__name__)
 
-#: records applied together, then committed once per partition
+#: the most records one group holds (one transaction per partition); past it the agent waits for the commit
 GROUP_RECORDS = int(os.environ.get("PAYMENTS_GROUP_RECORDS", "64"))
-#: how long the agent waits for a group to fill before applying what it has
-GROUP_WAIT_S = float(os.environ.get("PAYMENTS_GROUP_WAIT_MS", "20")) / 1000
 EXIT_ON_FAILURE = 70
 
 
 @app.agent(transactions_topic, concurrency=1)
 async def apply_transactions(stream: faust.StreamT) -> None:
-    """Stage each group while the previous one commits (runtime.commit.Pipeline).
+    """Stage records into the open group while the previous one commits (group commit, runtime.commit.Pipeline).
 
     Faust acks a group's events when this body moves on, which can be before their commit: a record acked and
     never committed (the worker died, or was fenced) is applied by whoever opens the partition next, since an
     opening session applies every record below the group's committed offset that its store lacks.
     """
-    pipeline = Pipeline(SETTINGS.partitions, SETTINGS.model, report, stop_worker)
-    async for events in stream.take_events(GROUP_RECORDS, within=GROUP_WAIT_S):
+    pipeline = Pipeline(SETTINGS.partitions, SETTINGS.model, report, stop_worker, GROUP_RECORDS, LEDGER.close_retired)
+    async for event in stream.events():
         try:
-            group = pipeline.new_group()
-            for event in events:
-                session = await owned_session(event.message.partition)
-                if session is None:
-                    METRICS.records_not_owned_total += 1  # revoked: its new owner applies it
-                    continue
-                await group.add(session, event.message.offset, event.value)
-            await pipeline.submit(group)
-            await LEDGER.close_retired()
+            session = await owned_session(event.message.partition)
+            if session is None:
+                METRICS.records_not_owned_total += 1  # revoked: its new owner applies it
+                continue
+            await pipeline.add(session, event.message.offset, event.value)
         except Exception as exc:  # noqa: BLE001 - any failure stops the worker
             stop_worker(exc)
 

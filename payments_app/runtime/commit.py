@@ -21,7 +21,7 @@ This module knows neither Faust nor aiokafka: the agent runs it against Kafka, t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -179,9 +179,15 @@ class Group:
 
 
 class Pipeline:
-    """Groups in order, one staged while the one before it commits (so the worker's CPU does not wait for the
-    broker). `on_committed` learns each group's result; `on_failed` learns at once of a commit that failed (and
-    it raises again from the next `submit` or `drain`)."""
+    """Group commit: records are staged into the open group while the group before it commits, and the moment
+    that commit ends, the open group starts committing, whatever it holds.
+
+    A transaction costs tens of milliseconds whatever it holds, so under load groups grow to what arrived during
+    one commit (up to `max_records`, past which `add` waits), and a lone record commits at once instead of
+    waiting for a group to fill. `on_committed` learns each group's result; `on_failed` learns at once of a
+    commit that failed, which also raises again from the next `add` or `drain`. `between_commits` runs after each
+    commit, before the next starts, with the sessions the open group uses: the place to close retired sessions.
+    """
 
     def __init__(
         self,
@@ -189,34 +195,71 @@ class Pipeline:
         model: str,
         on_committed: Callable[[GroupResult], None],
         on_failed: Callable[[BaseException], None],
+        max_records: int = 64,
+        between_commits: Callable[[list[Session]], Awaitable[None]] | None = None,
     ) -> None:
         self.partitions = partitions
         self.model = model
         self.on_committed = on_committed
         self.on_failed = on_failed
-        self._previous: Group | None = None
+        self.max_records = max_records
+        self.between_commits = between_commits
+        self._open: Group | None = None
+        self._open_records = 0
+        self._previous: Group | None = None  # the last group that started committing
         self._committing: asyncio.Task[None] | None = None
+        self._adding = False
+        self._room = asyncio.Event()
+        self._room.set()
+        self._failure: BaseException | None = None
 
-    def new_group(self) -> Group:
-        return Group(self.partitions, self.model, self._previous)
-
-    async def submit(self, group: Group) -> None:
-        """Wait for the previous group's commit, then start this one's."""
-        require(group.previous is self._previous, "groups must be submitted in the order they were made")
-        await self.drain()
-        self._committing = asyncio.get_running_loop().create_task(self._commit(group), name="commit-group")
-        self._committing.add_done_callback(self._check)
-        self._previous = group
+    async def add(self, session: Session, offset: int, value: bytes) -> None:
+        """Stage one record in the open group (waiting while it is full); it commits with that group."""
+        while not self._room.is_set():
+            await self._room.wait()
+        self._raise_failure()
+        if self._open is None:
+            self._open = Group(self.partitions, self.model, self._previous)
+        self._adding = True
+        try:
+            await self._open.add(session, offset, value)
+        finally:
+            self._adding = False
+        self._open_records += 1
+        if self._open_records >= self.max_records:
+            self._room.clear()
+        self._start_next()
 
     async def drain(self) -> None:
-        """Wait for the group being committed, if any."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
+        """Wait until every record added so far is committed (or its commit failed, which raises here)."""
+        self._start_next()
+        while (committing := self._committing) is not None:
             await committing
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _start_next(self) -> None:
+        if self._committing is not None or self._adding or self._open is None or self._failure is not None:
+            return
+        group, self._open, self._open_records = self._open, None, 0
+        self._previous = group
+        self._committing = asyncio.get_running_loop().create_task(self._commit(group), name="commit-group")
+        self._room.set()
 
     async def _commit(self, group: Group) -> None:
-        self.on_committed(await group.commit())
-
-    def _check(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.on_failed(task.exception())
+        try:
+            result = await group.commit()
+            self.on_committed(result)
+            if self.between_commits is not None:
+                open_sessions = [] if self._open is None else [part.session for part in self._open.staged.values()]
+                await self.between_commits(open_sessions)
+        except Exception as exc:  # noqa: BLE001 - kept, and raised from the next add or drain
+            self._failure = exc
+            self._room.set()
+            self.on_failed(exc)
+        finally:
+            self._committing = None
+        self._start_next()

@@ -2,19 +2,20 @@
 
 Faust tells us of assignments; each assigned partition's session is opened in the background (fence, restore,
 catch up) and the agent waits for it before applying that partition's records. On revocation a session is
-retired at once (no new group uses it) and closed by the agent between groups, so a group already staged still
-commits, or is fenced if another worker has taken the partition meanwhile.
+retired at once (no new group uses it) and closed between commits once no group holds it, so a group already
+staged still commits, or is fenced if another worker has taken the partition meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from payments_app.runtime.commit import Group
+from payments_app.runtime.commit import Group, Session
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics, LogReader, open_session
 from payments_app.runtime.standby import StandbyFollower
 from tables.ledger import LedgerStores, PartitionStore, StoreOptions
@@ -92,8 +93,9 @@ class LedgerSessions:
                 return task.exception()
         return None
 
-    async def close_retired(self) -> None:
-        """Close retired sessions; the agent calls this between groups, when none of them has a commit under way."""
+    async def close_retired(self, in_use: Collection[Session] = ()) -> None:
+        """Close retired sessions but those `in_use` (staged in a group not yet committed); the pipeline calls this
+        between commits, so none of them has a commit under way."""
         retired, self._retired = self._retired, []
         for task in retired:
             try:
@@ -101,7 +103,10 @@ class LedgerSessions:
             except Exception:
                 log.warning("a revoked partition's session had failed to open", exc_info=True)
                 continue
-            await session.close()
+            if any(session is busy for busy in in_use):
+                self._retired.append(task)
+            else:
+                await session.close()
 
     async def _open(self, partition: int) -> KafkaSession:
         return await open_session(partition, self.stores[partition], self.topics, self.reader, self._catch_up)

@@ -159,14 +159,11 @@ class SimCluster:
         return count
 
     async def _run_group(self, session: SimSession, records: list[tuple[int, bytes]]) -> None:
-        """The agent's loop: records in up to two groups, the second staged while the first commits."""
-        pipeline = Pipeline(self.partitions, self.model, lambda result: None, lambda exc: None)
-        cut = (len(records) + 1) // 2
-        for part in (records[:cut], records[cut:]):
-            group = pipeline.new_group()
-            for offset, value in part:
-                await group.add(session, offset, value)
-            await pipeline.submit(group)
+        """The agent's loop: the first record commits alone, the rest are staged while it commits, in groups of
+        up to half the records."""
+        pipeline = Pipeline(self.partitions, self.model, lambda result: None, lambda exc: None, (len(records) + 1) // 2)
+        for offset, value in records:
+            await pipeline.add(session, offset, value)
         await pipeline.drain()
 
     def zombie_commit(self, p: int, records: int) -> bool:
