@@ -77,6 +77,7 @@ class RunResult:
     peak_rss_mb: dict[str, float]
     timeline: list[tuple[float, int]]
     settings: dict[str, Any] = field(default_factory=dict)
+    audit_s: float = 0.0  # how long the last GET /audit took to answer
 
 
 class Progress:
@@ -141,6 +142,7 @@ class Ledger:
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.last_audit_s = 0.0
 
     async def __aenter__(self) -> Ledger:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
@@ -148,7 +150,7 @@ class Ledger:
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed")
         await self.consumer.start()
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -207,8 +209,10 @@ class Ledger:
         assert self.session is not None
         answer = ""
         for _ in range(attempts):
+            started = time.monotonic()
             async with self.session.get(f"{self.workers[0].url}/audit") as response:
                 if response.status == 200:
+                    self.last_audit_s = time.monotonic() - started
                     return await response.json()
                 answer = f"{response.status}: {(await response.text())[:200]}"
             await asyncio.sleep(2)
@@ -532,9 +536,10 @@ async def measure(
         segment_moves=after["segment_moves_total"] - before["segment_moves_total"],
         invariants_ok=not problems, problems=problems, cpu_s=cpu, peak_rss_mb=rss,
         timeline=[(round(t, 2), n) for t, n in load["timeline"]], settings=asdict(settings),
+        audit_s=round(ledger.last_audit_s, 2),
     )  # fmt: skip
     progress.done(f"{result.applied_tps:,.0f} applied/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
-                  f"invariants {'ok' if result.invariants_ok else 'FAILED'}")  # fmt: skip
+                  f"invariants {'ok' if result.invariants_ok else 'FAILED'} (audit {result.audit_s} s)")  # fmt: skip
     return result
 
 

@@ -15,6 +15,9 @@ from payments_app.topics import TRANSACTIONS_TOPIC
 
 RETRY_FOR_S = 10.0
 RETRY_PAUSE_S = 0.2
+REQUEST_TIMEOUT_S = 10.0
+#: a worker's audit reads every segment it holds: seconds at a million accounts
+AUDIT_TIMEOUT_S = 120.0
 _session: aiohttp.ClientSession | None = None
 
 
@@ -34,12 +37,13 @@ def partition_owners() -> dict[int, str]:
 def _http() -> aiohttp.ClientSession:
     global _session
     if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        _session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
     return _session
 
 
-async def _post(url: str, payload: Any) -> Any:
-    async with _http().post(url, data=orjson.dumps(payload)) as response:
+async def _post(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with _http().post(url, data=orjson.dumps(payload), timeout=timeout) as response:
         if response.status != 200:
             raise LookupError(f"{url} answered {response.status}")
         return orjson.loads(await response.read())
@@ -100,7 +104,7 @@ async def audit_all() -> list[dict[str, Any]]:
     async def one(host: str) -> list[dict[str, Any]]:
         if host == me:
             return await local_audit()
-        return await _post(f"{host}/internal/audit", [])
+        return await _post(f"{host}/internal/audit", [], AUDIT_TIMEOUT_S)
 
     parts = await asyncio.gather(*(one(host) for host in sorted(hosts)))
     return sorted((item for part in parts for item in part), key=lambda item: item["partition"])

@@ -55,12 +55,9 @@ class PartitionStore:
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Entries whose keys start with `prefix`, in key order."""
-        for key, value in self._db.items(from_key=prefix):
-            if not key.startswith(prefix):
-                return
-            yield key, value
+    def view(self) -> StoreView:
+        """The store as it is now, unchanged by later writes: for reads that yield to the event loop midway."""
+        return StoreView(self._db.iter())
 
     def apply(self, entries: Iterable[tuple[bytes, bytes]], changelog_offset: int) -> None:
         """Store committed entries and the changelog offset of the last of them, in one atomic write."""
@@ -104,6 +101,32 @@ class PartitionStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class StoreView:
+    """A consistent view of a store: one RocksDB iterator, which reads the data as of its creation.
+
+    (rocksdict 0.3.29's `Snapshot.items()` and `Snapshot.iter()` read the live data, not the snapshot's, so
+    the view is the iterator itself.)
+    """
+
+    def __init__(self, iterator: rocksdict.RdictIter) -> None:
+        self._iterator = iterator
+
+    def get(self, key: bytes) -> bytes | None:
+        self._iterator.seek(key)
+        return self._iterator.value() if self._iterator.valid() and self._iterator.key() == key else None
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Entries whose keys start with `prefix`, in key order (a later `get` or `scan` moves the same cursor)."""
+        iterator = self._iterator
+        iterator.seek(prefix)
+        while iterator.valid():
+            key = iterator.key()
+            if not key.startswith(prefix):
+                return
+            yield key, iterator.value()
+            iterator.next()
 
 
 class LedgerStores:

@@ -46,31 +46,52 @@ class AuditReport:
         return cls(**fields)  # type: ignore[arg-type]
 
 
-def audit_partition(partition: int, meta: PartitionMeta, segments: Iterable[tuple[str, Segment]]) -> AuditReport:
-    """Check one partition: no negative segment, and its segments equal the flows through it."""
-    report = AuditReport(deposits=meta.deposits, withdrawals=meta.withdrawals)
-    moved_in = moved_out = 0
-    for account, segment in segments:
+class PartitionAudit:
+    """The audit of one partition, fed one segment at a time (a scan of a million segments yields midway)."""
+
+    def __init__(self, partition: int, meta: PartitionMeta) -> None:
+        self.partition = partition
+        self.meta = meta
+        self.report = AuditReport(deposits=meta.deposits, withdrawals=meta.withdrawals)
+        self.moved_in = 0
+        self.moved_out = 0
+
+    def add(self, account: str, segment: Segment) -> None:
+        """Count one segment; none may be negative."""
+        report = self.report
         report.segments += 1
         report.balances += segment.balance
-        moved_in += segment.moved_in
-        moved_out += segment.moved_out
+        self.moved_in += segment.moved_in
+        self.moved_out += segment.moved_out
         if segment.balance < 0:
-            report.problems.append(f"partition {partition}: segment of {account!r} is {segment.balance}")
-    expected = meta.deposits - meta.withdrawals + meta.moved_in - meta.moved_out + meta.credits_in - meta.credits_out
-    if report.balances != expected:
-        report.problems.append(
-            f"partition {partition}: segments hold {report.balances}, flows say {expected} "
-            f"(deposits {meta.deposits} - withdrawals {meta.withdrawals} "
-            f"+ moved in {meta.moved_in} - moved out {meta.moved_out} "
-            f"+ credits in {meta.credits_in} - credits out {meta.credits_out})"
-        )
-    if (moved_in, moved_out) != (meta.moved_in, meta.moved_out):
-        report.problems.append(
-            f"partition {partition}: segment moves ({moved_in} in, {moved_out} out) disagree with totals "
-            f"({meta.moved_in} in, {meta.moved_out} out)"
-        )
-    return report
+            report.problems.append(f"partition {self.partition}: segment of {account!r} is {segment.balance}")
+
+    def finish(self) -> AuditReport:
+        """The segments must equal the flows through the partition."""
+        meta, report, partition = self.meta, self.report, self.partition
+        flows = (meta.deposits, -meta.withdrawals, meta.moved_in, -meta.moved_out, meta.credits_in, -meta.credits_out)
+        expected = sum(flows)
+        if report.balances != expected:
+            report.problems.append(
+                f"partition {partition}: segments hold {report.balances}, flows say {expected} "
+                f"(deposits {meta.deposits} - withdrawals {meta.withdrawals} "
+                f"+ moved in {meta.moved_in} - moved out {meta.moved_out} "
+                f"+ credits in {meta.credits_in} - credits out {meta.credits_out})"
+            )
+        if (self.moved_in, self.moved_out) != (meta.moved_in, meta.moved_out):
+            report.problems.append(
+                f"partition {partition}: segment moves ({self.moved_in} in, {self.moved_out} out) disagree with "
+                f"totals ({meta.moved_in} in, {meta.moved_out} out)"
+            )
+        return report
+
+
+def audit_partition(partition: int, meta: PartitionMeta, segments: Iterable[tuple[str, Segment]]) -> AuditReport:
+    """Check one partition: no negative segment, and its segments equal the flows through it."""
+    audit = PartitionAudit(partition, meta)
+    for account, segment in segments:
+        audit.add(account, segment)
+    return audit.finish()
 
 
 def audit_ledger(partitions: Mapping[int, tuple[PartitionMeta, AuditReport]]) -> AuditReport:
