@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench.driver import (
     Ledger,
     Load,
@@ -55,6 +57,7 @@ class SoakSettings:
     kills: int = 20
     leave_join_cycles: int = 20
     offered_tps: float = 3_000.0
+    full_load_cycles: int = 5  # leave/join cycles while the load runs as fast as the workers take it
     partitions: int = 8
     seed: int = 7
 
@@ -72,6 +75,8 @@ class SoakResult:
     worker_kills: int = 0
     broker_restarts: int = 0
     decide_after_change_s: list[float] = field(default_factory=list)
+    decide_after_change_full_load_s: list[float] = field(default_factory=list)
+    full_load_tps: float = 0.0
     watchdog_exits: int = 0
     unexpected_exits: list[int] = field(default_factory=list)  # exit codes of workers that stopped by themselves
     submitted_ids: int = 0
@@ -123,9 +128,10 @@ class Soak:
         faults = TransferSource(run, accounts, tag="f")
         steady = RunSettings(**{**asdict(run), "rate_tps": self.settings.offered_tps, "max_backlog": 10**12})
         under_faults = await self.faults_under_load(ledger, steady, faults)
+        full_load = await self.leave_join_at_full_load(ledger, run, TransferSource(run, accounts, tag="g"))
         await wait_applied(ledger, self.progress, "draining", timeout_s=600)
         funded = sum(len(deposits) for deposits in funding(run, accounts).values())
-        self.result.submitted_ids = funded + history + under_faults + self.probes
+        self.result.submitted_ids = funded + history + under_faults + full_load + self.probes
         await self.check(ledger)
 
     async def history(self, ledger: Ledger, run: RunSettings, source: TransferSource) -> int:
@@ -251,6 +257,29 @@ class Soak:
                                          for w in self.workers)  # fmt: skip
         return load.submitted
 
+    async def leave_join_at_full_load(self, ledger: Ledger, run: RunSettings, source: TransferSource) -> int:
+        """Leave/join cycles while the load runs as fast as the workers take it (the probes then queue behind up
+        to `max_backlog` transfers); returns the transfers sent."""
+        load = Load(run)
+        senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(run.in_flight_batches)]
+        tracker = asyncio.create_task(track_backlog(ledger, load))
+        started = time.monotonic()
+        try:
+            await asyncio.sleep(5)
+            for n in range(self.settings.full_load_cycles):
+                leaver, stayer = self.workers[n % 2], self.workers[(n + 1) % 2]
+                leaver.stop()
+                self.result.decide_after_change_full_load_s.append(await self.probe_all_partitions(ledger, [stayer]))
+                await asyncio.to_thread(leaver.start().wait_ready)
+                self.result.decide_after_change_full_load_s.append(await self.probe_all_partitions(ledger, [leaver]))
+                self.progress.show(f"full load: leave/join {n + 1}/{self.settings.full_load_cycles}")
+        finally:
+            load.stop_at = 0.0
+            tracker.cancel()
+            await asyncio.gather(*senders, tracker, return_exceptions=True)
+        self.result.full_load_tps = round(load.submitted / (time.monotonic() - started))
+        return load.submitted
+
     async def supervise(self) -> None:
         """Restart a worker that exits by itself, as Kubernetes would, and remember that it did."""
         while True:
@@ -273,9 +302,28 @@ class Soak:
             )
         if self.result.unexpected_exits:
             self.result.problems.append(f"workers exited by themselves with codes {self.result.unexpected_exits}")
-        slow = [s for s in self.result.decide_after_change_s if s > 10]
+        slow = [s for s in self.result.decide_after_change_s + self.result.decide_after_change_full_load_s if s > 10]
         if slow:
             self.result.problems.append(f"{len(slow)} leave/join changes took over 10 s to decide again: {slow}")
+
+
+async def track_backlog(ledger: Ledger, load: Load) -> None:
+    """Count a sent record as decided once its partition's applied offset passes it, as far as the workers that
+    answer know (the senders hold back at `max_backlog`); unlike the workers' counters, this survives restarts."""
+    assert ledger.session is not None
+    while True:
+        applied: dict[int, int] = {}
+        for worker in ledger.workers:
+            try:
+                async with ledger.session.get(f"{worker.url}/internal/progress") as response:
+                    body = await response.json()
+            except (OSError, TimeoutError, aiohttp.ClientError):
+                continue
+            for partition, offset in body["applied"].items():
+                applied[int(partition)] = max(applied.get(int(partition), -1), offset)
+        load.sent[:] = [item for item in load.sent if applied.get(item[0], -1) < item[1]]
+        load.decided = load.submitted - sum(item[3] for item in load.sent)
+        await asyncio.sleep(0.2)
 
 
 async def kafka_sender_once(ledger: Ledger, load: Load, source: TransferSource) -> None:
@@ -291,6 +339,7 @@ def write_results(result: SoakResult, host: dict[str, Any], path: Path) -> None:
 
 def summary(result: SoakResult) -> str:
     changes = result.decide_after_change_s
+    full = result.decide_after_change_full_load_s
     lines = [
         "| figure | value |",
         "|---|---:|",
@@ -309,6 +358,9 @@ def summary(result: SoakResult) -> str:
         f"| leave/join changes: every partition deciding again, max (median) | "
         f"{max(changes, default=0)} s ({sorted(changes)[len(changes) // 2] if changes else 0} s) over "
         f"{len(changes)} changes |",
+        f"| leave/join changes at full load ({result.full_load_tps:,.0f} TPS sent): every partition deciding "
+        f"again, max (median) | {max(full, default=0)} s ({sorted(full)[len(full) // 2] if full else 0} s) over "
+        f"{len(full)} changes |",
         f"| watchdog exits; workers that exited by themselves (codes) | {result.watchdog_exits}; "
         f"{result.unexpected_exits or 'none'} |",
         f"| distinct ids submitted / decided | {result.submitted_ids:,} / {result.decided:,} |",

@@ -107,7 +107,7 @@ def soak(args: argparse.Namespace) -> int:
     from bench.soak import SoakSettings, run_soak
 
     settings = SoakSettings(history=args.history, kills=args.kills, leave_join_cycles=args.leave_join_cycles,
-                            offered_tps=args.rate)  # fmt: skip
+                            offered_tps=args.rate, full_load_cycles=args.full_load_cycles)  # fmt: skip
     return run_soak(settings, Path(args.scratch) / "soak", Path(args.results_dir))
 
 
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     soak_parser.add_argument("--kills", type=int, default=20, help="worker SIGKILLs under load")
     soak_parser.add_argument("--leave-join-cycles", type=int, default=20)
     soak_parser.add_argument("--rate", type=float, default=3_000.0, help="offered transfers/s during the faults")
+    soak_parser.add_argument("--full-load-cycles", type=int, default=5, help="leave/join cycles at full load")
     soak_parser.add_argument("--scratch", default=str(PROJECT_ROOT / "bench" / "scratch"))
     soak_parser.add_argument("--results-dir", default=str(PROJECT_ROOT / "bench" / "results"))
     soak_parser.set_defaults(handler=soak)
