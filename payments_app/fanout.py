@@ -11,6 +11,7 @@ import orjson
 
 from payments_app.app import app
 from payments_app.queries import audit_owned_partitions, read_values
+from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.topics import TRANSACTIONS_TOPIC
 
 RETRY_FOR_S = 10.0
@@ -50,7 +51,10 @@ async def _post(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S) ->
 
 
 async def read_ledger(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
-    """Values of ledger keys wherever their partitions live; retried through a rebalance."""
+    """Values of ledger keys wherever their partitions live; retried through a rebalance, refused at once while
+    this worker has lost touch with the group (its view of who owns what may be stale: `runtime.lease`)."""
+    if not GROUP_LEASE.held():
+        raise Unavailable("this worker has not heard from the Kafka group lately; ask another worker")
     deadline = asyncio.get_running_loop().time() + RETRY_FOR_S
     while True:
         try:

@@ -27,6 +27,8 @@ DEFAULT_JARS_DIR = PROJECT_ROOT / ".kafka" / "jars"
 JARS_MARKER = ".complete"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
+#: the name of the optional client listener advertised at another port (see LocalKafka.split_advertised_port)
+SPLIT_LISTENER = "SPLIT"
 
 LOG4J2_PROPERTIES = """\
 rootLogger.level=INFO
@@ -152,11 +154,20 @@ class LocalKafka:
     controller_port: int = 0
     heap: str = "512m"
     jars_dir: Path = DEFAULT_JARS_DIR
+    #: when set, a second client listener (SPLIT_LISTENER, on `split_port`) that tells its clients the broker is at
+    #: this port instead: a client bootstrapping at a proxy there keeps every connection on the proxy (netsplit tests)
+    split_advertised_port: int | None = None
+    split_port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def split_bootstrap(self) -> str:
+        """Where the split listener is bound: the address a proxy in front of it forwards to."""
+        return f"127.0.0.1:{self.split_port}"
 
     @property
     def url(self) -> str:
@@ -179,6 +190,8 @@ class LocalKafka:
         ensure_jars(self.jars_dir)
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
+        if self.split_advertised_port is not None:
+            self.split_port = self.split_port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         classpath = f"{self.jars_dir}/*"
@@ -234,14 +247,19 @@ class LocalKafka:
         self.stop()
 
     def _write_config(self) -> Path:
+        listeners = {"PLAINTEXT": self.port, "CONTROLLER": self.controller_port}
+        advertised = {"PLAINTEXT": self.port}
+        if self.split_advertised_port is not None:
+            listeners[SPLIT_LISTENER] = self.split_port
+            advertised[SPLIT_LISTENER] = self.split_advertised_port
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": ",".join(f"{name}://127.0.0.1:{port}" for name, port in listeners.items()),
+            "advertised.listeners": ",".join(f"{name}://127.0.0.1:{port}" for name, port in advertised.items()),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(f"{name}:PLAINTEXT" for name in listeners),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",

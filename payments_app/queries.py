@@ -14,6 +14,7 @@ from payments_app.codec import decode_entry
 from payments_app.domain.invariants import AuditReport, PartitionAudit
 from payments_app.domain.ledger import META_KEY, PartitionMeta, segment_key
 from payments_app.domain.segments import Segment
+from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.wiring import LEDGER, owned_partitions
 from tables.ledger import PartitionStore, storage_key
 
@@ -22,10 +23,12 @@ AUDIT_CHUNK = 2_000
 
 
 def is_ready() -> bool:
-    """True once the group has given the worker an assignment and every assigned partition's session is open."""
+    """True once the group has given the worker an assignment, every assigned partition's session is open, and the
+    group is sure to count this worker a member (`runtime.lease`)."""
     assigned = LEDGER.assigned()
     return (
         LEDGER.assignment_known
+        and GROUP_LEASE.held()
         and not app.rebalancing
         and assigned == owned_partitions()
         and LEDGER.open_partitions() == assigned
@@ -36,6 +39,8 @@ def _store(partition: int) -> PartitionStore:
     store = LEDGER.store(partition)
     if store is None:
         raise LookupError(f"partition {partition} is not open on this worker")
+    if not GROUP_LEASE.held():
+        raise LookupError(f"partition {partition}: this worker has not heard from the group lately; it may be stale")
     return store
 
 
@@ -45,8 +50,10 @@ def stored_value(partition: int, key: str) -> dict[str, Any] | None:
 
 
 def last_meta(partition: int) -> PartitionMeta | None:
-    """The partition's meta as its last committed group left it; None before its first record."""
-    value = stored_value(partition, META_KEY)
+    """The partition's meta as this worker's last committed group left it (lease or not: progress reports it);
+    None before its first record, or if the partition is not open here."""
+    store = LEDGER.store(partition)
+    value = None if store is None else decode_entry(store.get(storage_key(partition, META_KEY)))
     return None if value is None else PartitionMeta.from_dict(value)
 
 
@@ -73,7 +80,10 @@ async def audit_owned_partitions() -> dict[int, tuple[PartitionMeta, AuditReport
     """
     reports: dict[int, tuple[PartitionMeta, AuditReport]] = {}
     for partition in sorted(LEDGER.open_partitions()):
-        view = _store(partition).view()
+        try:
+            view = _store(partition).view()
+        except LookupError:
+            continue  # closed meanwhile, or the lease ran out: the audit says which partitions nobody answered for
         raw_meta = decode_entry(view.get(storage_key(partition, META_KEY)))
         meta = PartitionMeta() if raw_meta is None else PartitionMeta.from_dict(raw_meta)
         audit = PartitionAudit(partition, meta)

@@ -22,6 +22,7 @@ from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
 from payments_app.metrics import METRICS
 from payments_app.queries import applied_offsets, is_ready, owned_partitions, read_values
+from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.wiring import LEDGER
 from payments_app.sending import SUBMISSIONS, send_commands
 from payments_app.settings import SETTINGS
@@ -200,6 +201,8 @@ class Health(View):
         failure = LEDGER.failed()
         if failure is not None:
             return error(self, 503, "ledger_failed", f"a ledger partition could not be opened: {failure!r}")
+        if LEDGER.assignment_known and not GROUP_LEASE.held():
+            return error(self, 503, "no_group_contact", "the worker has not heard from the Kafka group lately")
         if not is_ready():
             return error(self, 503, "starting", "the worker is joining the group or opening its ledger partitions")
         if routed_partitions() != owned_partitions():

@@ -16,6 +16,8 @@
   incarnation (the session timeout). aiokafka 0.14.0 then never leaves the group on a clean stop (it knows only
   LeaveGroup v0-v1, which cannot name an instance), which would make every clean leave wait for the session timeout
   too; the consumer here sends LeaveGroup v3 with its instance id.
+* The consumer's heartbeats and joins renew this worker's group lease (`runtime.lease`), which aiokafka does not
+  expose: reads of local partitions stop when it runs out.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -31,6 +34,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from payments_app.runtime.lease import GROUP_LEASE
 
 READ_COMMITTED = "read_committed"
 log = logging.getLogger(__name__)
@@ -106,6 +111,26 @@ class LedgerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         await super().on_start()
         coordinator = self._ensure_consumer()._coordinator
         coordinator._maybe_leave_group = lambda: leave_group(coordinator)
+        renew_lease_on_heartbeats(coordinator)
+
+
+def renew_lease_on_heartbeats(coordinator: GroupCoordinator) -> None:
+    """Renew the group lease with every heartbeat the coordinator accepts and every completed join."""
+    heartbeat, join_complete = coordinator._do_heartbeat, coordinator._on_join_complete
+
+    async def renewing_heartbeat() -> bool:
+        sent_at = time.monotonic()
+        accepted = await heartbeat()
+        if accepted:
+            GROUP_LEASE.renewed(sent_at)
+        return accepted
+
+    async def renewing_join_complete(*args: Any) -> None:
+        GROUP_LEASE.renewed(time.monotonic())
+        await join_complete(*args)
+
+    coordinator._do_heartbeat = renewing_heartbeat
+    coordinator._on_join_complete = renewing_join_complete
 
 
 class LedgerConsumer(faust_aiokafka.Consumer):

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -143,19 +144,25 @@ class KafkaSession:
 
     async def _commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
         producer = self.producer
-        await producer.begin_transaction()
-        batch = producer.create_batch()
-        for key, value in entries:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                await producer.send_batch(batch, self.topics.changelog, partition=self.partition)
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        last = await producer.send_batch(batch, self.topics.changelog, partition=self.partition)
-        for destination, records in relays.items():
-            for record in records:
-                await producer.send(self.topics.transactions, value=record, partition=destination)
-        await producer.commit_transaction()
-        return last.result().offset + batch.record_count() - 1  # the batch's base offset, plus its records
+        sent: list[asyncio.Future[Any]] = []
+        try:
+            await producer.begin_transaction()
+            batch = producer.create_batch()
+            for key, value in entries:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    sent.append(await producer.send_batch(batch, self.topics.changelog, partition=self.partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            last = await producer.send_batch(batch, self.topics.changelog, partition=self.partition)
+            sent.append(last)
+            for destination, records in relays.items():
+                for record in records:
+                    sent.append(await producer.send(self.topics.transactions, value=record, partition=destination))
+            await producer.commit_transaction()
+            return last.result().offset + batch.record_count() - 1  # the batch's base offset, plus its records
+        finally:
+            for future in sent:  # a failed commit fails these too; the commit's own error says why
+                future.add_done_callback(_retrieve)
 
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
         # A retired session's store may already have been restored by its successor, past this commit.
@@ -167,6 +174,11 @@ class KafkaSession:
         async with self.lock:
             self.closed = True
             await self.producer.stop()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def open_session(

@@ -33,14 +33,15 @@ class AppCluster:
         self._supervising = False
         self._supervisor: threading.Thread | None = None
 
-    def add_worker(self) -> WorkerProcess:
+    def add_worker(self, broker_url: str | None = None) -> WorkerProcess:
         """Start one more worker; a second one only once the first is ready, because the first creates the topics
-        and a member that joins while they are being created can miss its partitions until the next rebalance."""
+        and a member that joins while they are being created can miss its partitions until the next rebalance.
+        `broker_url` gives this worker another way to the same broker (a proxy that can cut it off)."""
         if self.workers and self.workers[0].process is not None:
             self.workers[0].wait_ready()
         n = len(self.workers)
         worker = WorkerProcess(
-            self.broker_url, self.root / f"worker-{n}", free_port(), self.partitions,
+            broker_url or self.broker_url, self.root / f"worker-{n}", free_port(), self.partitions,
             extra_env={
                 "PAYMENTS_APP_ID": self.app_id,
                 "PAYMENTS_MODEL": self.model,
