@@ -348,8 +348,8 @@ def summary(result: SoakResult) -> str:
         *(f"| disk per million transfers: {name.replace('_', ' ')} | {value / 2**20:,.0f} MiB |"
           for name, value in result.disk_bytes_per_million.items()),
         f"| clean stop + start: healthy again | {result.clean_restart_to_healthy_s} s |",
-        f"| SIGKILL + restart: healthy again (the group drops the dead incarnation after the {SESSION_TIMEOUT_S:.0f} s "
-        f"session timeout) | {result.restart_to_healthy_s} s |",
+        f"| SIGKILL + restart: healthy again (static membership: the new incarnation takes the dead one's place) | "
+        f"{result.restart_to_healthy_s} s |",
         f"| SIGKILL + restart: every partition deciding | {result.restart_to_deciding_s} s |",
         f"| clean leave: the other worker deciding every partition | {result.takeover_after_leave_s} s |",
         f"| SIGKILL, no restart: the other worker deciding every partition (incl. {SESSION_TIMEOUT_S:.0f} s "
