@@ -18,8 +18,10 @@ from payments_app.topics import transactions_topic
 
 log = logging.getLogger(__name__)
 
-#: the most records one group holds (one transaction per partition); past it the agent waits for the commit
+#: the most records, and client transactions, one group holds (one Kafka transaction per partition); past
+#: either the agent waits for the commit (see runtime.commit.Pipeline)
 GROUP_RECORDS = int(os.environ.get("PAYMENTS_GROUP_RECORDS", "64"))
+GROUP_COMMANDS = int(os.environ.get("PAYMENTS_GROUP_COMMANDS", "1000"))
 EXIT_ON_FAILURE = 70
 
 
@@ -31,7 +33,9 @@ async def apply_transactions(stream: faust.StreamT) -> None:
     never committed (the worker died, or was fenced) is applied by whoever opens the partition next, since an
     opening session applies every record below the group's committed offset that its store lacks.
     """
-    pipeline = Pipeline(SETTINGS.partitions, SETTINGS.model, report, stop_worker, GROUP_RECORDS, LEDGER.close_retired)
+    pipeline = Pipeline(
+        SETTINGS.partitions, SETTINGS.model, report, stop_worker, GROUP_RECORDS, GROUP_COMMANDS, LEDGER.close_retired
+    )
     async for event in stream.events():
         try:
             session = await owned_session(event.message.partition)

@@ -108,6 +108,7 @@ class Group:
         self.model = model
         self.previous = previous
         self.staged: dict[int, StagedPartition] = {}
+        self.commands = 0  # staged so far, across partitions
         self.committed = False
 
     def _part(self, session: Session) -> StagedPartition:
@@ -147,7 +148,9 @@ class Group:
     def _stage(self, staged: StagedPartition, offset: int, value: bytes) -> None:
         state = BatchState(staged.load)
         partition = staged.session.partition
-        outcome = process_batch(state, partition, self.partitions, offset, decode_batch(value), self.model)
+        commands = decode_batch(value)
+        self.commands += len(commands)
+        outcome = process_batch(state, partition, self.partitions, offset, commands, self.model)
         for key, entry in state.writes():
             staged.entries[storage_key(partition, key)] = encode_entry(entry)
         staged.relays.extend(outcome.relays)
@@ -182,11 +185,15 @@ class Pipeline:
     """Group commit: records are staged into the open group while the group before it commits, and the moment
     that commit ends, the open group starts committing, whatever it holds.
 
-    A transaction costs tens of milliseconds whatever it holds, so under load groups grow to what arrived during
-    one commit (up to `max_records`, past which `add` waits), and a lone record commits at once instead of
-    waiting for a group to fill. `on_committed` learns each group's result; `on_failed` learns at once of a
-    commit that failed, which also raises again from the next `add` or `drain`. `between_commits` runs after each
-    commit, before the next starts, with the sessions the open group uses: the place to close retired sessions.
+    A transaction costs tens of milliseconds whatever it holds, so a lone record commits at once instead of
+    waiting for a group to fill, and under load a group holds what arrived during one commit, up to
+    `max_commands` transactions or `max_records` records; past either, `add` waits for the commit. The bound
+    matters: staging far ahead of a commit slows it (its round trips wait behind the staging on the one event
+    loop) and made the pipeline slower, not faster (1 worker: 13,000 TPS with 64 records of 500, 22,800 with 2).
+
+    `on_committed` learns each group's result; `on_failed` learns at once of a commit that failed, which also
+    raises again from the next `add` or `drain`. `between_commits` runs after each commit, before the next
+    starts, with the sessions the open group uses: the place to close retired sessions.
     """
 
     def __init__(
@@ -196,6 +203,7 @@ class Pipeline:
         on_committed: Callable[[GroupResult], None],
         on_failed: Callable[[BaseException], None],
         max_records: int = 64,
+        max_commands: int = 1_000,
         between_commits: Callable[[list[Session]], Awaitable[None]] | None = None,
     ) -> None:
         self.partitions = partitions
@@ -203,6 +211,7 @@ class Pipeline:
         self.on_committed = on_committed
         self.on_failed = on_failed
         self.max_records = max_records
+        self.max_commands = max_commands
         self.between_commits = between_commits
         self._open: Group | None = None
         self._open_records = 0
@@ -226,7 +235,7 @@ class Pipeline:
         finally:
             self._adding = False
         self._open_records += 1
-        if self._open_records >= self.max_records:
+        if self._open_records >= self.max_records or self._open.commands >= self.max_commands:
             self._room.clear()
         self._start_next()
 
