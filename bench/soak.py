@@ -242,12 +242,7 @@ class Soak:
             for worker in self.workers:
                 await asyncio.to_thread(worker.wait_ready, 300)
             for n in range(self.settings.leave_join_cycles):
-                leaver = self.workers[n % 2]
-                stayer = self.workers[(n + 1) % 2]
-                leaver.stop()
-                self.result.decide_after_change_s.append(await self.probe_all_partitions(ledger, [stayer]))
-                await asyncio.to_thread(leaver.start().wait_ready)
-                self.result.decide_after_change_s.append(await self.probe_all_partitions(ledger, [leaver]))
+                self.result.decide_after_change_s.extend(await self.leave_and_join(ledger, n))
                 self.progress.show(f"faults: leave/join {n + 1}/{self.settings.leave_join_cycles}")
         finally:
             load.stop_at = 0.0
@@ -256,6 +251,14 @@ class Soak:
         self.result.watchdog_exits = sum(w.log_path.read_text(errors="replace").count("exiting for a restart")
                                          for w in self.workers)  # fmt: skip
         return load.submitted
+
+    async def leave_and_join(self, ledger: Ledger, cycle: int) -> list[float]:
+        """One worker leaves cleanly, then joins again; the seconds until every partition decides after each."""
+        leaver, stayer = self.workers[cycle % 2], self.workers[(cycle + 1) % 2]
+        leaver.stop()
+        after_leave = await self.probe_all_partitions(ledger, [stayer])
+        await asyncio.to_thread(leaver.start().wait_ready)
+        return [after_leave, await self.probe_all_partitions(ledger, [leaver])]
 
     async def leave_join_at_full_load(self, ledger: Ledger, run: RunSettings, source: TransferSource) -> int:
         """Leave/join cycles while the load runs as fast as the workers take it (the probes then queue behind up
@@ -267,11 +270,7 @@ class Soak:
         try:
             await asyncio.sleep(5)
             for n in range(self.settings.full_load_cycles):
-                leaver, stayer = self.workers[n % 2], self.workers[(n + 1) % 2]
-                leaver.stop()
-                self.result.decide_after_change_full_load_s.append(await self.probe_all_partitions(ledger, [stayer]))
-                await asyncio.to_thread(leaver.start().wait_ready)
-                self.result.decide_after_change_full_load_s.append(await self.probe_all_partitions(ledger, [leaver]))
+                self.result.decide_after_change_full_load_s.extend(await self.leave_and_join(ledger, n))
                 self.progress.show(f"full load: leave/join {n + 1}/{self.settings.full_load_cycles}")
         finally:
             load.stop_at = 0.0

@@ -154,12 +154,22 @@ async def test_a_worker_paused_past_its_session_timeout_writes_nothing_once_fenc
             await asyncio.sleep(14)
             victim.resume()
         await running
-        accepted = load.accepted | set(funded)
-        await assert_invariants(session, first.url, load.submitted, ACCOUNTS, accepted)
-        before = await snapshot(session, second.url, list(load.submitted))
-        cluster.stop()
-        for worker in cluster.workers:
-            worker.start()
-        cluster.wait_ready()
-        assert await snapshot(session, first.url, list(load.submitted)) == before
-        assert await snapshot(session, second.url, list(load.submitted)) == before
+        await assert_kept_through_a_full_restart(session, cluster, load, funded)
+
+
+async def assert_kept_through_a_full_restart(
+    session: aiohttp.ClientSession, cluster: AppCluster, load: Load, funded: dict[str, dict]
+) -> None:
+    """Every worker answers the invariants over what was accepted, and after all of them are stopped and started
+    again, every status and balance reads back the same from each."""
+    accepted = load.accepted | set(funded)
+    ids = list(load.submitted)
+    for worker in cluster.workers:
+        await assert_invariants(session, worker.url, load.submitted, ACCOUNTS, accepted)
+    before = await snapshot(session, cluster.workers[-1].url, ids)
+    cluster.stop()
+    for worker in cluster.workers:
+        worker.start()
+    cluster.wait_ready()
+    for worker in cluster.workers:
+        assert await snapshot(session, worker.url, ids) == before

@@ -25,9 +25,9 @@ from bench.driver import RunSettings, id_in_partition
 from payments_app.cluster import WorkerProcess
 from payments_app.local_kafka import LocalKafka, free_port
 from tests.integration.cluster import PARTITIONS, AppCluster, call, wait_for
-from tests.integration.ledger_checks import assert_invariants, wait_all_decided
+from tests.integration.ledger_checks import wait_all_decided
 from tests.integration.netsplit import NetSplit
-from tests.integration.test_crash import ACCOUNTS, Load, counters, open_and_fund, snapshot
+from tests.integration.test_crash import ACCOUNTS, Load, assert_kept_through_a_full_restart, counters, open_and_fund
 
 pytestmark = pytest.mark.broker
 
@@ -211,13 +211,4 @@ async def test_a_worker_cut_off_from_the_broker_past_its_session_timeout_is_repl
             f"{isolated.pid}, exits {exits}; {load.sent_batches} batches in all"
         )
 
-        accepted = load.accepted | set(funded)
-        await assert_invariants(session, survivor.url, load.submitted, ACCOUNTS, accepted)
-        await assert_invariants(session, isolated.url, load.submitted, ACCOUNTS, accepted)
-        before = await snapshot(session, survivor.url, list(load.submitted))
-        split_cluster.stop()
-        for worker in split_cluster.workers:
-            worker.start()
-        split_cluster.wait_ready()
-        assert await snapshot(session, survivor.url, list(load.submitted)) == before
-        assert await snapshot(session, isolated.url, list(load.submitted)) == before
+        await assert_kept_through_a_full_restart(session, split_cluster, load, funded)
