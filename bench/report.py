@@ -78,12 +78,14 @@ def write_plot(results: list[RunResult], path: Path) -> None:
                       fontsize=7, padding=3)  # fmt: skip
     http_ax.invert_yaxis()
     http_ax.set_title("HTTP API, uniform: single transfers and arrays of 50 (applied per second)")
-    for result in main:
-        if result.workload == workloads[0]:
+    timed = main or http  # a run of the HTTP path alone has no Kafka-path runs to draw over time
+    first_workload = timed[0].workload if timed else ""
+    for result in timed:
+        if result.workload == first_workload:
             rates = smoothed_rates(result.timeline)
             name = series_name(result)
             time_ax.plot([t for t, _ in rates], [r for _, r in rates], label=name, color=colors[name])
-    time_ax.set_title(f"{workloads[0]}: applied per second over the run (0.5 s average)")
+    time_ax.set_title(f"{first_workload}: applied per second over the run (0.5 s average)")
     time_ax.set_xlabel("seconds since load started")
     time_ax.legend(fontsize=7)
     fig.tight_layout()

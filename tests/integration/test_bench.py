@@ -41,6 +41,8 @@ async def test_each_model_and_load_path_runs(model: str, path: str, broker_url: 
     assert (result.model, result.path) == (model, path)
     assert result.applied > 0 and result.rejected > 0 and result.applied + result.rejected == result.submitted
     assert result.p50_ms > 0
+    write_plot([result], tmp_path / "latest.png")  # one path alone draws too
+    assert (tmp_path / "latest.png").stat().st_size > 0
 
 
 async def test_the_invariant_check_fails_on_a_broken_ledger(broker_url: str, tmp_path: Path) -> None:
