@@ -68,7 +68,8 @@ def write_plot(results: list[RunResult], path: Path) -> None:
         latency_ax.scatter(xs, [r.p50_ms if r else float("nan") for r in runs], color="black", s=8, zorder=3)
     for ax in (tps_ax, latency_ax):
         ax.set_xticks(range(len(workloads)), workloads)
-        ax.legend(fontsize=7)
+        if series:
+            ax.legend(fontsize=7)
     tps_ax.set_title("applied transactions per second (Kafka path; PostgreSQL peer)")
     latency_ax.set_title("latency, submitted to decided, ms: p99 bars, p50 dots (log)")
     latency_ax.set_yscale("log")
