@@ -53,7 +53,11 @@ def last_meta(partition: int) -> PartitionMeta | None:
     """The partition's meta as this worker's last committed group left it (lease or not: progress reports it);
     None before its first record, or if the partition is not open here."""
     store = LEDGER.store(partition)
-    value = None if store is None else decode_entry(store.get(storage_key(partition, META_KEY)))
+    return None if store is None else meta_of(store.get(storage_key(partition, META_KEY)))
+
+
+def meta_of(raw: bytes | None) -> PartitionMeta | None:
+    value = decode_entry(raw)
     return None if value is None else PartitionMeta.from_dict(value)
 
 
@@ -84,8 +88,7 @@ async def audit_owned_partitions() -> dict[int, tuple[PartitionMeta, AuditReport
             view = _store(partition).view()
         except LookupError:
             continue  # closed meanwhile, or the lease ran out: the audit says which partitions nobody answered for
-        raw_meta = decode_entry(view.get(storage_key(partition, META_KEY)))
-        meta = PartitionMeta() if raw_meta is None else PartitionMeta.from_dict(raw_meta)
+        meta = meta_of(view.get(storage_key(partition, META_KEY))) or PartitionMeta()
         audit = PartitionAudit(partition, meta)
         prefix = storage_key(partition, segment_key(""))
         for n, (key, raw) in enumerate(view.scan(prefix), 1):

@@ -108,6 +108,7 @@ class Group:
         self.model = model
         self.previous = previous
         self.staged: dict[int, StagedPartition] = {}
+        self.records = 0  # delivered and staged so far (records read to fill a gap are not counted)
         self.commands = 0  # staged so far, across partitions
         self.committed = False
 
@@ -132,6 +133,7 @@ class Group:
                     self._stage(staged, missing_offset, missing)
         session.delivered = offset
         self._stage(staged, offset, value)
+        self.records += 1
 
     async def catch_up(self, session: Session, end: int) -> None:
         """Stage every record the partition committed to before `end` that its store has not applied yet.
@@ -214,7 +216,6 @@ class Pipeline:
         self.max_commands = max_commands
         self.between_commits = between_commits
         self._open: Group | None = None
-        self._open_records = 0
         self._previous: Group | None = None  # the last group that started committing
         self._committing: asyncio.Task[None] | None = None
         self._adding = False
@@ -234,8 +235,7 @@ class Pipeline:
             await self._open.add(session, offset, value)
         finally:
             self._adding = False
-        self._open_records += 1
-        if self._open_records >= self.max_records or self._open.commands >= self.max_commands:
+        if self._open.records >= self.max_records or self._open.commands >= self.max_commands:
             self._room.clear()
         self._start_next()
 
@@ -253,7 +253,7 @@ class Pipeline:
     def _start_next(self) -> None:
         if self._committing is not None or self._adding or self._open is None or self._failure is not None:
             return
-        group, self._open, self._open_records = self._open, None, 0
+        group, self._open = self._open, None
         self._previous = group
         self._committing = asyncio.get_running_loop().create_task(self._commit(group), name="commit-group")
         self._room.set()
