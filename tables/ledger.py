@@ -81,15 +81,14 @@ class PartitionStore:
             self.apply(fresh, records[-1][0])
         return len(fresh)
 
-    def discard_if_ahead(self, log_end: int) -> bool:
+    def discard_if_ahead(self, log_end: int) -> None:
         """Wipe a store whose checkpoint is at or past the changelog's end: it belongs to another history (the
-        topic was recreated). True if it was wiped."""
+        topic was recreated)."""
         if self.checkpoint < log_end:
-            return False
+            return
         log.warning("%s: local checkpoint %d is past the changelog's end %d; starting from scratch",
                     self.path, self.checkpoint, log_end)  # fmt: skip
         self.wipe()
-        return True
 
     def wipe(self) -> None:
         """Forget everything: the next restore starts from the beginning of the changelog."""
