@@ -5,7 +5,8 @@ The issue asks the Concurrent model for 200,000 applied transfers/s on a 2-core 
 This measures, one at a time and in this process only, what one ledger agent stacks up for its partition,
 on the benchmark's own workload (uniform transfers, seed 1, 500 per record, every segment funded):
 
-1. `domain`: `process_batch` over decoded entries in a dict: the money rules alone.
+1. `domain`: `process_batch` over decoded entries in a dict: the money rules alone, with the partition's state
+   kept as objects across records, as the worker keeps it.
 2. `domain+codec`: records arrive as bytes and entries are orjson bytes under storage keys, as in the worker.
 3. `domain+codec+rocksdb`: the entries live in a ledger `PartitionStore` (RocksDB with the worker's options),
    read with `get`, written with one atomic write batch and checkpoint per record.
@@ -41,7 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.driver import Progress, RunSettings, TransferSource, funding, machine
 from payments_app.codec import decode_batch, decode_entry, encode_batch, encode_entry
 from payments_app.domain.commands import Command, OpenAccount, Transfer
-from payments_app.domain.ledger import BatchState, process_batch
+from payments_app.domain.ledger import PartitionState, process_batch
 from payments_app.domain.routing import CONCURRENT
 from payments_app.local_kafka import LocalKafka, configured_broker_url, parse_broker_url
 from tables.ledger import PartitionStore, StoreOptions, storage_key
@@ -218,14 +219,14 @@ def apply_records(
     first_offset: int,
     show: Callable[[int], None],
 ) -> tuple[list[int], int]:
-    """Apply each record as the ledger agent does; return the entries (changelog messages) each one wrote, and
-    how many transactions were applied."""
+    """Apply each record as the ledger agent does, into one state kept across records (a group of one record
+    each); return the entries (changelog messages) each one wrote, and how many transactions were applied."""
     written = []
     applied = 0
+    state = PartitionState(store.load)
     for offset, record in enumerate(records, start=first_offset):
-        state = BatchState(store.load)
         applied += process_batch(state, PARTITION, PARTITIONS, offset, decode(record), CONCURRENT).applied
-        writes = state.writes()
+        writes = state.take_writes()
         store.write(writes)
         written.append(len(writes))
         if len(written) % PROGRESS_EVERY == 0:

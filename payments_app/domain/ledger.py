@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from payments_app.domain.checks import require
+from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.commands import (
     ClientTransaction,
     Command,
@@ -95,57 +95,84 @@ class PartitionMeta:
 Loader = Callable[[str], dict[str, Any] | None]
 
 
-class BatchState:
-    """The state one batch reads and writes, staged in memory; each touched entry is written once.
+class PartitionState:
+    """A partition's entries as domain objects, as the records staged so far left them; kept for a whole session.
 
-    `load` reads the partition's current values (the committed store overlaid with the group's earlier
-    records); values are the entries' dict forms, as the codec stores them.
+    `load` reads an entry the state does not hold from the committed store (its dict form, as the codec stores
+    it). Every change goes through the `put_*` methods, which mark the entry dirty until `take_writes` hands the
+    changed entries to a commit. Reading an entry again costs a dict lookup, not a store read and a decode: the
+    accounts a partition touches stay here between records and groups, until `trim` lets them go.
     """
 
     def __init__(self, load: Loader) -> None:
         self.stored = load
-        self._objects: dict[str, Any] = {}
-        self._dirty: dict[str, None] = {}
+        self._segments: dict[str, Segment | None] = {}
+        self._transactions: dict[str, TxRecord | None] = {}
+        self._meta: PartitionMeta | None = None
+        self._dirty_segments: dict[str, None] = {}
+        self._dirty_transactions: dict[str, None] = {}
+        self._meta_dirty = False
 
     def segment(self, account: str) -> Segment | None:
-        key = segment_key(account)
-        if key not in self._objects:
-            raw = self.stored(key)
-            self._objects[key] = None if raw is None else Segment.from_dict(raw)
-        return self._objects[key]
-
-    def _put(self, key: str, value: Any) -> None:
-        self._objects[key] = value
-        self._dirty[key] = None
+        try:
+            return self._segments[account]
+        except KeyError:
+            raw = self.stored(segment_key(account))
+            segment = self._segments[account] = None if raw is None else Segment.from_dict(raw)
+            return segment
 
     def put_segment(self, account: str, segment: Segment) -> None:
-        self._put(segment_key(account), segment)
+        self._segments[account] = segment
+        self._dirty_segments[account] = None
 
     def transaction(self, tx_id: str) -> TxRecord | None:
-        key = transaction_key(tx_id)
-        if key not in self._objects:
-            raw = self.stored(key)
-            self._objects[key] = None if raw is None else TxRecord.from_dict(raw)
-        return self._objects[key]
+        try:
+            return self._transactions[tx_id]
+        except KeyError:
+            raw = self.stored(transaction_key(tx_id))
+            record = self._transactions[tx_id] = None if raw is None else TxRecord.from_dict(raw)
+            return record
 
     def put_transaction(self, record: TxRecord) -> None:
-        self._put(transaction_key(record.id), record)
+        self._transactions[record.id] = record
+        self._dirty_transactions[record.id] = None
 
     def meta(self) -> PartitionMeta:
-        if META_KEY not in self._objects:
+        if self._meta is None:
             raw = self.stored(META_KEY)
-            self._objects[META_KEY] = PartitionMeta() if raw is None else PartitionMeta.from_dict(raw)
-        return self._objects[META_KEY]
+            self._meta = PartitionMeta() if raw is None else PartitionMeta.from_dict(raw)
+        return self._meta
 
     def put_meta(self, meta: PartitionMeta) -> None:
-        self._put(META_KEY, meta)
+        self._meta = meta
+        self._meta_dirty = True
 
-    def writes(self) -> list[tuple[str, dict[str, Any]]]:
-        """The entries this batch changed, as dicts, meta last."""
-        keys = [k for k in self._dirty if k != META_KEY]
-        if META_KEY in self._dirty:
-            keys.append(META_KEY)
-        return [(key, self._objects[key].to_dict()) for key in keys]
+    def take_writes(self) -> list[tuple[str, dict[str, Any]]]:
+        """The entries changed since the last call, as dicts, meta last; they are clean again afterwards."""
+        segments, transactions = self._segments, self._transactions
+        writes: list[tuple[str, dict[str, Any]]] = [
+            (transaction_key(tx_id), transactions[tx_id].to_dict())  # type: ignore[union-attr]
+            for tx_id in self._dirty_transactions
+        ]
+        writes.extend(
+            (segment_key(account), segments[account].to_dict())  # type: ignore[union-attr]
+            for account in self._dirty_segments
+        )
+        if self._meta_dirty and self._meta is not None:
+            writes.append((META_KEY, self._meta.to_dict()))
+        self._dirty_segments, self._dirty_transactions, self._meta_dirty = {}, {}, False
+        return writes
+
+    def trim(self, max_segments: int) -> None:
+        """Let go of what the store holds anyway: every clean transaction record (an id is rarely read twice),
+        and every clean segment once more than `max_segments` are held. Call it only when every entry taken by
+        `take_writes` is in the store (between commits), since a dropped entry is read from the store again."""
+        self._transactions = {tx_id: self._transactions[tx_id] for tx_id in self._dirty_transactions}
+        if len(self._segments) > max_segments:
+            self._segments = {account: self._segments[account] for account in self._dirty_segments}
+
+    def __len__(self) -> int:
+        return len(self._segments) + len(self._transactions)
 
 
 @dataclass(slots=True)
@@ -163,7 +190,7 @@ class BatchOutcome:
 
 
 def process_batch(
-    state: BatchState, partition: int, partitions: int, offset: int, commands: Sequence[Command], model: str
+    state: PartitionState, partition: int, partitions: int, offset: int, commands: Sequence[Command], model: str
 ) -> BatchOutcome:
     """Apply `commands`, read from `partition` at `offset`, to the staged state, by the rules of `model`."""
     meta = state.meta()
@@ -186,7 +213,7 @@ class _Batch:
     """
 
     def __init__(
-        self, state: BatchState, meta: PartitionMeta, partition: int, partitions: int, offset: int, model: str
+        self, state: PartitionState, meta: PartitionMeta, partition: int, partitions: int, offset: int, model: str
     ) -> None:
         self.state = state
         self.meta = meta
@@ -288,7 +315,8 @@ class _Batch:
         if self._seen_relay(credit.relay):
             return
         segment = self.state.segment(credit.account)
-        require(segment is not None, f"credit for {credit.account!r}, which has no segment here")
+        if segment is None:
+            raise InvariantViolation(f"credit for {credit.account!r}, which has no segment here")
         segment.credit(credit.amount)
         segment.moved_in += credit.amount
         self.meta.moved_in += credit.amount
@@ -304,7 +332,8 @@ class _Batch:
         if self._seen_relay(credit.relay):
             return
         segment = self.state.segment(credit.account)
-        require(segment is not None, f"credit for {credit.account!r}, which has no segment here")
+        if segment is None:
+            raise InvariantViolation(f"credit for {credit.account!r}, which has no segment here")
         segment.credit(credit.amount)
         self.meta.credits_in += credit.amount
         self.state.put_segment(credit.account, segment)
@@ -337,11 +366,13 @@ class _Batch:
             self.outcome.relays.append((home_of(debit.payee, self.partitions), credit))
         else:
             payee = self.state.segment(debit.payee)
-            require(payee is not None, f"payee of {debit!r} has no segment here")
+            if payee is None:
+                raise InvariantViolation(f"payee of {debit!r} has no segment here")
             payee.credit(debit.amount)
             self.state.put_segment(debit.payee, payee)
         record = self.state.transaction(debit.tx_id)
-        require(record is not None and record.status == PENDING, f"settling {debit!r}, whose record is {record!r}")
+        if record is None or record.status != PENDING:
+            raise InvariantViolation(f"settling {debit!r}, whose record is {record!r}")
         self._apply(record)
 
     def _drain(self, account: str, segment: Segment) -> None:
@@ -360,7 +391,8 @@ class _Batch:
             elif head.round is not None:
                 segment.parked.pop(0)
                 record = self.state.transaction(head.tx_id)
-                require(record is not None, f"parked debit {head!r} has no record")
+                if record is None:
+                    raise InvariantViolation(f"parked debit {head!r} has no record")
                 self._reject(record, INSUFFICIENT_FUNDS)
             elif self._start_round(account, segment):
                 return

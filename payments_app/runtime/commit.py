@@ -1,7 +1,8 @@
 """The commit protocol between the domain and Kafka: stage a group of records, commit it, then checkpoint.
 
-1. **Stage.** Each record of a group is decoded and applied by the domain to its partition's state; its writes
-   go to an overlay that later records of the same group read. Nothing leaves the process.
+1. **Stage.** Each record of a group is decoded and applied by the domain to its partition's state (the
+   session's `PartitionState`: the entries as objects, kept across groups). When the group closes, the entries
+   it changed are encoded once, whatever number of its records changed them. Nothing leaves the process.
 2. **Commit.** Per partition, one Kafka transaction holds the overlay's entries (to the changelog) and the
    relays the records made (to the transactions topic). The transactional id is fixed per partition, so a
    newer owner's `init_transactions` fences this one: a worker that lost a partition commits nothing more.
@@ -28,7 +29,7 @@ from typing import Protocol
 from payments_app.codec import decode_batch, decode_entry, encode_entry, encode_records, group_by_partition
 from payments_app.domain.checks import require
 from payments_app.domain.commands import Command
-from payments_app.domain.ledger import META_KEY, BatchOutcome, BatchState, PartitionMeta, process_batch
+from payments_app.domain.ledger import BatchOutcome, PartitionState, process_batch
 from tables.ledger import storage_key
 
 
@@ -50,6 +51,7 @@ class Session(Protocol):
     partition: int
     store: Store
     delivered: int | None  # the last offset this session was handed; None until the first record
+    state: PartitionState | None  # the partition's entries as objects (`state_of`); None until first staged
 
     async def read_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
         """Every committed record of the transactions partition at offsets start..end-1; raises if it cannot."""
@@ -66,26 +68,28 @@ class Session(Protocol):
         ...
 
 
+def state_of(session: Session) -> PartitionState:
+    """The session's state: what its store holds, with every record staged since the session opened applied."""
+    if session.state is None:
+        store, partition = session.store, session.partition
+        session.state = PartitionState(lambda key: decode_entry(store.get(storage_key(partition, key))))
+    return session.state
+
+
 @dataclass(slots=True)
 class StagedPartition:
-    """A partition's part of a group: what its records wrote (last write per key wins) and relayed."""
+    """A partition's part of a group: what its records relayed, and, once the group is sealed, the entries they
+    changed, encoded."""
 
     session: Session
-    previous: StagedPartition | None = None  # the same session's part of the group still being committed
-    entries: dict[bytes, bytes] = field(default_factory=dict)
+    state: PartitionState
+    entries: list[tuple[bytes, bytes]] = field(default_factory=list)
     relays: list[tuple[int, Command]] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
 
-    def load(self, key: str) -> dict | None:
-        skey = storage_key(self.session.partition, key)
-        raw = self.entries.get(skey)
-        if raw is None and self.previous is not None:
-            raw = self.previous.entries.get(skey)
-        return decode_entry(raw if raw is not None else self.session.store.get(skey))
-
-    def applied_offset(self) -> int:
-        meta = self.load(META_KEY)
-        return -1 if meta is None else PartitionMeta.from_dict(meta).offset
+    def seal(self) -> None:
+        partition = self.session.partition
+        self.entries = [(storage_key(partition, key), encode_entry(entry)) for key, entry in self.state.take_writes()]
 
 
 @dataclass(slots=True)
@@ -99,7 +103,8 @@ class Group:
 
     Waiting for the broker after every record left the agent idle for a round trip per record; a transaction
     costs tens of milliseconds whatever it holds, so a group amortises it over all its records. A group may be
-    staged while the `previous` one is still being committed: it reads that group's writes, and commits after it
+    staged while the `previous` one is still being committed: it reads that group's writes (the sessions' states
+    hold them), and commits after it
     (a partition's transactions go one at a time). If the previous one is fenced, so is this one.
     """
 
@@ -110,14 +115,14 @@ class Group:
         self.staged: dict[int, StagedPartition] = {}
         self.records = 0  # delivered and staged so far (records read to fill a gap are not counted)
         self.commands = 0  # staged so far, across partitions
+        self.sealed = False
         self.committed = False
 
     def _part(self, session: Session) -> StagedPartition:
+        require(not self.sealed, "a record staged into a sealed group")
         staged = self.staged.get(session.partition)
         if staged is None:
-            before = self.previous.staged.get(session.partition) if self.previous is not None else None
-            chained = before if before is not None and before.session is session else None
-            staged = self.staged[session.partition] = StagedPartition(session, chained)
+            staged = self.staged[session.partition] = StagedPartition(session, state_of(session))
         return staged
 
     async def add(self, session: Session, offset: int, value: bytes) -> None:
@@ -127,7 +132,7 @@ class Group:
         if session.delivered is not None and offset <= session.delivered:
             session.delivered = None  # the consumer went back (it re-seeked): check from the applied offset again
         if session.delivered is None:
-            applied = staged.applied_offset()
+            applied = staged.state.meta().offset
             if offset > applied + 1:
                 for missing_offset, missing in await session.read_range(applied + 1, offset):
                     self._stage(staged, missing_offset, missing)
@@ -142,28 +147,31 @@ class Group:
         (the consumer skipped it), nothing would ever deliver it again.
         """
         staged = self._part(session)
-        applied = staged.applied_offset()
+        applied = staged.state.meta().offset
         if end > applied + 1:
             for offset, value in await session.read_range(applied + 1, end):
                 self._stage(staged, offset, value)
 
     def _stage(self, staged: StagedPartition, offset: int, value: bytes) -> None:
-        state = BatchState(staged.load)
-        partition = staged.session.partition
         commands = decode_batch(value)
         self.commands += len(commands)
-        outcome = process_batch(state, partition, self.partitions, offset, commands, self.model)
-        for key, entry in state.writes():
-            staged.entries[storage_key(partition, key)] = encode_entry(entry)
+        outcome = process_batch(staged.state, staged.session.partition, self.partitions, offset, commands, self.model)
         staged.relays.extend(outcome.relays)
         staged.outcomes.append(outcome)
+
+    def seal(self) -> None:
+        """Close the group to more records and encode the entries it changed: from here on the next group stages
+        into the same states, so this must run before anything else does."""
+        if not self.sealed:
+            self.sealed = True
+            for staged in self.staged.values():
+                staged.seal()
 
     async def commit(self) -> GroupResult:
         """Commit every partition's part (side by side), then checkpoint each committed one in its store."""
         require(self.previous is None or self.previous.committed, "a group committed before the one it read")
         self.previous = None  # its writes are in the stores now
-        for staged in self.staged.values():
-            staged.previous = None
+        self.seal()
         result = GroupResult()
         parts = [staged for staged in self.staged.values() if staged.entries or staged.relays]
         outcomes = await asyncio.gather(*(self._commit_one(staged) for staged in parts), return_exceptions=True)
@@ -178,7 +186,7 @@ class Group:
         return result
 
     async def _commit_one(self, staged: StagedPartition) -> None:
-        entries = list(staged.entries.items())
+        entries = staged.entries
         changelog_offset = await staged.session.commit(entries, encode_records(group_by_partition(staged.relays)))
         staged.session.checkpoint(entries, changelog_offset)
 
@@ -195,7 +203,8 @@ class Pipeline:
 
     `on_committed` learns each group's result; `on_failed` learns at once of a commit that failed, which also
     raises again from the next `add` or `drain`. `between_commits` runs after each commit, before the next
-    starts, with the sessions the open group uses: the place to close retired sessions.
+    starts, with the sessions the open group uses: the place to close retired sessions. After each commit a
+    partition's state lets go of its segments once it holds more than `max_segments` (see `PartitionState.trim`).
     """
 
     def __init__(
@@ -207,6 +216,7 @@ class Pipeline:
         max_records: int = 64,
         max_commands: int = 1_000,
         between_commits: Callable[[list[Session]], Awaitable[None]] | None = None,
+        max_segments: int = 100_000,
     ) -> None:
         self.partitions = partitions
         self.model = model
@@ -215,6 +225,7 @@ class Pipeline:
         self.max_records = max_records
         self.max_commands = max_commands
         self.between_commits = between_commits
+        self.max_segments = max_segments
         self._open: Group | None = None
         self._previous: Group | None = None  # the last group that started committing
         self._committing: asyncio.Task[None] | None = None
@@ -254,6 +265,7 @@ class Pipeline:
         if self._committing is not None or self._adding or self._open is None or self._failure is not None:
             return
         group, self._open = self._open, None
+        group.seal()
         self._previous = group
         self._committing = asyncio.get_running_loop().create_task(self._commit(group), name="commit-group")
         self._room.set()
@@ -261,6 +273,8 @@ class Pipeline:
     async def _commit(self, group: Group) -> None:
         try:
             result = await group.commit()
+            for partition in result.committed:  # their entries are in the stores now
+                group.staged[partition].state.trim(self.max_segments)
             self.on_committed(result)
             if self.between_commits is not None:
                 open_sessions = [] if self._open is None else [part.session for part in self._open.staged.values()]

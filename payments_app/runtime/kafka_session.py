@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import InvariantViolation
+from payments_app.domain.ledger import PartitionState
 from payments_app.metrics import METRICS
 from payments_app.runtime.commit import Fenced
 from payments_app.runtime.faust_fixes import track_topics
@@ -120,6 +121,7 @@ class KafkaSession:
     reader: LogReader
     producer: AIOKafkaProducer
     delivered: int | None = None
+    state: PartitionState | None = None
     closed: bool = False
     retired: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

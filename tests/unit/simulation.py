@@ -17,7 +17,14 @@ from typing import Any
 from payments_app.codec import decode_entry, encode_batch
 from payments_app.domain.commands import ClientTransaction, MoveRequest, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
-from payments_app.domain.ledger import META_KEY, PartitionMeta, TxRecord, segment_key, transaction_key
+from payments_app.domain.ledger import (
+    META_KEY,
+    PartitionMeta,
+    PartitionState,
+    TxRecord,
+    segment_key,
+    transaction_key,
+)
 from payments_app.domain.routing import CONCURRENT, decided_in
 from payments_app.domain.segments import Segment, plan_equalization
 from payments_app.runtime.commit import Fenced, Group, Pipeline
@@ -59,6 +66,7 @@ class SimSession:
     store: SimStore
     epoch: int
     delivered: int | None = None
+    state: PartitionState | None = None
     crash_before_commit: bool = False
     crash_before_checkpoint: bool = False
 
