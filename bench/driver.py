@@ -5,6 +5,10 @@ wait until everything is applied, then check the invariants over the whole ledge
 the transactions the workers report decided. Latency on the Kafka path is from a batch's acknowledgement by
 the broker to the first progress poll that sees its offset applied (so it is rounded up to the poll interval);
 on the HTTP path it is from sending the request to the first status poll that sees a sampled transfer decided.
+
+The catch-up path measures the workers alone: the workers stop, the transfers are written onto the transactions
+topic, and the clock runs from the first transfer the restarted workers decide to the last, so the load
+generator's CPU is off the cores while they drain (how Kafka Streams applications are usually measured).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from payments_app.domain.routing import CONCURRENT, decided_in, home_of
 from payments_app.local_kafka import LocalKafka, configured_broker_url, free_port, parse_broker_url
 
 POLL_S = 0.05
-PATHS = ("kafka", "http")
+CATCH_UP = "catch-up"
+PATHS = ("kafka", "http", CATCH_UP)
 HTTP_SAMPLE_EVERY = 20  # on the HTTP path, the latency of one request in this many is followed to its decision
 HTTP_FOLLOWERS_MAX = 2  # per client: status polling is the harness's load, not the system's, so it stays small
 
@@ -54,6 +59,7 @@ class RunSettings:
     model: str = "concurrent"
     path: str = "kafka"
     forge_credit: bool = False  # fault injection: credit money that no segment paid out, to prove the check fails
+    catch_up_transfers: int = 1_000_000  # catch-up path: the backlog written before the workers start again
 
 
 @dataclass
@@ -422,6 +428,57 @@ async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str],
             "elapsed": time.monotonic() - started}  # fmt: skip
 
 
+async def drive_catch_up(
+    ledger: Ledger, settings: RunSettings, accounts: list[str], pids: dict[str, int], progress: Progress
+) -> dict[str, Any]:
+    """Stop the workers, write `catch_up_transfers` transfers, start the workers again and time their drain:
+    from the first poll that sees a transfer decided to the first that sees all of them decided. The CPU and
+    counters of the run are the restarted workers' (`pids` is updated to them), their CPU from that first poll."""
+    await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in ledger.workers))
+    source = TransferSource(settings, accounts, tag=f"{uuid.uuid4().hex[:6]}-")
+    records = max(1, settings.catch_up_transfers // settings.batch_size)
+    written = 0
+
+    async def writer() -> None:
+        nonlocal written
+        while written < records * settings.batch_size:
+            partition, batch = source.next_batch(settings.batch_size)
+            written += len(batch)
+            await ledger.send(partition, list(batch))
+            progress.show(f"catch-up: writing the backlog {written:,}/{records * settings.batch_size:,}")
+
+    await asyncio.gather(*(writer() for _ in range(settings.in_flight_batches)))
+    for worker in ledger.workers:
+        worker.start()
+    for n, worker in enumerate(ledger.workers):
+        pids[f"worker-{n}"] = worker.pid or 0
+    timeline: list[tuple[float, int]] = []
+    started: float | None = None
+    counters_before: dict[str, int] = {}
+    cpu_before: dict[str, float] = {}
+    decided = first = 0
+    while decided < written:
+        await asyncio.sleep(POLL_S)
+        try:
+            _, totals = await ledger.progress()
+        except aiohttp.ClientError:  # the restarted workers' web servers are not up yet
+            continue
+        now = time.monotonic()
+        decided = sum(totals.get(f"transactions_{what}_total", 0) for what in ("applied", "rejected", "duplicate"))
+        if started is None and decided:
+            started, first, counters_before = now, decided, {name: 0 for name in totals}
+            cpu_before, _ = process_usage(pids)
+        if started is not None:
+            timeline.append((now - started, decided))
+            rate = (decided - first) / (now - started) if now > started else 0.0
+            progress.show(f"catch-up: {decided:,}/{written:,} decided ({rate:,.0f}/s)")
+    assert started is not None
+    elapsed = timeline[-1][0]
+    return {"submitted": written, "latencies": [], "timeline": timeline, "elapsed": elapsed,
+            "applied_tps": (written - first) / elapsed if elapsed else 0.0, "cpu_before": cpu_before,
+            "counters_before": counters_before}  # fmt: skip
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -507,7 +564,11 @@ async def measure(
     """Drive one workload, drain, audit; CPU is counted from the start of the load to the end of draining."""
     cpu_before, _ = process_usage(pids)
     _, before = await ledger.progress()
-    load = await drive_load(ledger, settings, accounts, progress)
+    if settings.path == CATCH_UP:
+        load = await drive_catch_up(ledger, settings, accounts, pids, progress)
+        cpu_before, before = load["cpu_before"], load["counters_before"]
+    else:
+        load = await drive_load(ledger, settings, accounts, progress)
     audit = await settled_audit(ledger, progress)
     _, after = await ledger.progress()
     cpu_after, rss = process_usage(pids)
@@ -527,10 +588,11 @@ async def measure(
         problems.append(f"{load['submitted']} transfers submitted but {applied + rejected} decided")
     latencies_ms = [1000 * value for value in load["latencies"]]
     decided_in_window = [n for t, n in load["timeline"] if t <= settings.duration_s]
+    tps = load.get("applied_tps", (decided_in_window[-1] if decided_in_window else 0) / settings.duration_s)
     result = RunResult(
         model=settings.model, workload=settings.workload, workers=settings.workers, path=settings.path,
         duration_s=round(load["elapsed"], 2), submitted=load["submitted"], applied=applied, rejected=rejected,
-        applied_tps=round((decided_in_window[-1] if decided_in_window else 0) / settings.duration_s, 1),
+        applied_tps=round(tps, 1),
         p50_ms=round(percentile(latencies_ms, 0.50), 1), p95_ms=round(percentile(latencies_ms, 0.95), 1),
         p99_ms=round(percentile(latencies_ms, 0.99), 1),
         segment_moves=after["segment_moves_total"] - before["segment_moves_total"],

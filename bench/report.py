@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,17 @@ def write_plot(results: list[RunResult], path: Path) -> None:
         xs = [w + (n - (len(series) - 1) / 2) * width for w in range(len(workloads))]
         runs = [by_key.get((name, workload)) for workload in workloads]
         tps_ax.bar(xs, [r.applied_tps if r else 0 for r in runs], width, label=name, color=colors[name])
-        latency_ax.bar(xs, [r.p99_ms if r else 0 for r in runs], width, label=name, color=colors[name])
+        latency_ax.bar(xs, [r.p99_ms if r and not math.isnan(r.p99_ms) else 0 for r in runs], width, label=name,
+                       color=colors[name])  # fmt: skip
         latency_ax.scatter(xs, [r.p50_ms if r else float("nan") for r in runs], color="black", s=8, zorder=3)
     for ax in (tps_ax, latency_ax):
         ax.set_xticks(range(len(workloads)), workloads)
         if series:
             ax.legend(fontsize=7)
-    tps_ax.set_title("applied transactions per second (Kafka path; PostgreSQL peer)")
-    latency_ax.set_title("latency, submitted to decided, ms: p99 bars, p50 dots (log)")
-    latency_ax.set_yscale("log")
+    tps_ax.set_title("applied transactions per second (Kafka path, live and catch-up; PostgreSQL peer)")
+    latency_ax.set_title("latency, submitted to decided, ms: p99 bars, p50 dots (log; none for catch-up)")
+    if any(r.p99_ms > 0 for r in main):  # a catch-up run has no latency (NaN compares false)
+        latency_ax.set_yscale("log")
     names = [series_name(r) for r in http]
     http_ax.barh(names, [r.applied_tps for r in http], color=[colors[name] for name in names])
     http_ax.bar_label(http_ax.containers[0], labels=[f"{r.applied_tps:,.0f}/s, p99 {r.p99_ms:,.0f} ms" for r in http],
@@ -131,6 +134,11 @@ def ratio_table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def ms(value: float) -> str:
+    """A latency for the table: a catch-up run has none (every transfer waited in the backlog by design)."""
+    return "-" if math.isnan(value) else str(value)
+
+
 def markdown_table(results: list[RunResult]) -> str:
     lines = [
         "| model | workload | workers | path | applied TPS | p50 ms | p95 ms | p99 ms | rejected | segment moves "
@@ -142,8 +150,8 @@ def markdown_table(results: list[RunResult]) -> str:
         memory = " / ".join(f"{value:.0f}" for value in per_role(r.peak_rss_mb))
         path = f"{r.path} x{r.settings['http_batch']}" if r.path == "http" and r.settings["http_batch"] > 1 else r.path
         lines.append(
-            f"| {r.model} | {r.workload} | {r.workers} | {path} | {r.applied_tps:,.0f} | {r.p50_ms} | {r.p95_ms} "
-            f"| {r.p99_ms} | {r.rejected} | {r.segment_moves} | {'ok' if r.invariants_ok else 'FAILED'} | {cpu} "
-            f"| {memory} |"
+            f"| {r.model} | {r.workload} | {r.workers} | {path} | {r.applied_tps:,.0f} | {ms(r.p50_ms)} "
+            f"| {ms(r.p95_ms)} | {ms(r.p99_ms)} | {r.rejected} | {r.segment_moves} "
+            f"| {'ok' if r.invariants_ok else 'FAILED'} | {cpu} | {memory} |"
         )
     return "\n".join(lines)

@@ -114,13 +114,14 @@ def soak(args: argparse.Namespace) -> int:
 def bench_matrix(args: argparse.Namespace) -> list[Any]:
     """Every model x workload x workers on the Kafka path; the HTTP path for `--http-workloads`; the
     PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
-    from bench.driver import RunSettings
+    from bench.driver import CATCH_UP, RunSettings
 
     def settings(model: str, workload: str, workers: int, path: str, http_batch: int = 1) -> RunSettings:
         senders = args.http_clients if path == "http" else args.senders
         return RunSettings(model=model, workload=workload, workers=workers, path=path, accounts=args.accounts,
                            duration_s=args.duration, partitions=args.partitions, batch_size=args.batch_size,
-                           in_flight_batches=senders, http_batch=http_batch, rate_tps=args.rate)  # fmt: skip
+                           in_flight_batches=senders, http_batch=http_batch, rate_tps=args.rate,
+                           catch_up_transfers=args.catch_up_transfers)  # fmt: skip
 
     matrix = []
     for model in args.model:
@@ -131,6 +132,8 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
             matrix.extend(
                 settings(model, workload, workers, "kafka") for workload in args.workload if "kafka" in args.path
             )
+            if CATCH_UP in args.path:
+                matrix.extend(settings(model, workload, workers, CATCH_UP) for workload in args.catch_up_workloads)
             if "http" in args.path:
                 matrix.extend(settings(model, workload, workers, "http", size)
                               for workload in args.http_workloads for size in args.http_batch)  # fmt: skip
@@ -153,7 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         default=["concurrent", "baseline", "postgres"],
         choices=["concurrent", "baseline", "postgres"],
     )
-    bench_parser.add_argument("--path", nargs="+", default=["kafka", "http"], choices=["kafka", "http"])
+    bench_parser.add_argument("--path", nargs="+", default=["kafka", "catch-up", "http"],
+                              choices=["kafka", "catch-up", "http"],
+                              help="kafka: a live generator beside the workers; catch-up: the workers drain a "
+                              "backlog written before they start (generator off the cores); http: the API")  # fmt: skip
+    bench_parser.add_argument(
+        "--catch-up-workloads",
+        nargs="+",
+        default=["uniform", "hot-payer"],
+        choices=list(WORKLOADS),
+        help="workloads also measured on the catch-up path",
+    )
+    bench_parser.add_argument("--catch-up-transfers", type=int, default=1_000_000,
+                              help="the backlog of a catch-up run")  # fmt: skip
     bench_parser.add_argument(
         "--http-workloads",
         nargs="+",
