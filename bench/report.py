@@ -134,6 +134,40 @@ def ratio_table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+SCALE_OUT_WORKERS = (4, 16, 64)
+HOT_SHARE = 0.5  # of the hot workloads' transfers, the share that involves the hot account
+
+
+def scale_out_table(results: list[RunResult]) -> str:
+    """On paper: what N workers on N cores of their own would apply, from each catch-up run's measured worker CPU
+    per transfer (standby upkeep included), assuming the work spreads evenly over at least N partitions.
+
+    The baseline decides every transfer of an account in its home partition, so on the hot workloads the hot
+    account's half of the traffic is one partition's work on one core, whatever the cluster's size: its ceiling
+    is twice what one core applies. The Concurrent model spreads the hot account over every partition.
+    """
+    lines = [
+        "| model | workload | worker CPU µs/transfer | broker CPU µs/transfer | "
+        + " | ".join(f"{n} workers" for n in SCALE_OUT_WORKERS)
+        + " |",
+        "|---|---|---:|---:|" + "---:|" * len(SCALE_OUT_WORKERS),
+    ]
+    for r in results:
+        if r.path != "catch-up" or not r.invariants_ok or not r.applied + r.rejected:
+            continue
+        decided = r.applied + r.rejected
+        servers, broker, _ = per_role(r.cpu_s)
+        worker_us, broker_us = 1e6 * servers / decided, 1e6 * broker / decided
+        one_core = 1e6 / worker_us
+        ceiling = one_core / HOT_SHARE if r.model == "baseline" and r.workload.startswith("hot") else math.inf
+        cells = []
+        for n in SCALE_OUT_WORKERS:
+            value = min(n * one_core, ceiling)
+            cells.append(f"{value:,.0f}" + (" (hot-account ceiling)" if value == ceiling else ""))
+        lines.append(f"| {r.model} | {r.workload} | {worker_us:.1f} | {broker_us:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def ms(value: float) -> str:
     """A latency for the table: a catch-up run has none (every transfer waited in the backlog by design)."""
     return "-" if math.isnan(value) else str(value)

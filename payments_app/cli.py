@@ -62,7 +62,7 @@ def bench(args: argparse.Namespace) -> int:
     import asyncio
 
     from bench.driver import machine, run_matrix
-    from bench.report import markdown_table, ratio_table, read_json, write_json, write_plot
+    from bench.report import markdown_table, ratio_table, read_json, scale_out_table, write_json, write_plot
 
     results_dir = Path(args.results_dir)
     if args.from_json:
@@ -72,7 +72,8 @@ def bench(args: argparse.Namespace) -> int:
         results = asyncio.run(run_matrix(bench_matrix(args), Path(args.scratch)))
         write_json(results, host, results_dir / "latest.json")
     write_plot(results, results_dir / "latest.png")
-    table = f"Command: `{host.get('command')}`\n\n{markdown_table(results)}\n\n{ratio_table(results)}"
+    table = (f"Command: `{host.get('command')}`\n\n{markdown_table(results)}\n\n{ratio_table(results)}\n\n"
+             f"Scale-out on paper, from the catch-up runs:\n\n{scale_out_table(results)}")  # fmt: skip
     (results_dir / "latest.md").write_text(table + "\n")
     print(table)
     print(f"machine: {host}")

@@ -75,11 +75,15 @@ class PartitionStore:
 
     def apply_log(self, records: Sequence[tuple[int, bytes, bytes]]) -> int:
         """Apply changelog records `(offset, key, value)` in offset order, skipping those the store already has
-        (a restore and a standby follower may both have read them). Returns how many were applied."""
-        fresh = [(key, value) for offset, key, value in records if offset > self.checkpoint]
+        (a restore and a standby follower may both have read them). Returns how many were applied.
+
+        Only the last value of each key is written: the store holds the state at the last offset, and a busy
+        account's segment appears in most commits."""
+        checkpoint = self.checkpoint
+        fresh = {key: value for offset, key, value in records if offset > checkpoint}
         if fresh:
-            self.apply(fresh, records[-1][0])
-        return len(fresh)
+            self.apply(fresh.items(), records[-1][0])
+        return sum(offset > checkpoint for offset, _, _ in records)
 
     def discard_if_ahead(self, log_end: int) -> None:
         """Wipe a store whose checkpoint is at or past the changelog's end: it belongs to another history (the

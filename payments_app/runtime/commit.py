@@ -88,8 +88,8 @@ class StagedPartition:
     outcomes: list[BatchOutcome] = field(default_factory=list)
 
     def seal(self) -> None:
-        partition = self.session.partition
-        self.entries = [(storage_key(partition, key), encode_entry(entry)) for key, entry in self.state.take_writes()]
+        prefix = storage_key(self.session.partition, "").decode()
+        self.entries = [((prefix + key).encode(), encode_entry(entry)) for key, entry in self.state.take_writes()]
 
 
 @dataclass(slots=True)
