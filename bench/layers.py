@@ -10,7 +10,7 @@ on the benchmark's own workload (uniform transfers, seed 1, 500 per record, ever
 2. `domain+codec`: records arrive as bytes and entries are orjson bytes under storage keys, as in the worker.
 3. `domain+codec+rocksdb`: the entries live in a ledger `PartitionStore` (RocksDB with the worker's options),
    read with `get`, written with one atomic write batch and checkpoint per record.
-4. `kafka-produce`: the changelog messages those transfers make (about three per transfer), sent by an
+4. `kafka-produce`: the changelog messages those transfers make (about two per transfer), sent by an
    aiokafka producer with the worker's settings, acknowledgements awaited after each record as the agent does.
 5. `kafka-consume`: the same messages read back by a plain aiokafka consumer (what a restore reads).
 
@@ -40,11 +40,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.driver import Progress, RunSettings, TransferSource, funding, machine
-from payments_app.codec import decode_batch, decode_entry, encode_batch, encode_entry
+from payments_app.codec import decode_batch, decode_entry, encode_batch
 from payments_app.domain.commands import Command, OpenAccount, Transfer
-from payments_app.domain.ledger import PartitionState, process_batch
+from payments_app.domain.ledger import PartitionState, Writes, process_batch, transaction_key
 from payments_app.domain.routing import CONCURRENT
 from payments_app.local_kafka import LocalKafka, configured_broker_url, parse_broker_url
+from payments_app.runtime.commit import encode_writes
 from tables.ledger import PartitionStore, StoreOptions, storage_key
 
 PARTITIONS = RunSettings.partitions
@@ -141,38 +142,44 @@ class Stopwatch:
 
 
 class Store(Protocol):
-    def load(self, key: str) -> dict[str, Any] | None: ...
+    def load(self, key: str) -> Any: ...
 
-    def write(self, writes: list[tuple[str, dict[str, Any]]]) -> None: ...
+    def write(self, writes: Writes) -> int:
+        """Keep the changes; the number of changelog messages they make."""
+        ...
 
 
 class MemoryStore:
     """Layer 1: decoded entries in a dict, keyed by ledger key."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, Any] = {}
 
-    def load(self, key: str) -> dict[str, Any] | None:
+    def load(self, key: str) -> Any:
         return self.entries.get(key)
 
-    def write(self, writes: list[tuple[str, dict[str, Any]]]) -> None:
-        self.entries.update(writes)
+    def write(self, writes: Writes) -> int:
+        self.entries.update(writes.entries)
+        self.entries.update((transaction_key(record.id), record.to_row()) for record in writes.transactions)
+        return len(writes.entries) + (1 if writes.transactions else 0)
 
 
 class EncodedStore:
-    """Layers 2-3: orjson entries under the worker's storage keys, in whatever `get` and `put` reach."""
+    """Layers 2-3: entries encoded as a commit encodes them, under the worker's storage keys, in whatever `get`
+    and `put` reach."""
 
     def __init__(self, get: Callable[[bytes], bytes | None], put: Callable[[Entries], None]) -> None:
         self.get = get
         self.put = put
         self.last_written: Entries = []  # the last record's changelog messages: the producer layer's sample
 
-    def load(self, key: str) -> dict[str, Any] | None:
+    def load(self, key: str) -> Any:
         return decode_entry(self.get(storage_key(PARTITION, key)))
 
-    def write(self, writes: list[tuple[str, dict[str, Any]]]) -> None:
-        self.last_written = [(storage_key(PARTITION, key), encode_entry(entry)) for key, entry in writes]
-        self.put(self.last_written)
+    def write(self, writes: Writes) -> int:
+        self.last_written, stored = encode_writes(PARTITION, writes)
+        self.put(stored)
+        return len(self.last_written)
 
 
 def write_batch(store: PartitionStore, entries: Entries) -> None:
@@ -226,9 +233,7 @@ def apply_records(
     state = PartitionState(store.load)
     for offset, record in enumerate(records, start=first_offset):
         applied += process_batch(state, PARTITION, PARTITIONS, offset, decode(record), CONCURRENT).applied
-        writes = state.take_writes()
-        store.write(writes)
-        written.append(len(writes))
+        written.append(store.write(state.take_writes()))
         if len(written) % PROGRESS_EVERY == 0:
             show(len(written))
     return written, applied

@@ -10,6 +10,7 @@ import orjson
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.commands import Command, from_dict, to_dict
+from payments_app.domain.ledger import transaction_key, transactions_key
 
 #: commands per record: a group's relays to one partition can number thousands, and a record must stay well
 #: under the producer's 1 MB request limit (a relay is about 120 bytes encoded)
@@ -36,8 +37,33 @@ def encode_entry(entry: dict[str, Any]) -> bytes:
     return orjson.dumps(entry)
 
 
-def decode_entry(payload: bytes | None) -> dict[str, Any] | None:
+def decode_entry(payload: bytes | None) -> Any:
     return None if payload is None else orjson.loads(payload)
+
+
+def encode_transactions(
+    prefix: str, offset: int, rows: list[list[Any]]
+) -> tuple[tuple[bytes, bytes], list[tuple[bytes, bytes]]]:
+    """A commit's transaction rows as one changelog entry, and as the store keeps them (one entry per id).
+
+    `prefix` is the partition's storage-key prefix. One changelog message per commit instead of one per
+    transaction: the producer, the broker and every standby handle a third fewer messages per transfer.
+    """
+    changelog = ((prefix + transactions_key(offset)).encode(), orjson.dumps(rows))
+    return changelog, _rows_by_id(prefix.encode(), rows)
+
+
+def store_entries(key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
+    """What one changelog entry becomes in a store (a restore, a standby): itself, or for a commit's
+    transaction rows (`transactions_key`), an entry per transaction."""
+    slash = key.index(b"/") + 1  # after the partition: "{partition}/{ledger key}"
+    if not key.startswith(b"r/", slash):
+        return [(key, value)]
+    return _rows_by_id(key[:slash], orjson.loads(value))
+
+
+def _rows_by_id(prefix: bytes, rows: list[list[Any]]) -> list[tuple[bytes, bytes]]:
+    return [(prefix + transaction_key(row[0]).encode(), orjson.dumps(row)) for row in rows]
 
 
 def group_by_partition(commands: Iterable[tuple[int, Command]]) -> dict[int, list[Command]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +18,19 @@ import rocksdict
 from payments_app.domain.checks import require
 
 #: the changelog topic is `{app id}-{LEDGER_CHANGELOG_SUFFIX}`: compacted, one partition per ledger partition
-LEDGER_CHANGELOG_SUFFIX = "ledger-changelog-v2"
+LEDGER_CHANGELOG_SUFFIX = "ledger-changelog-v3"
 #: not a ledger key (those start with a digit): the changelog offset the store reflects, as ASCII digits
 CHECKPOINT_KEY = b"#checkpoint"
 NOTHING_APPLIED = -1
 log = logging.getLogger(__name__)
+
+#: what one changelog entry `(key, value)` becomes in a store; the ledger keeps a commit's transactions as one
+#: changelog entry but one store entry each (`payments_app.codec.store_entries`)
+Expand = Callable[[bytes, bytes], Iterable[tuple[bytes, bytes]]]
+
+
+def as_is(key: bytes, value: bytes) -> Iterable[tuple[bytes, bytes]]:
+    return ((key, value),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +52,10 @@ class StoreOptions:
 class PartitionStore:
     """One partition's entries and the changelog offset they reflect; written only with committed changes."""
 
-    def __init__(self, path: Path, options: StoreOptions) -> None:
+    def __init__(self, path: Path, options: StoreOptions, expand: Expand = as_is) -> None:
         self.path = path
         self._options = options
+        self._expand = expand
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = rocksdict.Rdict(str(path), options.rocksdb())
         raw = self._db.get(CHECKPOINT_KEY)
@@ -79,8 +88,11 @@ class PartitionStore:
 
         Only the last value of each key is written: the store holds the state at the last offset, and a busy
         account's segment appears in most commits."""
-        checkpoint = self.checkpoint
-        fresh = {key: value for offset, key, value in records if offset > checkpoint}
+        checkpoint, expand = self.checkpoint, self._expand
+        fresh: dict[bytes, bytes] = {}
+        for offset, key, value in records:
+            if offset > checkpoint:
+                fresh.update(expand(key, value))
         if fresh:
             self.apply(fresh.items(), records[-1][0])
         return sum(offset > checkpoint for offset, _, _ in records)
@@ -135,15 +147,17 @@ class StoreView:
 class LedgerStores:
     """Every partition store of this worker, opened on first use and kept open (and on disk) across owners."""
 
-    def __init__(self, root: Path, options: StoreOptions) -> None:
+    def __init__(self, root: Path, options: StoreOptions, expand: Expand = as_is) -> None:
         self.root = root
         self.options = options
+        self.expand = expand
         self._stores: dict[int, PartitionStore] = {}
 
     def __getitem__(self, partition: int) -> PartitionStore:
         store = self._stores.get(partition)
         if store is None:
-            store = self._stores[partition] = PartitionStore(self.root / f"partition-{partition}", self.options)
+            path = self.root / f"partition-{partition}"
+            store = self._stores[partition] = PartitionStore(path, self.options, self.expand)
         return store
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from faust.web import Request, Response, View
 from payments_app.app import app
 from payments_app.domain.commands import ClientTransaction, Command, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger
-from payments_app.domain.ledger import PartitionMeta, segment_key, transaction_key
+from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key, transaction_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
@@ -95,7 +95,8 @@ class ApiView(View):
 async def submit(view: View, transactions: list[ClientTransaction], as_array: bool) -> Response:
     """Send the new ones; answer the first submission's status for ids already known."""
     partitions = [decided_in(tx, SETTINGS.partitions, SETTINGS.model) for tx in transactions]
-    known = await read_ledger([(p, transaction_key(tx.id)) for p, tx in zip(partitions, transactions, strict=True)])
+    rows = await read_ledger([(p, transaction_key(tx.id)) for p, tx in zip(partitions, transactions, strict=True)])
+    known = [None if row is None else TxRecord.from_row(row).to_dict() for row in rows]
     new: dict[int, list[Command]] = defaultdict(list)
     results: list[dict[str, Any]] = []
     for tx, partition, record in zip(transactions, partitions, known, strict=True):
@@ -166,11 +167,11 @@ class Transfers(ApiView):
 class Transaction(ApiView):
     async def get(self, request: Request, tx_id: str) -> Response:
         require_id(tx_id, "id")
-        records = await read_ledger([(p, transaction_key(tx_id)) for p in status_partitions(tx_id)])
-        record = next((r for r in records if r is not None), None)
-        if record is None:
+        rows = await read_ledger([(p, transaction_key(tx_id)) for p in status_partitions(tx_id)])
+        row = next((r for r in rows if r is not None), None)
+        if row is None:
             return error(self, 404, "not_found", f"no transaction {tx_id!r}")
-        return self.json(record)
+        return self.json(TxRecord.from_row(row).to_dict())
 
 
 def status_partitions(tx_id: str) -> list[int]:

@@ -48,9 +48,28 @@ def transaction_key(tx_id: str) -> str:
     return f"t/{tx_id}"
 
 
+def transactions_key(offset: int) -> str:
+    """A changelog entry holding the rows of every transaction one commit created or decided, up to `offset`
+    (unique: each commit applies records past the previous one's). A store keeps those rows under their
+    `transaction_key`s instead (`codec.store_entries`)."""
+    return f"r/{offset}"
+
+
+#: a transaction record's fields after id, kind, status and reason, in its row form, by kind
+ROW_FIELDS: dict[str, tuple[str, ...]] = {
+    "transfer": ("payer", "payee", "amount"),
+    "deposit": ("account", "amount"),
+    "withdrawal": ("account", "amount"),
+}
+
+
 @dataclass(slots=True)
 class TxRecord:
-    """A client transaction's details and its status, kept in the partition that decides it."""
+    """A client transaction's details and its status, kept in the partition that decides it.
+
+    Stored as a row, `[id, kind, status, reason, *fields]` (see ROW_FIELDS): a commit carries thousands of them,
+    and a list is cheaper to build, encode and decode than a dict.
+    """
 
     id: str
     kind: str
@@ -61,10 +80,14 @@ class TxRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "status": self.status, "reason": self.reason, **self.fields}
 
+    def to_row(self) -> list[Any]:
+        fields = self.fields
+        return [self.id, self.kind, self.status, self.reason, *[fields[name] for name in ROW_FIELDS[self.kind]]]
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TxRecord:
-        rest = {k: v for k, v in data.items() if k not in ("id", "kind", "status", "reason")}
-        return cls(data["id"], data["kind"], data["status"], data["reason"], rest)
+    def from_row(cls, row: list[Any]) -> TxRecord:
+        tx_id, kind, status, reason, *values = row
+        return cls(tx_id, kind, status, reason, dict(zip(ROW_FIELDS[kind], values, strict=True)))
 
 
 @dataclass(slots=True)
@@ -92,7 +115,17 @@ class PartitionMeta:
         return meta
 
 
-Loader = Callable[[str], dict[str, Any] | None]
+Loader = Callable[[str], Any]  # an entry's decoded JSON: a dict, or a transaction's row; None if absent
+
+
+@dataclass(slots=True)
+class Writes:
+    """A partition's changes for one commit: entries as dicts, and the transaction records it created or decided,
+    as of `offset`, the last record applied."""
+
+    entries: list[tuple[str, dict[str, Any]]]
+    transactions: list[TxRecord]
+    offset: int
 
 
 class PartitionState:
@@ -130,7 +163,7 @@ class PartitionState:
             return self._transactions[tx_id]
         except KeyError:
             raw = self.stored(transaction_key(tx_id))
-            record = self._transactions[tx_id] = None if raw is None else TxRecord.from_dict(raw)
+            record = self._transactions[tx_id] = None if raw is None else TxRecord.from_row(raw)
             return record
 
     def put_transaction(self, record: TxRecord) -> None:
@@ -147,21 +180,19 @@ class PartitionState:
         self._meta = meta
         self._meta_dirty = True
 
-    def take_writes(self) -> list[tuple[str, dict[str, Any]]]:
-        """The entries changed since the last call, as dicts, meta last; they are clean again afterwards."""
+    def take_writes(self) -> Writes:
+        """What changed since the last call: segments and meta as dicts (meta last), transactions as records;
+        clean again afterwards."""
         segments, transactions = self._segments, self._transactions
-        writes: list[tuple[str, dict[str, Any]]] = [
-            (transaction_key(tx_id), transactions[tx_id].to_dict())  # type: ignore[union-attr]
-            for tx_id in self._dirty_transactions
-        ]
-        writes.extend(
+        entries: list[tuple[str, dict[str, Any]]] = [
             (segment_key(account), segments[account].to_dict())  # type: ignore[union-attr]
             for account in self._dirty_segments
-        )
+        ]
         if self._meta_dirty and self._meta is not None:
-            writes.append((META_KEY, self._meta.to_dict()))
+            entries.append((META_KEY, self._meta.to_dict()))
+        records = [transactions[tx_id] for tx_id in self._dirty_transactions]
         self._dirty_segments, self._dirty_transactions, self._meta_dirty = {}, {}, False
-        return writes
+        return Writes(entries, records, self.meta().offset)  # type: ignore[arg-type]
 
     def trim(self, max_segments: int) -> None:
         """Let go of what the store holds anyway: every clean transaction record (an id is rarely read twice),

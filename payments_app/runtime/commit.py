@@ -2,13 +2,14 @@
 
 1. **Stage.** Each record of a group is decoded and applied by the domain to its partition's state (the
    session's `PartitionState`: the entries as objects, kept across groups). When the group closes, the entries
-   it changed are encoded once, whatever number of its records changed them. Nothing leaves the process.
-2. **Commit.** Per partition, one Kafka transaction holds the overlay's entries (to the changelog) and the
+   it changed are encoded once, whatever number of its records changed them; the transactions it created or
+   decided become one changelog entry. Nothing leaves the process.
+2. **Commit.** Per partition, one Kafka transaction holds the group's entries (to the changelog) and the
    relays the records made (to the transactions topic). The transactional id is fixed per partition, so a
    newer owner's `init_transactions` fences this one: a worker that lost a partition commits nothing more.
 3. **Checkpoint.** Only then are the entries written to the local store, in one atomic write together with the
-   changelog offset they reflect. The store is therefore always a committed prefix of the changelog, and a
-   restore resumes from its checkpoint.
+   changelog offset they reflect. The store is therefore always a committed prefix of the changelog (in
+   store form: `codec.store_entries`), and a restore resumes from its checkpoint.
 
 Order is checked, not trusted: the first record a session (one owner's tenure of a partition) is handed, and the
 first after the consumer went back, must follow the last applied one directly, or the range between is read from
@@ -26,10 +27,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from payments_app.codec import decode_batch, decode_entry, encode_entry, encode_records, group_by_partition
+from payments_app.codec import (
+    decode_batch,
+    decode_entry,
+    encode_entry,
+    encode_records,
+    encode_transactions,
+    group_by_partition,
+)
 from payments_app.domain.checks import require
 from payments_app.domain.commands import Command
-from payments_app.domain.ledger import BatchOutcome, PartitionState, process_batch
+from payments_app.domain.ledger import BatchOutcome, PartitionState, Writes, process_batch
 from tables.ledger import storage_key
 
 
@@ -58,13 +66,13 @@ class Session(Protocol):
         ...
 
     async def commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
-        """Write the entries and relays in one transaction; the changelog offset of the last entry. May raise
-        Fenced."""
+        """Write the changelog entries and relays in one transaction; the changelog offset of the last entry. May
+        raise Fenced."""
         ...
 
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        """Write committed entries to the store, unless the session was retired (a newer session of this
-        partition restores them from the changelog instead)."""
+        """Write the committed entries, in their store form (`codec.store_entries`), to the store, unless the
+        session was retired (a newer session of this partition restores them from the changelog instead)."""
         ...
 
 
@@ -76,20 +84,32 @@ def state_of(session: Session) -> PartitionState:
     return session.state
 
 
+def encode_writes(partition: int, writes: Writes) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """A partition's changes as changelog entries, and as store entries (the same, but one entry per transaction
+    where the changelog has one for all of them)."""
+    prefix = storage_key(partition, "").decode()
+    entries = [((prefix + key).encode(), encode_entry(entry)) for key, entry in writes.entries]
+    if not writes.transactions:
+        return entries, entries
+    rows = [record.to_row() for record in writes.transactions]
+    changelog_entry, stored = encode_transactions(prefix, writes.offset, rows)
+    return [changelog_entry, *entries], [*stored, *entries]
+
+
 @dataclass(slots=True)
 class StagedPartition:
     """A partition's part of a group: what its records relayed, and, once the group is sealed, the entries they
-    changed, encoded."""
+    changed, encoded for the changelog and for the store."""
 
     session: Session
     state: PartitionState
-    entries: list[tuple[bytes, bytes]] = field(default_factory=list)
+    changelog: list[tuple[bytes, bytes]] = field(default_factory=list)
+    stored: list[tuple[bytes, bytes]] = field(default_factory=list)
     relays: list[tuple[int, Command]] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
 
     def seal(self) -> None:
-        prefix = storage_key(self.session.partition, "").decode()
-        self.entries = [((prefix + key).encode(), encode_entry(entry)) for key, entry in self.state.take_writes()]
+        self.changelog, self.stored = encode_writes(self.session.partition, self.state.take_writes())
 
 
 @dataclass(slots=True)
@@ -173,7 +193,7 @@ class Group:
         self.previous = None  # its writes are in the stores now
         self.seal()
         result = GroupResult()
-        parts = [staged for staged in self.staged.values() if staged.entries or staged.relays]
+        parts = [staged for staged in self.staged.values() if staged.changelog or staged.relays]
         outcomes = await asyncio.gather(*(self._commit_one(staged) for staged in parts), return_exceptions=True)
         for staged, outcome in zip(parts, outcomes, strict=True):
             if isinstance(outcome, Fenced):
@@ -186,9 +206,9 @@ class Group:
         return result
 
     async def _commit_one(self, staged: StagedPartition) -> None:
-        entries = staged.entries
-        changelog_offset = await staged.session.commit(entries, encode_records(group_by_partition(staged.relays)))
-        staged.session.checkpoint(entries, changelog_offset)
+        relays = encode_records(group_by_partition(staged.relays))
+        changelog_offset = await staged.session.commit(staged.changelog, relays)
+        staged.session.checkpoint(staged.stored, changelog_offset)
 
 
 class Pipeline:

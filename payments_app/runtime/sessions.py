@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
+from payments_app.codec import store_entries
 from payments_app.runtime.commit import Group, Session
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics, LogReader, open_session
 from payments_app.runtime.standby import StandbyFollower
@@ -35,7 +36,7 @@ class LedgerSessions:
         self.topics = topics
         self.partitions = partitions
         self.model = model
-        self.stores = LedgerStores(data_dir / "ledger", options)
+        self.stores = LedgerStores(data_dir / "ledger", options, store_entries)
         self.standby = StandbyFollower(topics.bootstrap, topics.changelog, self.stores)
         self._reader: LogReader | None = None
         self._opening: dict[int, asyncio.Task[KafkaSession]] = {}

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from payments_app.codec import decode_entry, encode_batch
+from payments_app.codec import decode_entry, encode_batch, store_entries
 from payments_app.domain.commands import ClientTransaction, MoveRequest, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
 from payments_app.domain.ledger import (
@@ -120,7 +120,7 @@ class SimCluster:
             part.epoch += 1
             store = part.store
             for offset in range(store.checkpoint + 1, len(part.changelog)):
-                store.apply([part.changelog[offset]], offset)
+                store.apply(store_entries(*part.changelog[offset]), offset)
             session = SimSession(self, p, store, part.epoch)
             group = Group(self.partitions, self.model)
             asyncio.run(self._commit_catch_up(group, session, part.committed))
@@ -241,11 +241,12 @@ class SimCluster:
 
     # reading the outcome, from the changelog (what every future owner restores)
 
-    def value(self, p: int, key: str) -> dict[str, Any] | None:
+    def value(self, p: int, key: str) -> Any:
         skey = storage_key(p, key)
-        for entry_key, raw in reversed(self.parts[p].changelog):
-            if entry_key == skey:
-                return decode_entry(raw)
+        for entry in reversed(self.parts[p].changelog):
+            for entry_key, raw in store_entries(*entry):
+                if entry_key == skey:
+                    return decode_entry(raw)
         return None
 
     def meta(self, p: int) -> PartitionMeta:
@@ -260,9 +261,9 @@ class SimCluster:
     def status(self, tx_id: str) -> TxRecord | None:
         """The transaction's record, wherever it was decided."""
         for p in range(self.partitions):
-            raw = self.value(p, transaction_key(tx_id))
-            if raw is not None:
-                return TxRecord.from_dict(raw)
+            row = self.value(p, transaction_key(tx_id))
+            if row is not None:
+                return TxRecord.from_row(row)
         return None
 
     def audit(self) -> AuditReport:
@@ -278,7 +279,7 @@ class SimCluster:
     def stores_match_changelogs(self) -> bool:
         """Every store holds exactly the changelog prefix its checkpoint names."""
         for part in self.parts:
-            expected = dict(part.changelog[: part.store.checkpoint + 1])
+            expected = dict(e for entry in part.changelog[: part.store.checkpoint + 1] for e in store_entries(*entry))
             if part.store.entries != expected:
                 return False
         return True

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
+from payments_app.codec import encode_transactions, store_entries
 from payments_app.domain.checks import InvariantViolation
+from payments_app.domain.ledger import TxRecord
 from tables.ledger import PartitionStore, StoreOptions
 
 OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20)
@@ -41,3 +44,23 @@ def test_the_checkpoint_survives_a_reopen_and_only_moves_forward(tmp_path: Path)
     assert reopened.apply_log([(3, b"0/s/a", b"old"), (5, b"0/s/a", b"new")]) == 1
     assert reopened.get(b"0/s/a") == b"new" and reopened.checkpoint == 5
     reopened.close()
+
+
+def test_a_restore_keeps_a_commits_transactions_one_entry_each_as_the_owner_did(tmp_path: Path) -> None:
+    """The changelog holds one entry for a commit's transactions; a store restored from it must answer a lookup
+    by id exactly as the owner's store, which the commit wrote directly, does."""
+    applied = TxRecord("t1", "transfer", "applied", None, {"payer": "a/r/x", "payee": "b", "amount": 5})
+    pending = TxRecord("d1", "withdrawal", "pending", None, {"account": "a/r/x", "amount": 7})
+    segment = (b"3/s/a/r/x", b'{"balance":1}')  # an account name holding "/r/" is still a segment
+    changelog, owner_entries = encode_transactions("3/", 41, [applied.to_row(), pending.to_row()])
+    assert changelog[0] == b"3/r/41"
+    restored = PartitionStore(tmp_path / "p3", OPTIONS, store_entries)
+    assert restored.apply_log([(0, *changelog), (1, *segment)]) == 2
+    owner = PartitionStore(tmp_path / "owner", OPTIONS)
+    owner.apply([*owner_entries, segment], changelog_offset=1)
+    for key in (b"3/t/t1", b"3/t/d1", segment[0]):
+        assert restored.get(key) == owner.get(key) is not None
+    assert TxRecord.from_row(orjson.loads(restored.get(b"3/t/d1") or b"null")) == pending
+    assert restored.get(b"3/r/41") is None
+    restored.close()
+    owner.close()
