@@ -48,6 +48,29 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class OfferRequest:
+    """Ask this partition how much of `amount` the account's segment could move to partition `to`, for collection
+    round `round`: nothing moves yet. The answer is always an Offer, possibly of zero."""
+
+    account: str
+    amount: int
+    to: int
+    round: int
+    relay: RelayId | None
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What the account's segment in partition `source` could give to round `round` when it was asked."""
+
+    account: str
+    amount: int
+    source: int
+    round: int
+    relay: RelayId | None
+
+
+@dataclass(frozen=True, slots=True)
 class MoveRequest:
     """Ask this partition to move up to `amount` of the account's segment into partition `to`.
 
@@ -84,13 +107,15 @@ class PayeeCredit:
 
 
 ClientTransaction = Deposit | Withdrawal | Transfer
-Command = OpenAccount | Deposit | Withdrawal | Transfer | MoveRequest | MoveCredit | PayeeCredit
+Command = OpenAccount | Deposit | Withdrawal | Transfer | OfferRequest | Offer | MoveRequest | MoveCredit | PayeeCredit
 
 KIND_OF: dict[type, str] = {
     OpenAccount: "open",
     Deposit: "deposit",
     Withdrawal: "withdrawal",
     Transfer: "transfer",
+    OfferRequest: "offer_request",
+    Offer: "offer",
     MoveRequest: "move_request",
     MoveCredit: "move_credit",
     PayeeCredit: "payee_credit",

@@ -23,6 +23,8 @@ from payments_app.domain.commands import (
     Deposit,
     MoveCredit,
     MoveRequest,
+    Offer,
+    OfferRequest,
     OpenAccount,
     PayeeCredit,
     RelayId,
@@ -261,6 +263,10 @@ class _Batch:
             self.deposit(command)
         elif isinstance(command, Withdrawal):
             self.withdrawal(command)
+        elif isinstance(command, OfferRequest):
+            self.offer_request(command)
+        elif isinstance(command, Offer):
+            self.offer(command)
         elif isinstance(command, MoveRequest):
             self.move_request(command)
         elif isinstance(command, MoveCredit):
@@ -327,6 +333,30 @@ class _Batch:
         return record, segment
 
     # relays between segments
+
+    def offer_request(self, request: OfferRequest) -> None:
+        """Say what this segment could give (the move policy), moving nothing."""
+        if self._seen_relay(request.relay):
+            return
+        segment = self.state.segment(request.account)
+        give = segment.amount_to_give(request.amount) if segment is not None and self.segmented else 0
+        offer = Offer(request.account, give, self.partition, request.round, self._next_relay_id())
+        self.outcome.relays.append((request.to, offer))
+
+    def offer(self, offer: Offer) -> None:
+        if self._seen_relay(offer.relay):
+            return
+        segment = self.state.segment(offer.account)
+        if segment is None:
+            raise InvariantViolation(f"offer for {offer.account!r}, which has no segment here")
+        round_ = segment.round
+        if round_ is None or round_.id != offer.round or round_.moving:
+            raise InvariantViolation(f"{offer!r} answers no round gathering offers: {round_!r}")
+        round_.offers[offer.source] = offer.amount
+        round_.awaiting -= 1
+        self.state.put_segment(offer.account, segment)
+        if round_.awaiting == 0:
+            self._close_offers(offer.account, segment)
 
     def move_request(self, request: MoveRequest) -> None:
         if self._seen_relay(request.relay):
@@ -429,7 +459,8 @@ class _Batch:
                 return
 
     def _start_round(self, account: str, segment: Segment) -> bool:
-        """Ask every other segment for the shortfall. False when there is no other segment to ask."""
+        """Ask every other segment what it could give towards the shortfall. False when there is no other segment
+        to ask."""
         round_id = self.meta.next_round
         self.meta.next_round += 1
         for debit in segment.parked:
@@ -440,11 +471,45 @@ class _Batch:
             return False
         shortfall = segment.shortfall()
         segment.round = Round(round_id, len(others))
-        self.outcome.short_accounts.append(account)
         for other in others:
-            request = MoveRequest(account, shortfall, self.partition, round_id, self._next_relay_id())
+            request = OfferRequest(account, shortfall, self.partition, round_id, self._next_relay_id())
             self.outcome.relays.append((other, request))
         return True
+
+    def _close_offers(self, account: str, segment: Segment) -> None:
+        """Every offer is in: refuse at once the round's debits that the balance and the offers cannot cover (in
+        order), and ask the offering segments to move just what the others need, largest offer first."""
+        round_ = segment.round
+        if round_ is None:
+            raise InvariantViolation(f"closing the offers of {account!r}, which has no round open")
+        available = segment.balance + sum(round_.offers.values())
+        covered = 0
+        waiting = []
+        for debit in segment.parked:
+            if debit.round == round_.id and covered + debit.amount > available:
+                record = self.state.transaction(debit.tx_id)
+                if record is None:
+                    raise InvariantViolation(f"parked debit {debit!r} has no record")
+                self._reject(record, INSUFFICIENT_FUNDS)
+                continue
+            if debit.round == round_.id:
+                covered += debit.amount
+            waiting.append(debit)
+        segment.parked = waiting
+        need = covered - segment.balance
+        asks = []
+        for source, offered in sorted(round_.offers.items(), key=lambda item: item[1], reverse=True):
+            if need <= 0:
+                break
+            asks.append((source, min(offered, need)))
+            need -= offered
+        round_.moving, round_.offers, round_.awaiting = True, {}, len(asks)
+        for source, amount in asks:
+            self.outcome.relays.append((source, MoveRequest(account, amount, self.partition, round_.id,
+                                                            self._next_relay_id())))  # fmt: skip
+        if asks:
+            self.outcome.short_accounts.append(account)
+        self._drain(account, segment)
 
     # bookkeeping
 

@@ -1,8 +1,9 @@
 """One account's segment in one partition, and the move policy between segments.
 
 A segment never goes below zero, so an account (the sum of its segments) never does either: the escrow
-idea. When a segment cannot cover a debit, the debit waits (is "parked") while a collection round asks
-every other segment of the account for the shortfall; it is rejected only when the round brings too little.
+idea. When a segment cannot cover a debit, the debit waits (is "parked") while a collection round asks every
+other segment of the account what it could give; money moves only when the offers cover the debit, so a debit
+the whole account cannot pay is rejected without moving anything.
 """
 
 from __future__ import annotations
@@ -34,10 +35,21 @@ class Parked:
 
 @dataclass(slots=True)
 class Round:
-    """An open collection round: how many other segments have yet to answer."""
+    """An open collection round, in two steps. First every other segment is asked what it could give (an offer;
+    nothing moves). Then, only for the waiting debits that the balance and the offers cover, the offering segments
+    are asked to move just what is missing. `awaiting` counts the answers still to come in the current step."""
 
     id: int
     awaiting: int
+    moving: bool = False  # False while offers are gathered; True once moves were asked
+    offers: dict[int, int] = field(default_factory=dict)  # source partition -> amount offered
+
+    def to_list(self) -> list[Any]:
+        return [self.id, self.awaiting, self.moving, [[source, amount] for source, amount in self.offers.items()]]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> Round:
+        return cls(data[0], data[1], data[2], {source: amount for source, amount in data[3]})
 
 
 @dataclass(slots=True)
@@ -81,7 +93,7 @@ class Segment:
         if self.parked:
             data["parked"] = [p.to_dict() for p in self.parked]
         if self.round is not None:
-            data["round"] = [self.round.id, self.round.awaiting]
+            data["round"] = self.round.to_list()
         if self.opened_by is not None:
             data["opened_by"] = self.opened_by
         return data
@@ -94,7 +106,7 @@ class Segment:
             moved_in=data["moved_in"],
             moved_out=data["moved_out"],
             parked=[Parked.from_dict(p) for p in data.get("parked", ())],
-            round=Round(round_[0], round_[1]) if round_ else None,
+            round=Round.from_list(round_) if round_ else None,
             opened_by=data.get("opened_by"),
         )
 

@@ -67,6 +67,48 @@ def test_overdraft_is_rejected_and_changes_nothing() -> None:
     assert cluster.audit().ok
 
 
+def test_an_overdraft_spread_over_eight_segments_is_refused_without_moving_money() -> None:
+    """The round asks for offers first: the whole account cannot cover 101, so no segment gives anything."""
+    cluster = funded(8, {"alice": 100, "bob": 0})
+    before = [s.balance for s in cluster.segments("alice")]
+    cluster.submit(Transfer("t-over", "alice", "bob", 101), partition=3)
+    cluster.run()
+    assert (cluster.status("t-over").status, cluster.status("t-over").reason) == (REJECTED, INSUFFICIENT_FUNDS)
+    assert [s.balance for s in cluster.segments("alice")] == before
+    assert all(s.moved_in == s.moved_out == 0 for s in cluster.segments("alice"))
+    assert all(s.round is None and not s.parked for s in cluster.segments("alice"))
+    assert cluster.audit().ok
+
+
+def test_a_collection_moves_only_the_shortfall_from_the_largest_offers() -> None:
+    """Segment 0 holds 10 and pays 25: 15 more are needed, and only 15 move, from the segment offering most."""
+    cluster = funded(4, {"alice": 0, "bob": 0})
+    for p, amount in enumerate((10, 5, 40, 20)):
+        cluster.submit(Deposit(f"d{p}", "alice", amount), partition=p)
+    cluster.submit(Transfer("t-25", "alice", "bob", 25), partition=0)
+    cluster.run()
+    assert cluster.status("t-25").status == APPLIED
+    segments = cluster.segments("alice")
+    assert [s.balance for s in segments] == [0, 5, 25, 20]
+    assert [(s.moved_in, s.moved_out) for s in segments] == [(15, 0), (0, 0), (0, 15), (0, 0)]
+    assert cluster.audit().ok and cluster.audit().in_flight == 0
+
+
+def test_a_round_refuses_what_it_cannot_cover_and_pays_what_it_can_in_order() -> None:
+    """Three debits wait in one round; the account holds 60: the first (30) and third (20) are paid, the second
+    (50) is refused, and only what the paid ones lack moves."""
+    cluster = funded(2, {"alice": 0, "bob": 0})
+    cluster.submit(Deposit("d0", "alice", 10), partition=0)
+    cluster.submit(Deposit("d1", "alice", 50), partition=1)
+    for tx_id, amount in (("w-30", 30), ("w-50", 50), ("w-20", 20)):
+        cluster.submit(Withdrawal(tx_id, "alice", amount), partition=0)
+    cluster.run()
+    assert [cluster.status(t).status for t in ("w-30", "w-50", "w-20")] == [APPLIED, REJECTED, APPLIED]
+    assert cluster.balance("alice") == 10
+    assert [(s.moved_in, s.moved_out) for s in cluster.segments("alice")] == [(40, 0), (0, 40)]
+    assert cluster.audit().ok
+
+
 def test_unknown_accounts_and_self_transfer_are_rejected() -> None:
     cluster = funded(2, {"alice": 10})
     cluster.submit(Deposit("d-x", "nobody", 5))
