@@ -127,9 +127,14 @@ class Soak:
         await self.restart_and_takeover(ledger)
         faults = TransferSource(run, accounts, tag="f")
         steady = RunSettings(**{**asdict(run), "rate_tps": self.settings.offered_tps, "max_backlog": 10**12})
-        under_faults = await self.faults_under_load(ledger, steady, faults)
-        full_load = await self.leave_join_at_full_load(ledger, run, TransferSource(run, accounts, tag="g"))
-        await wait_applied(ledger, self.progress, "draining", timeout_s=600)
+        supervisor = asyncio.create_task(self.supervise())
+        try:
+            under_faults = await self.faults_under_load(ledger, steady, faults)
+            full_load = await self.leave_join_at_full_load(ledger, run, TransferSource(run, accounts, tag="g"))
+            await wait_applied(ledger, self.progress, "draining", timeout_s=600)
+        finally:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         funded = sum(len(deposits) for deposits in funding(run, accounts).values())
         self.result.submitted_ids = funded + history + under_faults + full_load + self.probes
         await self.check(ledger)
@@ -225,7 +230,6 @@ class Soak:
         """Faults while a steady load runs; returns the transfers sent."""
         load = Load(run)
         senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(4)]
-        supervisor = asyncio.create_task(self.supervise())
         try:
             for n in range(self.settings.kills):
                 victim = self.rng.choice(self.workers)
@@ -246,8 +250,7 @@ class Soak:
                 self.progress.show(f"faults: leave/join {n + 1}/{self.settings.leave_join_cycles}")
         finally:
             load.stop_at = 0.0
-            supervisor.cancel()
-            await asyncio.gather(*senders, supervisor, return_exceptions=True)
+            await asyncio.gather(*senders, return_exceptions=True)
         self.result.watchdog_exits = sum(w.log_path.read_text(errors="replace").count("exiting for a restart")
                                          for w in self.workers)  # fmt: skip
         return load.submitted
@@ -280,7 +283,8 @@ class Soak:
         return load.submitted
 
     async def supervise(self) -> None:
-        """Restart a worker that exits by itself, as Kubernetes would, and remember that it did."""
+        """Restart a worker that exits by itself, as Kubernetes would, and remember that it did (from the faults to
+        the end of the drain, so that an exit is reported as one, not as a worker that cannot be reached)."""
         while True:
             for worker in self.workers:
                 code = await asyncio.to_thread(worker.restart_if_exited)

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced, TransactionCoordinatorFenced
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import PartitionState
@@ -143,6 +143,15 @@ class KafkaSession:
             except FENCING_ERRORS as exc:
                 self.closed = True
                 raise Fenced(f"partition {self.partition}: fenced by a newer writer ({exc!r})") from exc
+            except KafkaError as exc:
+                if not self.retired:
+                    raise
+                # Revoked: the new owner's InitProducerId is fencing this transaction. When that fence and our
+                # EndTxn cross, Kafka 4.0's coordinator can fail the EndTxn with an IllegalStateException, which
+                # reaches us as an unknown error instead of ProducerFenced; the fence aborts the transaction, and
+                # either way the new owner restores whatever did commit. Outside a revocation it stops the worker.
+                self.closed = True
+                raise Fenced(f"partition {self.partition}: revoked, and its commit failed ({exc!r})") from exc
 
     async def _commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
         producer = self.producer
