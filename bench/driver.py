@@ -431,9 +431,14 @@ async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str],
 async def drive_catch_up(
     ledger: Ledger, settings: RunSettings, accounts: list[str], pids: dict[str, int], progress: Progress
 ) -> dict[str, Any]:
-    """Stop the workers, write `catch_up_transfers` transfers, start the workers again and time their drain:
-    from the first poll that sees a transfer decided to the first that sees all of them decided. The CPU and
-    counters of the run are the restarted workers' (`pids` is updated to them), their CPU from that first poll."""
+    """Stop the workers, write `catch_up_transfers` transfers, start the workers again and time their drain.
+
+    The clock starts once every worker has answered /health twice in a row (the group has settled: each owns its
+    partitions, their sessions open) and stops at the first poll that sees everything decided; what was decided
+    before the clock started is left out. (Started at once, the first worker to join takes every partition and
+    hands half back when the second joins.) A backlog drained before the group settled is timed from its first
+    decided transfer. The CPU is the restarted workers' (`pids` is updated to them), from the clock's start.
+    """
     await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in ledger.workers))
     source = TransferSource(settings, accounts, tag=f"{uuid.uuid4().hex[:6]}-")
     records = max(1, settings.catch_up_transfers // settings.batch_size)
@@ -453,10 +458,10 @@ async def drive_catch_up(
     for n, worker in enumerate(ledger.workers):
         pids[f"worker-{n}"] = worker.pid or 0
     timeline: list[tuple[float, int]] = []
-    started: float | None = None
-    counters_before: dict[str, int] = {}
+    clock: tuple[float, int] | None = None  # (started at, decided then)
+    first_decided: tuple[float, int] | None = None
     cpu_before: dict[str, float] = {}
-    decided = first = 0
+    healthy_polls = decided = 0
     while decided < written:
         await asyncio.sleep(POLL_S)
         try:
@@ -465,18 +470,28 @@ async def drive_catch_up(
             continue
         now = time.monotonic()
         decided = sum(totals.get(f"transactions_{what}_total", 0) for what in ("applied", "rejected", "duplicate"))
-        if started is None and decided:
-            started, first, counters_before = now, decided, {name: 0 for name in totals}
-            cpu_before, _ = process_usage(pids)
-        if started is not None:
-            timeline.append((now - started, decided))
-            rate = (decided - first) / (now - started) if now > started else 0.0
-            progress.show(f"catch-up: {decided:,}/{written:,} decided ({rate:,.0f}/s)")
-    assert started is not None
+        if first_decided is None and decided:
+            first_decided = (now, decided)
+        if clock is None:
+            healthy = await asyncio.gather(*(asyncio.to_thread(worker.healthy) for worker in ledger.workers))
+            healthy_polls = healthy_polls + 1 if all(healthy) else 0
+            if healthy_polls >= 2 and decided < written:
+                clock = (now, decided)
+                cpu_before, _ = process_usage(pids)
+            progress.show(f"catch-up: {decided:,}/{written:,} decided while the group settles")
+            continue
+        timeline.append((now - clock[0], decided))
+        rate = (decided - clock[1]) / (now - clock[0]) if now > clock[0] else 0.0
+        progress.show(f"catch-up: {decided:,}/{written:,} decided ({rate:,.0f}/s)")
+    if clock is None:  # drained before the group settled
+        assert first_decided is not None
+        clock = first_decided
+        cpu_before, _ = process_usage(pids)
+        timeline.append((time.monotonic() - clock[0], decided))
     elapsed = timeline[-1][0]
     return {"submitted": written, "latencies": [], "timeline": timeline, "elapsed": elapsed,
-            "applied_tps": (written - first) / elapsed if elapsed else 0.0, "cpu_before": cpu_before,
-            "counters_before": counters_before}  # fmt: skip
+            "applied_tps": (written - clock[1]) / elapsed if elapsed else 0.0, "cpu_before": cpu_before,
+            "counters_before": dict.fromkeys(totals, 0)}  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:

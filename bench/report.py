@@ -153,9 +153,9 @@ def scale_out_table(results: list[RunResult]) -> str:
         "|---|---|---:|---:|" + "---:|" * len(SCALE_OUT_WORKERS),
     ]
     for r in results:
-        if r.path != "catch-up" or not r.invariants_ok or not r.applied + r.rejected:
+        decided = r.applied_tps * r.duration_s  # within the timed drain, over which the CPU was measured
+        if r.path != "catch-up" or not r.invariants_ok or not decided:
             continue
-        decided = r.applied + r.rejected
         servers, broker, _ = per_role(r.cpu_s)
         worker_us, broker_us = 1e6 * servers / decided, 1e6 * broker / decided
         one_core = 1e6 / worker_us
