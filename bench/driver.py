@@ -434,10 +434,11 @@ async def drive_catch_up(
     """Stop the workers, write `catch_up_transfers` transfers, start the workers again and time their drain.
 
     The clock starts once every worker has answered /health twice in a row (the group has settled: each owns its
-    partitions, their sessions open) and stops at the first poll that sees everything decided; what was decided
-    before the clock started is left out. (Started at once, the first worker to join takes every partition and
-    hands half back when the second joins.) A backlog drained before the group settled is timed from its first
-    decided transfer. The CPU is the restarted workers' (`pids` is updated to them), from the clock's start.
+    partitions, their sessions open) and stops once every transfer is decided and every record, the relays the
+    transfers made included, is applied; what was decided before the clock started is left out. (Started at once,
+    the first worker to join takes every partition and hands half back when the second joins.) A backlog drained
+    before the group settled is timed from its first decided transfer. The CPU is the restarted workers'
+    (`pids` is updated to them), from the clock's start.
     """
     await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in ledger.workers))
     source = TransferSource(settings, accounts, tag=f"{uuid.uuid4().hex[:6]}-")
@@ -487,7 +488,10 @@ async def drive_catch_up(
         assert first_decided is not None
         clock = first_decided
         cpu_before, _ = process_usage(pids)
-        timeline.append((time.monotonic() - clock[0], decided))
+    # every transfer is decided, but the relays they made (the baseline's credits to payees, collection moves)
+    # may still be queued: that is work of this backlog too, so the clock stops when every record is applied
+    await wait_applied(ledger, progress, "catch-up: applying the last relays")
+    timeline.append((time.monotonic() - clock[0], decided))
     elapsed = timeline[-1][0]
     return {"submitted": written, "latencies": [], "timeline": timeline, "elapsed": elapsed,
             "applied_tps": (written - clock[1]) / elapsed if elapsed else 0.0, "cpu_before": cpu_before,

@@ -65,16 +65,17 @@ def write_plot(results: list[RunResult], path: Path) -> None:
         xs = [w + (n - (len(series) - 1) / 2) * width for w in range(len(workloads))]
         runs = [by_key.get((name, workload)) for workload in workloads]
         tps_ax.bar(xs, [r.applied_tps if r else 0 for r in runs], width, label=name, color=colors[name])
-        latency_ax.bar(xs, [r.p99_ms if r and not math.isnan(r.p99_ms) else 0 for r in runs], width, label=name,
-                       color=colors[name])  # fmt: skip
+        if name.endswith("catch-up"):  # no latency: every transfer waited in the backlog by design
+            continue
+        latency_ax.bar(xs, [r.p99_ms if r else 0 for r in runs], width, label=name, color=colors[name])
         latency_ax.scatter(xs, [r.p50_ms if r else float("nan") for r in runs], color="black", s=8, zorder=3)
     for ax in (tps_ax, latency_ax):
         ax.set_xticks(range(len(workloads)), workloads)
-        if series:
+        if ax.get_legend_handles_labels()[0]:  # a catch-up-only run draws no latency
             ax.legend(fontsize=7)
     tps_ax.set_title("applied transactions per second (Kafka path, live and catch-up; PostgreSQL peer)")
     latency_ax.set_title("latency, submitted to decided, ms: p99 bars, p50 dots (log; none for catch-up)")
-    if any(r.p99_ms > 0 for r in main):  # a catch-up run has no latency (NaN compares false)
+    if any(r.p99_ms > 0 for r in main):  # NaN (catch-up) compares false
         latency_ax.set_yscale("log")
     names = [series_name(r) for r in http]
     http_ax.barh(names, [r.applied_tps for r in http], color=[colors[name] for name in names])
@@ -82,6 +83,8 @@ def write_plot(results: list[RunResult], path: Path) -> None:
                       fontsize=7, padding=3)  # fmt: skip
     http_ax.invert_yaxis()
     http_ax.set_title("HTTP API, uniform: single transfers and arrays of 50 (applied per second)")
+    http_ax.set_visible(bool(http))
+    latency_ax.set_visible(bool(latency_ax.get_legend_handles_labels()[0]))
     timed = main or http  # a run of the HTTP path alone has no Kafka-path runs to draw over time
     first_workload = timed[0].workload if timed else ""
     for result in timed:
@@ -119,18 +122,22 @@ def per_role(by_process: dict[str, float]) -> tuple[float, float, float]:
 
 
 def ratio_table(results: list[RunResult]) -> str:
-    """Concurrent over baseline (same workers, Kafka path) and over PostgreSQL, per workload."""
+    """Concurrent over baseline (same workers and path: live Kafka or catch-up) and over PostgreSQL, per
+    workload."""
     tps = {(r.model, r.workload, r.workers, r.path): r.applied_tps for r in results}
     postgres = {r.workload: r.applied_tps for r in results if r.model == "postgres"}
-    lines = ["| workload | workers | concurrent / baseline | concurrent / postgres |", "|---|---|---:|---:|"]
+    lines = [
+        "| workload | workers | path | concurrent / baseline | concurrent / postgres |",
+        "|---|---|---|---:|---:|",
+    ]
     for (model, workload, workers, path), value in tps.items():
-        if model != "concurrent" or path != "kafka":
+        if model != "concurrent" or path not in ("kafka", "catch-up"):
             continue
-        baseline = tps.get(("baseline", workload, workers, "kafka"))
+        baseline = tps.get(("baseline", workload, workers, path))
         peer = postgres.get(workload)
         versus_baseline = f"{value / baseline:.2f}" if baseline else "-"
         versus_postgres = f"{value / peer:.2f}" if peer else "-"
-        lines.append(f"| {workload} | {workers} | {versus_baseline} | {versus_postgres} |")
+        lines.append(f"| {workload} | {workers} | {path} | {versus_baseline} | {versus_postgres} |")
     return "\n".join(lines)
 
 
@@ -140,17 +147,18 @@ HOT_SHARE = 0.5  # of the hot workloads' transfers, the share that involves the 
 
 def scale_out_table(results: list[RunResult]) -> str:
     """On paper: what N workers on N cores of their own would apply, from each catch-up run's measured worker CPU
-    per transfer (standby upkeep included), assuming the work spreads evenly over at least N partitions.
+    per transfer, assuming the work spreads evenly over at least N partitions. Runs with 2 or more workers
+    include the upkeep of one standby replica (each worker also follows another's changelog); 1 worker has none.
 
     The baseline decides every transfer of an account in its home partition, so on the hot workloads the hot
     account's half of the traffic is one partition's work on one core, whatever the cluster's size: its ceiling
     is twice what one core applies. The Concurrent model spreads the hot account over every partition.
     """
     lines = [
-        "| model | workload | worker CPU µs/transfer | broker CPU µs/transfer | "
+        "| model | workload | measured with | worker CPU µs/transfer | broker CPU µs/transfer | "
         + " | ".join(f"{n} workers" for n in SCALE_OUT_WORKERS)
         + " |",
-        "|---|---|---:|---:|" + "---:|" * len(SCALE_OUT_WORKERS),
+        "|---|---|---:|---:|---:|" + "---:|" * len(SCALE_OUT_WORKERS),
     ]
     for r in results:
         decided = r.applied_tps * r.duration_s  # within the timed drain, over which the CPU was measured
@@ -164,7 +172,9 @@ def scale_out_table(results: list[RunResult]) -> str:
         for n in SCALE_OUT_WORKERS:
             value = min(n * one_core, ceiling)
             cells.append(f"{value:,.0f}" + (" (hot-account ceiling)" if value == ceiling else ""))
-        lines.append(f"| {r.model} | {r.workload} | {worker_us:.1f} | {broker_us:.1f} | " + " | ".join(cells) + " |")
+        measured = f"{r.workers} worker" + ("s" if r.workers > 1 else "")
+        lines.append(f"| {r.model} | {r.workload} | {measured} | {worker_us:.1f} | {broker_us:.1f} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -22,9 +22,9 @@ def test_rows_scale_with_workers_and_the_baseline_hot_account_caps_at_two_cores_
         [catch_up_run("concurrent", "hot-payer", 20.0), catch_up_run("baseline", "hot-payer", 20.0)]
     ).splitlines()[2:]
     # 20 µs per transfer: 50,000 a core
-    assert rows[0] == "| concurrent | hot-payer | 20.0 | 5.0 | 200,000 | 800,000 | 3,200,000 |"
+    assert rows[0] == "| concurrent | hot-payer | 2 workers | 20.0 | 5.0 | 200,000 | 800,000 | 3,200,000 |"
     ceiling = "100,000 (hot-account ceiling)"
-    assert rows[1] == f"| baseline | hot-payer | 20.0 | 5.0 | {ceiling} | {ceiling} | {ceiling} |"
+    assert rows[1] == f"| baseline | hot-payer | 2 workers | 20.0 | 5.0 | {ceiling} | {ceiling} | {ceiling} |"
 
 
 def test_only_passing_catch_up_runs_are_projected() -> None:
