@@ -338,17 +338,14 @@ class _Batch:
         """Say what this segment could give (the move policy), moving nothing."""
         if self._seen_relay(request.relay):
             return
-        segment = self.state.segment(request.account)
-        give = segment.amount_to_give(request.amount) if segment is not None and self.segmented else 0
+        _, give = self._could_give(request.account, request.amount)
         offer = Offer(request.account, give, self.partition, request.round, self._next_relay_id())
         self.outcome.relays.append((request.to, offer))
 
     def offer(self, offer: Offer) -> None:
-        if self._seen_relay(offer.relay):
-            return
-        segment = self.state.segment(offer.account)
+        segment = self._relayed_to(offer.relay, offer.account)
         if segment is None:
-            raise InvariantViolation(f"offer for {offer.account!r}, which has no segment here")
+            return
         round_ = segment.round
         if round_ is None or round_.id != offer.round or round_.moving:
             raise InvariantViolation(f"{offer!r} answers no round gathering offers: {round_!r}")
@@ -361,8 +358,7 @@ class _Batch:
     def move_request(self, request: MoveRequest) -> None:
         if self._seen_relay(request.relay):
             return
-        segment = self.state.segment(request.account)
-        give = segment.amount_to_give(request.amount) if segment is not None and self.segmented else 0
+        segment, give = self._could_give(request.account, request.amount)
         if segment is not None and give > 0:
             segment.debit(give)
             segment.moved_out += give
@@ -373,11 +369,9 @@ class _Batch:
             self.outcome.relays.append((request.to, credit))
 
     def move_credit(self, credit: MoveCredit) -> None:
-        if self._seen_relay(credit.relay):
-            return
-        segment = self.state.segment(credit.account)
+        segment = self._relayed_to(credit.relay, credit.account)
         if segment is None:
-            raise InvariantViolation(f"credit for {credit.account!r}, which has no segment here")
+            return
         segment.credit(credit.amount)
         segment.moved_in += credit.amount
         self.meta.moved_in += credit.amount
@@ -390,11 +384,9 @@ class _Batch:
         self._drain(credit.account, segment)
 
     def payee_credit(self, credit: PayeeCredit) -> None:
-        if self._seen_relay(credit.relay):
-            return
-        segment = self.state.segment(credit.account)
+        segment = self._relayed_to(credit.relay, credit.account)
         if segment is None:
-            raise InvariantViolation(f"credit for {credit.account!r}, which has no segment here")
+            return
         segment.credit(credit.amount)
         self.meta.credits_in += credit.amount
         self.state.put_segment(credit.account, segment)
@@ -537,6 +529,20 @@ class _Batch:
             return False
         self._reject(record, MISROUTED)
         return True
+
+    def _could_give(self, account: str, amount: int) -> tuple[Segment | None, int]:
+        """The account's segment here, and what the move policy lets it give of `amount`."""
+        segment = self.state.segment(account)
+        return segment, segment.amount_to_give(amount) if segment is not None and self.segmented else 0
+
+    def _relayed_to(self, relay: RelayId | None, account: str) -> Segment | None:
+        """The segment a relay credits or answers; None when the relay was applied before (a replay)."""
+        if self._seen_relay(relay):
+            return None
+        segment = self.state.segment(account)
+        if segment is None:
+            raise InvariantViolation(f"a relay for {account!r}, which has no segment here")
+        return segment
 
     def _seen_relay(self, relay: RelayId | None) -> bool:
         """Drop a relay already applied; relays from one source arrive in the order they were made."""
