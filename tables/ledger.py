@@ -90,12 +90,14 @@ class PartitionStore:
         account's segment appears in most commits."""
         checkpoint, expand = self.checkpoint, self._expand
         fresh: dict[bytes, bytes] = {}
+        applied = 0
         for offset, key, value in records:
             if offset > checkpoint:
                 fresh.update(expand(key, value))
+                applied += 1
         if fresh:
             self.apply(fresh.items(), records[-1][0])
-        return sum(offset > checkpoint for offset, _, _ in records)
+        return applied
 
     def discard_if_ahead(self, log_end: int) -> None:
         """Wipe a store whose checkpoint is at or past the changelog's end: it belongs to another history (the

@@ -204,9 +204,6 @@ class PartitionState:
         if len(self._segments) > max_segments:
             self._segments = {account: self._segments[account] for account in self._dirty_segments}
 
-    def __len__(self) -> int:
-        return len(self._segments) + len(self._transactions)
-
 
 @dataclass(slots=True)
 class BatchOutcome:
@@ -353,7 +350,7 @@ class _Batch:
         round_.awaiting -= 1
         self.state.put_segment(offer.account, segment)
         if round_.awaiting == 0:
-            self._close_offers(offer.account, segment)
+            self._close_offers(offer.account, segment, round_)
 
     def move_request(self, request: MoveRequest) -> None:
         if self._seen_relay(request.relay):
@@ -442,11 +439,7 @@ class _Batch:
             elif segment.round is not None:
                 return
             elif head.round is not None:
-                segment.parked.pop(0)
-                record = self.state.transaction(head.tx_id)
-                if record is None:
-                    raise InvariantViolation(f"parked debit {head!r} has no record")
-                self._reject(record, INSUFFICIENT_FUNDS)
+                self._refuse(segment.parked.pop(0))
             elif self._start_round(account, segment):
                 return
 
@@ -468,21 +461,15 @@ class _Batch:
             self.outcome.relays.append((other, request))
         return True
 
-    def _close_offers(self, account: str, segment: Segment) -> None:
+    def _close_offers(self, account: str, segment: Segment, round_: Round) -> None:
         """Every offer is in: refuse at once the round's debits that the balance and the offers cannot cover (in
         order), and ask the offering segments to move just what the others need, largest offer first."""
-        round_ = segment.round
-        if round_ is None:
-            raise InvariantViolation(f"closing the offers of {account!r}, which has no round open")
         available = segment.balance + sum(round_.offers.values())
         covered = 0
         waiting = []
         for debit in segment.parked:
             if debit.round == round_.id and covered + debit.amount > available:
-                record = self.state.transaction(debit.tx_id)
-                if record is None:
-                    raise InvariantViolation(f"parked debit {debit!r} has no record")
-                self._reject(record, INSUFFICIENT_FUNDS)
+                self._refuse(debit)
                 continue
             if debit.round == round_.id:
                 covered += debit.amount
@@ -504,6 +491,13 @@ class _Batch:
         self._drain(account, segment)
 
     # bookkeeping
+
+    def _refuse(self, debit: Parked) -> None:
+        """A parked debit its round could not cover (already taken off the queue)."""
+        record = self.state.transaction(debit.tx_id)
+        if record is None:
+            raise InvariantViolation(f"parked debit {debit!r} has no record")
+        self._reject(record, INSUFFICIENT_FUNDS)
 
     def _is_duplicate(self, tx_id: str) -> bool:
         if self.state.transaction(tx_id) is not None:

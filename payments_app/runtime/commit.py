@@ -124,8 +124,8 @@ class Group:
     Waiting for the broker after every record left the agent idle for a round trip per record; a transaction
     costs tens of milliseconds whatever it holds, so a group amortises it over all its records. A group may be
     staged while the `previous` one is still being committed: it reads that group's writes (the sessions' states
-    hold them), and commits after it
-    (a partition's transactions go one at a time). If the previous one is fenced, so is this one.
+    hold them), and commits after it (a partition's transactions go one at a time). If the previous one is
+    fenced, so is this one.
     """
 
     def __init__(self, partitions: int, model: str, previous: Group | None = None) -> None:
