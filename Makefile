@@ -46,3 +46,12 @@ soak: $(STAMP)
 
 clean:
 	rm -rf .data bench/scratch
+
+## lock: image/requirements.lock, what the image installs (Dockerfile): the runtime dependencies and the build
+## backend, pinned at the versions installed in .venv (those the tests ran), with the hash of every file published
+.PHONY: lock
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable > $(VENV)/pip-freeze.txt
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
+	  | $(BIN)/uv pip compile pyproject.toml - --constraint $(VENV)/pip-freeze.txt --generate-hashes \
+	      --python-version 3.11 --python-platform linux --custom-compile-command "make lock" -o image/requirements.lock
