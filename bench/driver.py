@@ -30,7 +30,7 @@ import aiohttp
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from payments_app.cluster import WorkerProcess
+from payments_app.cluster import WorkerProcess, new_admin_token
 from payments_app.codec import encode_batch
 from payments_app.domain.commands import Command, Deposit, MoveCredit, OpenAccount, Transfer
 from payments_app.domain.routing import CONCURRENT, decided_in, home_of
@@ -156,7 +156,9 @@ class Ledger:
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed")
         await self.consumer.start()
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=180))
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=180), headers=self.workers[0].admin_headers
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -202,7 +204,7 @@ class Ledger:
         applied: dict[int, int] = {}
         totals: dict[str, int] = {}
         for worker in self.workers:
-            async with self.session.get(f"{worker.url}/internal/progress") as response:
+            async with self.session.get(f"{worker.internal_url}/internal/progress") as response:
                 body = await response.json()
             for partition, offset in body["applied"].items():
                 applied[int(partition)] = max(applied.get(int(partition), -1), offset)
@@ -545,8 +547,9 @@ async def run_group(
     assert all(same_cluster(settings) == same_cluster(first) for settings in group), group
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     progress = Progress(f"{first.model}/{first.workers}w")
+    admin_token = new_admin_token()
     workers = [
-        WorkerProcess(broker_url, scratch / app_id / f"worker-{n}", free_port(), first.partitions,
+        WorkerProcess(broker_url, scratch / app_id / f"worker-{n}", free_port(), admin_token, first.partitions,
                       extra_env={"PAYMENTS_APP_ID": app_id, "PAYMENTS_AUDIT_INTERVAL_S": "3600",
                                  "PAYMENTS_MODEL": first.model})
         for n in range(first.workers)

@@ -42,7 +42,7 @@ from bench.driver import (
     open_and_fund,
     wait_applied,
 )
-from payments_app.cluster import WorkerProcess
+from payments_app.cluster import WorkerProcess, new_admin_token
 from payments_app.domain.commands import Deposit
 from payments_app.local_kafka import LocalKafka, free_port
 
@@ -95,12 +95,15 @@ class Soak:
         self.kafka = LocalKafka(scratch / "kafka", heap="1g")
         self.workers: list[WorkerProcess] = []
         self.probes = 0
+        self.admin_token = new_admin_token()
         self.result = SoakResult(settings=asdict(settings))
 
     def worker(self, n: int) -> WorkerProcess:
         env = {"PAYMENTS_APP_ID": self.app_id, "PAYMENTS_AUDIT_INTERVAL_S": "3600",
                "PAYMENTS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}  # fmt: skip
-        return WorkerProcess(self.kafka.url, self.scratch / f"worker-{n}", free_port(), self.settings.partitions, env)
+        return WorkerProcess(
+            self.kafka.url, self.scratch / f"worker-{n}", free_port(), self.admin_token, self.settings.partitions, env
+        )
 
     async def run(self) -> SoakResult:
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -318,7 +321,7 @@ async def track_backlog(ledger: Ledger, load: Load) -> None:
         applied: dict[int, int] = {}
         for worker in ledger.workers:
             try:
-                async with ledger.session.get(f"{worker.url}/internal/progress") as response:
+                async with ledger.session.get(f"{worker.internal_url}/internal/progress") as response:
                     body = await response.json()
             except (OSError, TimeoutError, aiohttp.ClientError):
                 continue

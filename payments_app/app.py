@@ -30,7 +30,9 @@ app = PaymentsApp(
     processing_guarantee="at_least_once",
     topic_partitions=SETTINGS.partitions,
     topic_replication_factor=SETTINGS.replication_factor,
-    topic_allow_declare=True,
+    # Locally each worker creates the topics it needs; in Kubernetes they come from Strimzi (`runtime.topic_check`).
+    topic_allow_declare=SETTINGS.create_topics,
+    topic_disable_leader=True,  # no leader-only timers: no `<app id>-__assignor-__leader` topic
     producer_acks=-1,
     producer_linger_ms=1,
     producer_request_timeout=PRODUCER_REQUEST_TIMEOUT_S,
@@ -39,7 +41,13 @@ app = PaymentsApp(
     # A member learns of a rebalance (another member left or joined) from its next heartbeat: at 3 s a clean
     # leave's takeover waited 1.5 s on average for it.
     broker_heartbeat_interval=min(1.0, SETTINGS.session_timeout_s / 3),
+    # Faust sees none of the process environment (its settings come from `settings.py` only).
+    env={},
     web_bind=SETTINGS.web_bind,
+    web_port=SETTINGS.web_port,
+    web_host=SETTINGS.advertised_host,
+    # The group tells every worker each member's canonical URL; fan-out reads go there, so it is the internal port.
+    canonical_url=f"http://{SETTINGS.advertised_host}:{SETTINGS.internal_port}",
     web_in_thread=False,
     consumer_auto_offset_reset="earliest",
     # The ledger agent's records wait in one FIFO buffer for all its partitions; Faust's default (4,096 records,

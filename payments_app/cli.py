@@ -15,6 +15,7 @@ from payments_app.local_kafka import PROJECT_ROOT, LocalKafka, configured_broker
 RUN_BROKER_PORT = 19092
 RUN_CONTROLLER_PORT = 19093
 RUN_WEB_PORT = 6066
+RUN_INTERNAL_PORT = 6067
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -24,7 +25,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the local broker (unless BROKER_URL is set), create topics, run one worker in the foreground."""
-    from payments_app.cluster import WorkerProcess
+    from payments_app.cluster import WorkerProcess, new_admin_token
     from payments_app.processes import EXIT_FOR_RESTART
 
     data_dir = Path(args.data_dir)
@@ -35,8 +36,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"starting the local Kafka broker on {kafka.bootstrap} (log: {kafka.log_path}) ...", flush=True)
         kafka.start()
         broker_url = kafka.url
-    worker = WorkerProcess(broker_url, data_dir / f"worker-{args.web_port}", args.web_port, args.partitions)
+    admin_token = os.environ.get("PAYMENTS_ADMIN_TOKEN") or new_admin_token()
+    token_file = data_dir / "admin-token"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(admin_token + "\n")
+    token_file.chmod(0o600)
+    worker = WorkerProcess(
+        broker_url, data_dir / f"worker-{args.web_port}", args.web_port, admin_token, args.partitions,
+        internal_port=args.internal_port,
+    )  # fmt: skip
     try:
+        print(f"the admin token (also in {token_file}): {admin_token}", flush=True)
         print(f"starting a worker: {worker.url} (Ctrl-C stops everything)", flush=True)
         worker.start(log_to_terminal=True)
         signal.signal(signal.SIGTERM, _interrupt)
@@ -145,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="payments", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run broker and one worker on this machine")
-    run_parser.add_argument("--web-port", type=int, default=RUN_WEB_PORT)
+    run_parser.add_argument("--web-port", type=int, default=RUN_WEB_PORT, help="the client API")
+    run_parser.add_argument("--internal-port", type=int, default=RUN_INTERNAL_PORT, help="worker routes, /metrics")
     run_parser.add_argument("--partitions", type=int, default=int(os.environ.get("PAYMENTS_PARTITIONS", "8")))
     run_parser.add_argument("--data-dir", default=str(PROJECT_ROOT / ".data"))
     run_parser.set_defaults(handler=run)

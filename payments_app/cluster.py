@@ -6,6 +6,7 @@ Used by `payments run`, the integration tests and the benchmark, so all three ru
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,27 +15,47 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from payments_app.local_kafka import PROJECT_ROOT
+from payments_app.local_kafka import PROJECT_ROOT, free_port
 from payments_app.processes import EXIT_FOR_RESTART, die_with_parent, stop_process
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
 
+def new_admin_token() -> str:
+    """A fresh admin token for a local cluster (the workers get it as PAYMENTS_ADMIN_TOKEN)."""
+    return secrets.token_urlsafe(32)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @dataclass
 class WorkerProcess:
-    """One `faust -A payments_app.worker worker` process with its own data folder and web port."""
+    """One `faust -A payments_app.worker worker` process with its own data folder, client and internal ports."""
 
     broker_url: str
     data_dir: Path
     web_port: int
+    admin_token: str
     partitions: int = 8
     extra_env: dict[str, str] = field(default_factory=dict)
+    internal_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def internal_url(self) -> str:
+        """Worker-to-worker routes and /metrics (`web.internal`)."""
+        return f"http://127.0.0.1:{self.internal_port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return bearer(self.admin_token)
 
     @property
     def log_path(self) -> Path:
@@ -47,7 +68,7 @@ class WorkerProcess:
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "faust", "-A", "payments_app.worker", "-L", "uvloop", "-l", "info",
-            "worker", "--web-host", "127.0.0.1", "--web-port", str(self.web_port),
+            "worker",
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
@@ -56,6 +77,10 @@ class WorkerProcess:
             BROKER_URL=self.broker_url,
             PAYMENTS_DATA_DIR=str(self.data_dir),
             PAYMENTS_PARTITIONS=str(self.partitions),
+            PAYMENTS_WEB_PORT=str(self.web_port),
+            PAYMENTS_INTERNAL_PORT=str(self.internal_port),
+            PAYMENTS_ADVERTISED_HOST="127.0.0.1",
+            PAYMENTS_ADMIN_TOKEN=self.admin_token,
             PYTHONPATH=str(PROJECT_ROOT),
             **self.extra_env,
         )

@@ -1,5 +1,5 @@
-"""Topic declarations. Faust creates only topics marked internal, so both are marked so: each worker declares them
-at start-up with one partition per segment (an existing topic is left as it is)."""
+"""Topic declarations. Faust creates only topics marked internal, so all are marked so: each worker declares them
+at start-up (an existing topic is left as it is), unless PAYMENTS_CREATE_TOPICS is off (`runtime.topic_check`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from tables.ledger import LEDGER_CHANGELOG_SUFFIX
 
 TRANSACTIONS_TOPIC = f"{SETTINGS.app_id}-transactions"
 LEDGER_CHANGELOG_TOPIC = f"{SETTINGS.app_id}-{LEDGER_CHANGELOG_SUFFIX}"
+TOKENS_TOPIC = f"{SETTINGS.app_id}-tokens"
 
 transactions_topic = app.topic(
     TRANSACTIONS_TOPIC,
@@ -29,3 +30,21 @@ ledger_changelog_topic = app.topic(
     internal=True,
     compacting=True,
 )
+
+#: the API's minted tokens (grants, by token id; a revoked one is a tombstone), read whole by every worker
+tokens_topic = app.topic(
+    TOKENS_TOPIC,
+    key_type=None,
+    value_type=bytes,
+    value_serializer="raw",
+    partitions=1,
+    internal=True,
+    compacting=True,
+)
+
+#: every topic the app uses, with its partition count: what a worker checks when it may not create them
+EXPECTED_PARTITIONS = {
+    TRANSACTIONS_TOPIC: SETTINGS.partitions,
+    LEDGER_CHANGELOG_TOPIC: SETTINGS.partitions,
+    TOKENS_TOPIC: 1,
+}

@@ -6,6 +6,7 @@ import payments_app.agents.ledger
 import payments_app.agents.reconciler
 import payments_app.agents.standby
 import payments_app.watchdog
+import web.internal
 import web.views
 from payments_app.app import app
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from payments_app.local_kafka import LocalKafka, configured_broker_url
-from tests.integration.cluster import AppCluster
+from tests.integration.cluster import AppCluster, admin_session
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+    async with admin_session() as client:
         yield client
 
 

@@ -10,24 +10,25 @@ from typing import Any
 
 import orjson
 from aiohttp import web as aiohttp_web
-from faust.types import TP
 from faust.web import Request, Response, View
 
 from payments_app.app import app
+from payments_app.domain.access import READ, TRANSFER, Forbidden, mint, parse_grant_request
 from payments_app.domain.commands import ClientTransaction, Command, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger
 from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key, transaction_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
-from payments_app.fanout import Unavailable, audit_all, local_audit, read_ledger, wait_for_value
-from payments_app.metrics import METRICS
-from payments_app.queries import applied_offsets, is_ready, owned_partitions, read_values
+from payments_app.fanout import Unavailable, audit_all, read_ledger, wait_for_value
+from payments_app.queries import is_ready, owned_partitions
 from payments_app.runtime.lease import GROUP_LEASE
+from payments_app.runtime.token_log import TokenLog
 from payments_app.runtime.wiring import LEDGER
 from payments_app.sending import SUBMISSIONS, send_commands
 from payments_app.settings import SETTINGS
-from payments_app.topics import TRANSACTIONS_TOPIC
 from payments_app.watchdog import routed_partitions
+from web.auth import TOKENS, principal, tokens_loaded
+from web.internal import INTERNAL_SERVER
 from web.parsing import (
     MAX_BODY_BYTES,
     BodyTooLarge,
@@ -83,6 +84,8 @@ class ApiView(View):
             return await super().dispatch(request)
         except BodyTooLarge as exc:
             return error(self, 413, "payload_too_large", str(exc))
+        except Forbidden as exc:
+            return error(self, 403, "forbidden", str(exc))
         except InvalidInput as exc:
             if exc.malformed:
                 return error(self, 400, "malformed_request", exc.detail)
@@ -130,6 +133,7 @@ class Accounts(ApiView):
 class Account(ApiView):
     async def get(self, request: Request, account: str) -> Response:
         require_id(account, "account")
+        principal(request).require_accounts(READ, {account}, "read account")
         segments = await read_ledger([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
         if all(segment is None for segment in segments):
             return error(self, 404, "not_found", f"no account {account!r}")
@@ -160,6 +164,7 @@ class Withdrawals(ApiView):
 class Transfers(ApiView):
     async def post(self, request: Request) -> Response:
         transfers, as_array = parse_transfers(await read_body(request))
+        principal(request).require_accounts(TRANSFER, {t.payer for t in transfers}, "pay from account(s)")
         return await submit(self, list(transfers), as_array)
 
 
@@ -171,7 +176,9 @@ class Transaction(ApiView):
         row = next((r for r in rows if r is not None), None)
         if row is None:
             return error(self, 404, "not_found", f"no transaction {tx_id!r}")
-        return self.json(TxRecord.from_row(row).to_dict())
+        record = TxRecord.from_row(row)
+        principal(request).require_any_account(READ, record.accounts, f"read transaction {tx_id!r}")
+        return self.json(record.to_dict())
 
 
 def status_partitions(tx_id: str) -> list[int]:
@@ -206,57 +213,75 @@ class Health(View):
             return error(self, 503, "no_group_contact", "the worker has not heard from the Kafka group lately")
         if not is_ready():
             return error(self, 503, "starting", "the worker is joining the group or opening its ledger partitions")
+        if not edge_started():
+            return error(self, 503, "starting", "the worker is reading its tokens or opening its internal port")
         if routed_partitions() != owned_partitions():
             return error(self, 503, "starting", "the worker is routed partitions it does not consume yet")
         return self.json({"status": "ok", "partitions": sorted(owned_partitions())})
 
 
-@app.page("/metrics")
-class Metrics(View):
+@app.page("/health/ready")
+class Ready(View):
+    """Readiness: the worker has joined the group, its ledger opened and it hears from the group. Unlike `/health`
+    it stays ok during an ordinary rebalance, so a rebalance does not take every worker out of the Service."""
+
     async def get(self, request: Request) -> Response:
-        owned = owned_partitions()
-        gauges = {"owned_partitions": len(owned), "ready": int(is_ready()), "consumer_lag_records": lag()}
-        return self.text(METRICS.render(gauges), content_type="text/plain; version=0.0.4")
+        failure = LEDGER.failed()
+        if failure is not None:
+            return error(self, 503, "ledger_failed", f"a ledger partition could not be opened: {failure!r}")
+        if not LEDGER.assignment_known:
+            return error(self, 503, "starting", "the worker has not joined the group yet")
+        if not GROUP_LEASE.held():
+            return error(self, 503, "no_group_contact", "the worker has not heard from the Kafka group lately")
+        if not edge_started():
+            return error(self, 503, "starting", "the worker is reading its tokens or opening its internal port")
+        return self.json({"status": "ready"})
 
 
-def lag() -> int:
-    """Offsets in the open transactions partitions past the last one applied (transaction markers count too)."""
-    total = 0
-    for partition, applied in applied_offsets().items():
-        highwater = app.consumer.highwater(TP(TRANSACTIONS_TOPIC, partition))
-        if highwater is not None:
-            total += max(0, highwater - applied - 1)
-    return total
+def edge_started() -> bool:
+    """Its bearer tokens are read and the other workers can reach its internal port."""
+    return tokens_loaded() and INTERNAL_SERVER.listening
+
+
+@app.page("/health/live")
+class Live(View):
+    """Liveness: the event loop answers and no ledger partition failed to open (a restart is the cure then)."""
+
+    async def get(self, request: Request) -> Response:
+        failure = LEDGER.failed()
+        if failure is not None:
+            return error(self, 503, "ledger_failed", f"a ledger partition could not be opened: {failure!r}")
+        return self.json({"status": "alive"})
+
+
+@app.page("/tokens")
+class MintToken(ApiView):
+    """Admin only: mint a token that reads, or pays from, the given accounts. Its secret is in this answer only."""
+
+    async def post(self, request: Request) -> Response:
+        scopes, accounts = parse_grant_request(await read_body(request))
+        grant, token = mint(scopes, accounts)
+        await token_log().publish(grant)
+        return self.json({**grant.public(), "token": token}, status=201)
+
+
+@app.page("/tokens/{token_id}")
+class RevokeToken(ApiView):
+    async def delete(self, request: Request, token_id: str) -> Response:
+        tokens = token_log()
+        if tokens.keyring.get(token_id) is None:
+            return error(self, 404, "not_found", f"no token {token_id!r}")
+        await tokens.revoke(token_id)
+        return self.json({"id": token_id, "revoked": True})
+
+
+def token_log() -> TokenLog:
+    if TOKENS.token_log is None:
+        raise Unavailable("the worker is starting")
+    return TOKENS.token_log
 
 
 @app.page("/openapi.json")
 class OpenApi(View):
     async def get(self, request: Request) -> Response:
         return self.bytes(OPENAPI_PATH.read_bytes(), content_type="application/json")
-
-
-@app.page("/internal/entries")
-class InternalEntries(View):
-    """Another worker's fan-out read of partitions this worker owns; 409 when it no longer owns one."""
-
-    async def post(self, request: Request) -> Response:
-        requests = [(int(p), str(key)) for p, key in parse_json(await request.read())]
-        try:
-            return self.json(read_values(requests))
-        except LookupError as exc:
-            return error(self, 409, "not_owner", str(exc))
-
-
-@app.page("/internal/progress")
-class InternalProgress(View):
-    """The last offset this worker applied in each partition it owns, and its counters (used by the benchmark)."""
-
-    async def get(self, request: Request) -> Response:
-        applied = {str(p): offset for p, offset in applied_offsets().items()}
-        return self.json({"applied": applied, "metrics": METRICS.as_dict()})
-
-
-@app.page("/internal/audit")
-class InternalAudit(View):
-    async def post(self, request: Request) -> Response:
-        return self.json(await local_audit())

@@ -11,6 +11,7 @@ from payments_app.agents.demand import DEMAND
 from payments_app.app import app
 from payments_app.domain.ledger import BatchOutcome
 from payments_app.metrics import METRICS
+from payments_app.processes import EXIT_ON_FAILURE
 from payments_app.runtime.commit import GroupResult, Pipeline
 from payments_app.runtime.wiring import LEDGER, owned_session
 from payments_app.settings import SETTINGS
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 #: either the agent waits for the commit (see runtime.commit.Pipeline)
 GROUP_RECORDS = int(os.environ.get("PAYMENTS_GROUP_RECORDS", "64"))
 GROUP_COMMANDS = int(os.environ.get("PAYMENTS_GROUP_COMMANDS", "1000"))
-EXIT_ON_FAILURE = 70
 
 
 @app.agent(transactions_topic, concurrency=1)

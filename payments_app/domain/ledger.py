@@ -82,6 +82,13 @@ class TxRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "status": self.status, "reason": self.reason, **self.fields}
 
+    @property
+    def accounts(self) -> set[str]:
+        """The accounts it moves money of: payer and payee, or the one account of a deposit or withdrawal."""
+        if self.kind == "transfer":
+            return {self.fields["payer"], self.fields["payee"]}
+        return {self.fields["account"]}
+
     def to_row(self) -> list[Any]:
         fields = self.fields
         return [self.id, self.kind, self.status, self.reason, *[fields[name] for name in ROW_FIELDS[self.kind]]]

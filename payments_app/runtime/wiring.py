@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
+import mode
 from faust.types import TP
 
 from payments_app.app import app
 from payments_app.local_kafka import parse_broker_url
+from payments_app.processes import EXIT_ON_FAILURE
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics
 from payments_app.runtime.sessions import LedgerSessions
+from payments_app.runtime.topic_check import topic_problems
 from payments_app.settings import SETTINGS
-from payments_app.topics import LEDGER_CHANGELOG_TOPIC, TRANSACTIONS_TOPIC, ledger_changelog_topic
+from payments_app.topics import (
+    EXPECTED_PARTITIONS,
+    LEDGER_CHANGELOG_TOPIC,
+    TRANSACTIONS_TOPIC,
+    ledger_changelog_topic,
+)
 from tables.ledger import StoreOptions
+
+log = logging.getLogger(__name__)
 
 LEDGER = LedgerSessions(
     LedgerTopics(SETTINGS.app_id, parse_broker_url(SETTINGS.broker_url), TRANSACTIONS_TOPIC, LEDGER_CHANGELOG_TOPIC),
@@ -57,3 +69,18 @@ async def open_sessions(sender: Any, assigned: set[TP], **_: Any) -> None:
 @app.on_before_shutdown.connect
 async def close_sessions(sender: Any, **_: Any) -> None:
     await LEDGER.stop()
+
+
+class TopicCheck(mode.Service):
+    """Where the worker may not create topics, it stops at start, saying why, if one is missing or mis-sized."""
+
+    async def on_start(self) -> None:
+        if SETTINGS.create_topics:
+            return
+        problems = await topic_problems(parse_broker_url(SETTINGS.broker_url), EXPECTED_PARTITIONS)
+        if problems:
+            log.critical("the topics are not as this app is configured: %s", "; ".join(problems))
+            os._exit(EXIT_ON_FAILURE)
+
+
+app.service(TopicCheck)

@@ -13,11 +13,18 @@ from typing import Any
 
 import aiohttp
 
-from payments_app.cluster import WorkerProcess
+from payments_app.cluster import WorkerProcess, bearer, new_admin_token
 from payments_app.domain.routing import CONCURRENT
 from payments_app.local_kafka import free_port
 
 PARTITIONS = 4
+#: every test cluster's admin token (each worker requires one); test sessions send it
+ADMIN_TOKEN = new_admin_token()
+
+
+def admin_session(**options: Any) -> aiohttp.ClientSession:
+    """An HTTP client that calls as the admin."""
+    return aiohttp.ClientSession(headers=bearer(ADMIN_TOKEN), **options)
 
 
 class AppCluster:
@@ -41,7 +48,7 @@ class AppCluster:
             self.workers[0].wait_ready()
         n = len(self.workers)
         worker = WorkerProcess(
-            broker_url or self.broker_url, self.root / f"worker-{n}", free_port(), self.partitions,
+            broker_url or self.broker_url, self.root / f"worker-{n}", free_port(), ADMIN_TOKEN, self.partitions,
             extra_env={
                 "PAYMENTS_APP_ID": self.app_id,
                 "PAYMENTS_MODEL": self.model,

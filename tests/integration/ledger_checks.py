@@ -23,7 +23,7 @@ async def statuses(session: aiohttp.ClientSession, url: str, ids: list[str]) -> 
 
 
 async def explain_pending(session: aiohttp.ClientSession, url: str, record: dict[str, Any]) -> str:
-    """The payer's segments (parked debits, open rounds) and every partition's meta, for the failure message."""
+    """The payer's account and every partition's meta, for the failure message."""
     account = record.get("payer") or record.get("account")
     status, audit = await call(session, "GET", f"{url}/audit")
     lines = [f"audit ({status}): ok={audit.get('ok')} in_flight={audit.get('in_flight')}"]
@@ -33,13 +33,11 @@ async def explain_pending(session: aiohttp.ClientSession, url: str, record: dict
             f"partition {item['partition']}: offset {meta['offset']} relay_seen {meta['relay_seen']} "
             f"next_round {meta['next_round']}"
         )
-        try:
-            status, values = await call(
-                session, "POST", f"{url}/internal/entries", [[item["partition"], f"s/{account}"]]
-            )
-            lines.append(f"  segment of {account}: {values}")
-        except aiohttp.ClientError as exc:
-            lines.append(f"  segment of {account}: {exc}")
+    try:
+        status, body = await call(session, "GET", f"{url}/accounts/{account}")
+        lines.append(f"account {account} ({status}): {body}")
+    except aiohttp.ClientError as exc:
+        lines.append(f"account {account}: {exc}")
     return "\n".join(lines)
 
 

@@ -137,14 +137,14 @@ async def test_unknown_resources_are_404(session, urls) -> None:
     assert status == 405 and body["error"] == "method_not_allowed"
 
 
-async def test_health_metrics_openapi_and_audit(session, urls) -> None:
+async def test_health_metrics_openapi_and_audit(session, urls, api_cluster) -> None:
     owned = []
     for url in urls:
         status, body = await call(session, "GET", f"{url}/health")
         assert status == 200
         owned += body["partitions"]
     assert sorted(owned) == [0, 1, 2, 3]
-    async with session.get(f"{urls[0]}/metrics") as response:
+    async with session.get(f"{api_cluster.workers[0].internal_url}/metrics") as response:
         text = await response.text()
     assert "payments_transactions_applied_total" in text
     status, spec = await call(session, "GET", f"{urls[1]}/openapi.json")

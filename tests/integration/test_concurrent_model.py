@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from payments_app.domain.money import partition_of
-from tests.integration.cluster import AppCluster, call, wait_for
+from tests.integration.cluster import AppCluster, admin_session, call, wait_for
 from tests.integration.ledger_checks import assert_invariants, wait_all_decided
 
 pytestmark = pytest.mark.broker
@@ -24,7 +24,7 @@ async def test_concurrent_load_keeps_every_invariant(cluster: AppCluster) -> Non
     regular = [f"acct-{n}" for n in range(20)]
     accounts = [*regular, "merchant", "payroll", "saver"]
     submitted: dict[str, dict] = {}
-    async with aiohttp.ClientSession() as session:
+    async with admin_session() as session:
         for account in accounts:
             status, body = await call(session, "POST", f"{rng.choice(urls)}/accounts", {"id": account})
             assert status == 201, body
@@ -90,7 +90,7 @@ async def counters(cluster: AppCluster, session: aiohttp.ClientSession) -> dict[
     """The workers' counters, summed."""
     totals: dict[str, int] = {}
     for worker in cluster.running():
-        status, text = await call_text(session, f"{worker.url}/metrics")
+        status, text = await call_text(session, f"{worker.internal_url}/metrics")
         assert status == 200, text
         for line in text.splitlines():
             name, _, value = line.partition(" ")

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from payments_app.cluster import WorkerProcess
-from tests.integration.cluster import AppCluster, call
+from tests.integration.cluster import AppCluster, admin_session, call
 from tests.integration.ledger_checks import assert_invariants, statuses, wait_all_decided
 
 pytestmark = pytest.mark.broker
@@ -83,14 +83,14 @@ async def kill_mid_load(cluster: AppCluster, restart: bool) -> None:
     cluster.add_worker()
     cluster.wait_ready()
     survivor, victim = cluster.workers
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with admin_session(timeout=aiohttp.ClientTimeout(total=30)) as session:
         load = Load(session, cluster.workers)
         await open_and_fund(session, survivor.url, load.submitted)
         funded = dict(load.submitted)
         running = asyncio.create_task(load.run())
         while load.sent_batches < BATCHES // 3:
             await asyncio.sleep(0.05)
-        restored_before = (await counters(session, survivor.url))["changelog_records_restored_total"]
+        restored_before = (await counters(session, survivor.internal_url))["changelog_records_restored_total"]
         victim.kill()
         if restart:
             await asyncio.sleep(1.0)
@@ -105,7 +105,7 @@ async def kill_mid_load(cluster: AppCluster, restart: bool) -> None:
             await assert_invariants(session, victim.url, load.submitted, ACCOUNTS, accepted)
         else:
             # the survivor followed the victim's partitions as their standby: the takeover restored only a tail
-            after = await counters(session, survivor.url)
+            after = await counters(session, survivor.internal_url)
             assert after["standby_records_applied_total"] > 0
             assert after["changelog_records_restored_total"] - restored_before < after["standby_records_applied_total"]
 
@@ -142,7 +142,7 @@ async def test_a_worker_paused_past_its_session_timeout_writes_nothing_once_fenc
     cluster.add_worker()
     cluster.wait_ready()
     first, second = cluster.workers
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    async with admin_session(timeout=aiohttp.ClientTimeout(total=5)) as session:
         load = Load(session, cluster.workers, batches=90)
         await open_and_fund(session, first.url, load.submitted)
         funded = dict(load.submitted)

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from bench.driver import RunSettings, id_in_partition
 from payments_app.cluster import WorkerProcess
 from payments_app.local_kafka import LocalKafka, free_port
-from tests.integration.cluster import PARTITIONS, AppCluster, call, wait_for
+from tests.integration.cluster import PARTITIONS, AppCluster, admin_session, call, wait_for
 from tests.integration.ledger_checks import wait_all_decided
 from tests.integration.netsplit import NetSplit
 from tests.integration.test_crash import ACCOUNTS, Load, assert_kept_through_a_full_restart, counters, open_and_fund
@@ -145,7 +145,7 @@ async def test_a_worker_cut_off_from_the_broker_past_its_session_timeout_is_repl
     split_cluster.wait_ready()
     assert broker_ports(isolated, kafka, proxy) == {proxy.port}, "the isolated worker must reach Kafka via the proxy"
     everything = set(range(PARTITIONS))
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    async with admin_session(timeout=aiohttp.ClientTimeout(total=5)) as session:
 
         async def shared_out() -> bool:
             """Each worker owns some partitions, and each partition one worker."""
@@ -160,7 +160,7 @@ async def test_a_worker_cut_off_from_the_broker_past_its_session_timeout_is_repl
         running = asyncio.create_task(steady(load, stop))
         while load.sent_batches < 8:
             await asyncio.sleep(0.05)
-        fenced_before = (await counters(session, isolated.url))["groups_fenced_total"]
+        fenced_before = (await counters(session, isolated.internal_url))["groups_fenced_total"]
         isolated_pid = isolated.pid
         isolated_owned = await owned(session, isolated)
 
@@ -199,7 +199,7 @@ async def test_a_worker_cut_off_from_the_broker_past_its_session_timeout_is_repl
         stop.set()
         await running
         assert batches_in_cut > 0, "the survivor must take load while the other worker is cut off"
-        fenced = (await counters(session, isolated.url))["groups_fenced_total"]
+        fenced = (await counters(session, isolated.internal_url))["groups_fenced_total"]
         exits = [line for line in isolated.log_path.read_text().splitlines() if "worker exited with code" in line]
         print(
             f"\nnetsplit: cut {cut_s:.1f} s; the isolated worker owned {sorted(isolated_owned)} before it, and "

@@ -7,7 +7,7 @@ import re
 import aiohttp
 import pytest
 
-from tests.integration.cluster import AppCluster, call, wait_for
+from tests.integration.cluster import AppCluster, admin_session, call, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -19,7 +19,7 @@ async def balance(session: aiohttp.ClientSession, url: str, account: str) -> int
 
 async def test_the_ledger_is_kept_across_a_restart_and_only_its_tail_restored(cluster: AppCluster) -> None:
     worker = cluster.add_worker().wait_ready()
-    async with aiohttp.ClientSession() as session:
+    async with admin_session() as session:
         assert await call(session, "POST", f"{worker.url}/accounts", {"id": "alice"}) == (201, {"id": "alice"})
         status, _ = await call(
             session, "POST", f"{worker.url}/deposits", {"id": "d1", "account": "alice", "amount": 1234}

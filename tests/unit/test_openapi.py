@@ -11,6 +11,7 @@ import pytest
 from payments_app.domain.ledger import REJECTION_REASONS
 from payments_app.domain.money import ID_MAX_LENGTH, InvalidInput, require_id
 from payments_app.worker import app
+from web.auth import OPEN_ROUTES
 
 SPEC = json.loads((Path(__file__).parents[2] / "web" / "openapi.json").read_text())
 
@@ -37,3 +38,11 @@ def test_documented_id_pattern_matches_the_domain_rule() -> None:
 def test_documented_rejection_reasons_are_the_domain_ones() -> None:
     documented = set(SPEC["components"]["schemas"]["Transaction"]["properties"]["reason"]["enum"]) - {None}
     assert documented == set(REJECTION_REASONS)
+
+
+def test_documented_open_routes_are_the_ones_the_middleware_lets_through() -> None:
+    open_routes = {path for path, ops in SPEC["paths"].items() if all(op.get("security") == [] for op in ops.values())}
+    assert open_routes == OPEN_ROUTES
+    for path, ops in SPEC["paths"].items():
+        for op in ops.values():
+            assert (path in OPEN_ROUTES) == ("401" not in op["responses"]), path

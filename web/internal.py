@@ -1,0 +1,96 @@
+"""The workers' own routes, on their own port (PAYMENTS_INTERNAL_PORT), never on the client API's.
+
+Other workers call them for fan-out reads and audits (a worker's canonical URL is this port), the benchmark reads
+progress, Prometheus scrapes `/metrics`. In Kubernetes a NetworkPolicy lets only the workers reach this port and
+the client Service does not expose it; locally it binds where the API does (127.0.0.1 by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mode
+import orjson
+from aiohttp import web as aiohttp_web
+from faust.types import TP
+
+from payments_app.app import app
+from payments_app.fanout import local_audit
+from payments_app.metrics import METRICS
+from payments_app.queries import applied_offsets, is_ready, owned_partitions, read_values
+from payments_app.settings import SETTINGS
+from payments_app.topics import TRANSACTIONS_TOPIC
+from web.parsing import BodyTooLarge, parse_json
+
+JSON = "application/json"
+
+
+def _json(value: Any, status: int = 200) -> aiohttp_web.Response:
+    return aiohttp_web.Response(status=status, body=orjson.dumps(value), content_type=JSON)
+
+
+async def entries(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """Another worker's fan-out read of partitions this worker owns; 409 when it no longer owns one."""
+    try:
+        requests = [(int(p), str(key)) for p, key in parse_json(await request.read())]
+    except (BodyTooLarge, ValueError, TypeError) as exc:
+        return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
+    try:
+        return _json(read_values(requests))
+    except LookupError as exc:
+        return _json({"error": "not_owner", "detail": str(exc)}, status=409)
+
+
+async def progress(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """The last offset this worker applied in each partition it owns, and its counters (used by the benchmark)."""
+    applied = {str(p): offset for p, offset in applied_offsets().items()}
+    return _json({"applied": applied, "metrics": METRICS.as_dict()})
+
+
+async def audit(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    return _json(await local_audit())
+
+
+async def metrics(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    gauges = {"owned_partitions": len(owned_partitions()), "ready": int(is_ready()), "consumer_lag_records": lag()}
+    return aiohttp_web.Response(text=METRICS.render(gauges), content_type="text/plain", charset="utf-8")
+
+
+def lag() -> int:
+    """Offsets in the open transactions partitions past the last one applied (transaction markers count too)."""
+    total = 0
+    for partition, applied in applied_offsets().items():
+        highwater = app.consumer.highwater(TP(TRANSACTIONS_TOPIC, partition))
+        if highwater is not None:
+            total += max(0, highwater - applied - 1)
+    return total
+
+
+def internal_app() -> aiohttp_web.Application:
+    routes = aiohttp_web.Application()
+    routes.router.add_post("/internal/entries", entries)
+    routes.router.add_get("/internal/progress", progress)
+    routes.router.add_post("/internal/audit", audit)
+    routes.router.add_get("/metrics", metrics)
+    return routes
+
+
+class InternalServer(mode.Service):
+    """The internal routes' HTTP server, started and stopped with the worker."""
+
+    _runner: aiohttp_web.AppRunner | None = None
+    listening = False
+
+    async def on_start(self) -> None:
+        self._runner = aiohttp_web.AppRunner(internal_app(), access_log=None)
+        await self._runner.setup()
+        await aiohttp_web.TCPSite(self._runner, SETTINGS.web_bind, SETTINGS.internal_port).start()
+        self.listening = True
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+INTERNAL_SERVER = InternalServer()
+app.service(INTERNAL_SERVER)  # type: ignore[arg-type]  # Faust starts an instance as it would a class
