@@ -13,6 +13,7 @@ import logging
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
 
 from payments_app.domain.access import Grant, Keyring
 
@@ -49,9 +50,12 @@ class TokenLog:
         await self._producer.stop()
 
     async def follow(self) -> None:
-        """Apply every grant and tombstone, for as long as the worker runs."""
+        """Apply every grant and tombstone, for as long as the worker runs (until `stop`)."""
         while True:
-            batches = await self._consumer.getmany(self._tp, timeout_ms=POLL_TIMEOUT_MS)
+            try:
+                batches = await self._consumer.getmany(self._tp, timeout_ms=POLL_TIMEOUT_MS)
+            except ConsumerStoppedError:
+                return
             for message in batches.get(self._tp, ()):
                 self._apply(message.key, message.value)
             self._position = await self._consumer.position(self._tp)

@@ -1,5 +1,5 @@
 """`payments run` (what `make run` calls) prints the admin token, keeps it for the README's examples, and the API
-accepts it; without a token the API refuses."""
+accepts it; without a token the API refuses. Ctrl-C (SIGTERM) stops it without a crash."""
 
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ async def test_payments_run_prints_and_keeps_the_admin_token(broker_url: str, tm
 
         assert await wait_for(answered, timeout_s=90, pause_s=0.5) == 201
         assert post(url, {"id": "run-bob"}, {}) == 401
+        stop_process(process, timeout_s=30)
+        assert "Crashed" not in (tmp_path / "run.log").read_text(errors="replace"), "a clean stop crashed a service"
     except BaseException:
         print((tmp_path / "run.log").read_text(errors="replace")[-4000:])
         raise
