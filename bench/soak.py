@@ -48,6 +48,7 @@ from payments_app.local_kafka import LocalKafka, free_port
 
 SESSION_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 120.0
+EMPTY_VOLUME_READY_TIMEOUT_S = 900.0
 ACCOUNTS = 10_000
 
 
@@ -72,6 +73,7 @@ class SoakResult:
     restart_to_deciding_s: float = 0.0
     takeover_after_leave_s: float = 0.0
     takeover_after_kill_s: float = 0.0
+    empty_volume_to_healthy_s: float = 0.0  # a worker started on a new, empty data folder (a new PVC)
     worker_kills: int = 0
     broker_restarts: int = 0
     decide_after_change_s: list[float] = field(default_factory=list)
@@ -228,6 +230,19 @@ class Soak:
         self.progress.done(f"takeover after a SIGKILL: {self.result.takeover_after_kill_s} s "
                            f"(session timeout {SESSION_TIMEOUT_S:.0f} s included)")  # fmt: skip
         await asyncio.to_thread(second.start().wait_ready)
+        await self.restart_on_an_empty_volume(second)
+
+    async def restart_on_an_empty_volume(self, worker: WorkerProcess) -> None:
+        """A pod rescheduled onto a new volume: its partitions restore the whole changelog (what a Kubernetes
+        startup probe must allow for)."""
+        worker.stop()
+        for path in worker.data_dir.iterdir():
+            if path != worker.log_path:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        started = time.monotonic()
+        await asyncio.to_thread(worker.start().wait_ready, EMPTY_VOLUME_READY_TIMEOUT_S)
+        self.result.empty_volume_to_healthy_s = round(time.monotonic() - started, 2)
+        self.progress.done(f"start on an empty volume: healthy after {self.result.empty_volume_to_healthy_s} s")
 
     async def faults_under_load(self, ledger: Ledger, run: RunSettings, source: TransferSource) -> int:
         """Faults while a steady load runs; returns the transfers sent."""
@@ -360,6 +375,8 @@ def summary(result: SoakResult) -> str:
         f"| clean leave: the other worker deciding every partition | {result.takeover_after_leave_s} s |",
         f"| SIGKILL, no restart: the other worker deciding every partition (incl. {SESSION_TIMEOUT_S:.0f} s "
         f"session timeout) | {result.takeover_after_kill_s} s |",
+        f"| start on a new, empty volume: healthy again (the whole changelog of its partitions restored) | "
+        f"{result.empty_volume_to_healthy_s} s |",
         f"| worker SIGKILLs under load / broker SIGKILL+restarts | {result.worker_kills} / {result.broker_restarts} |",
         f"| leave/join changes: every partition deciding again, max (median) | "
         f"{max(changes, default=0)} s ({sorted(changes)[len(changes) // 2] if changes else 0} s) over "

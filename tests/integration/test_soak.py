@@ -24,5 +24,5 @@ async def test_a_short_soak_keeps_every_invariant_through_every_fault(tmp_path: 
     assert result.decided == result.submitted_ids > 20_000
     assert (result.worker_kills, result.broker_restarts, len(result.decide_after_change_s)) == (2, 1, 2)
     assert len(result.decide_after_change_full_load_s) == 2 and result.full_load_tps > 0
-    assert result.restart_to_healthy_s > 0 and result.takeover_after_kill_s > 0
+    assert result.restart_to_healthy_s > 0 and result.takeover_after_kill_s > 0 and result.empty_volume_to_healthy_s > 0
     assert result.disk_bytes_per_million["broker_changelog"] > 0
