@@ -37,6 +37,7 @@ from payments_app.domain.routing import CONCURRENT, decided_in, home_of
 from payments_app.local_kafka import LocalKafka, configured_broker_url, free_port, parse_broker_url
 
 POLL_S = 0.05
+FOLLOW_WAIT_S = 30
 CATCH_UP = "catch-up"
 PATHS = ("kafka", "http", CATCH_UP)
 HTTP_SAMPLE_EVERY = 20  # on the HTTP path, the latency of one request in this many is followed to its decision
@@ -376,15 +377,17 @@ def transfer_json(transfer: Transfer) -> dict[str, Any]:
 
 
 async def follow(ledger: Ledger, load: Load, transfers_url: str, tx_id: str, started: float) -> None:
-    """Poll one transfer's status until it is decided; its latency is from the request to that poll."""
+    """Wait for one transfer's decision (`GET /transactions/{id}?wait=`, answered when it is decided): its
+    latency is from the request to that answer."""
     assert ledger.session is not None
-    url = transfers_url.replace("/transfers", f"/transactions/{tx_id}")
+    url = transfers_url.replace("/transfers", f"/transactions/{tx_id}?wait={FOLLOW_WAIT_S}")
     while True:
         async with ledger.session.get(url) as response:
             if response.status == 200 and (await response.json())["status"] != "pending":
                 load.latencies.append(time.monotonic() - started)
                 return
-        await asyncio.sleep(POLL_S)
+            if response.status != 200:
+                await asyncio.sleep(POLL_S)
 
 
 async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> dict:

@@ -10,7 +10,14 @@ import orjson
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.commands import Command, from_dict, to_dict
-from payments_app.domain.ledger import transaction_key, transactions_key
+from payments_app.domain.ledger import (
+    PENDING,
+    TxRecord,
+    history_position,
+    history_prefix,
+    transaction_key,
+    transactions_key,
+)
 
 #: commands per record: a group's relays to one partition can number thousands, and a record must stay well
 #: under the producer's 1 MB request limit (a relay is about 120 bytes encoded)
@@ -42,28 +49,40 @@ def decode_entry(payload: bytes | None) -> Any:
 
 
 def encode_transactions(
-    prefix: str, offset: int, rows: list[list[Any]]
+    prefix: str, offset: int, rows: list[list[Any]], decided_ms: int
 ) -> tuple[tuple[bytes, bytes], list[tuple[bytes, bytes]]]:
-    """A commit's transaction rows as one changelog entry, and as the store keeps them (one entry per id).
+    """A commit's transaction rows as one changelog entry, and as the store keeps them: one entry per id, and one
+    history entry per account a decided transaction shows for (`TxRecord.history`), stamped `decided_ms`.
 
     `prefix` is the partition's storage-key prefix. One changelog message per commit instead of one per
     transaction: the producer, the broker and every standby handle a third fewer messages per transfer.
     """
-    changelog = ((prefix + transactions_key(offset)).encode(), orjson.dumps(rows))
-    return changelog, _rows_by_id(prefix.encode(), rows)
+    value = orjson.dumps([decided_ms, rows])
+    return ((prefix + transactions_key(offset)).encode(), value), _store_rows(prefix, offset, decided_ms, rows)
 
 
 def store_entries(key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
     """What one changelog entry becomes in a store (a restore, a standby): itself, or for a commit's
-    transaction rows (`transactions_key`), an entry per transaction."""
+    transaction rows (`transactions_key`), what `encode_transactions` stores for them."""
     slash = key.index(b"/") + 1  # after the partition: "{partition}/{ledger key}"
     if not key.startswith(b"r/", slash):
         return [(key, value)]
-    return _rows_by_id(key[:slash], orjson.loads(value))
+    decided_ms, rows = orjson.loads(value)
+    return _store_rows(key[:slash].decode(), int(key[slash + 2 :]), decided_ms, rows)
 
 
-def _rows_by_id(prefix: bytes, rows: list[list[Any]]) -> list[tuple[bytes, bytes]]:
-    return [(prefix + transaction_key(row[0]).encode(), orjson.dumps(row)) for row in rows]
+def _store_rows(prefix: str, offset: int, decided_ms: int, rows: list[list[Any]]) -> list[tuple[bytes, bytes]]:
+    entries = [((prefix + transaction_key(row[0])).encode(), orjson.dumps(row)) for row in rows]
+    partition = int(prefix[:-1])
+    for index, row in enumerate(rows):
+        if row[2] == PENDING:
+            continue
+        record = TxRecord.from_row(row)
+        position = history_position(decided_ms, partition, offset, index)
+        for account, amount, counterparty in record.history():
+            item = [record.id, record.kind, amount, counterparty, record.status, record.reason, decided_ms]
+            entries.append(((prefix + history_prefix(account) + position).encode(), orjson.dumps(item)))
+    return entries
 
 
 def group_by_partition(commands: Iterable[tuple[int, Command]]) -> dict[int, list[Command]]:

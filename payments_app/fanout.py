@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import orjson
 
 from payments_app.app import app
+from payments_app.intake import Backlogged
 from payments_app.queries import audit_owned_partitions, read_values
 from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.topics import TRANSACTIONS_TOPIC
@@ -45,9 +47,32 @@ def _http() -> aiohttp.ClientSession:
 async def _post(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with _http().post(url, data=orjson.dumps(payload), timeout=timeout) as response:
+        if response.status == 429:
+            raise Backlogged(orjson.loads(await response.read())["detail"])
         if response.status != 200:
             raise LookupError(f"{url} answered {response.status}")
         return orjson.loads(await response.read())
+
+
+async def at_owner(
+    partition: int, local: Callable[[], Awaitable[Any]], path: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S
+) -> Any:
+    """`local()` if this worker owns the partition, else the owner's answer to `payload` on its internal `path`;
+    retried through a rebalance like `read_ledger` (what is asked must be safe to ask twice)."""
+    if not GROUP_LEASE.held():
+        raise Unavailable("this worker has not heard from the Kafka group lately; ask another worker")
+    me = str(app.conf.canonical_url).rstrip("/")
+    deadline = asyncio.get_running_loop().time() + RETRY_FOR_S
+    while True:
+        owner = partition_owners().get(partition)
+        try:
+            if owner is None:
+                raise LookupError(f"partition {partition} has no owner yet")
+            return await local() if owner == me else await _post(f"{owner}{path}", payload, timeout_s)
+        except (TimeoutError, LookupError, aiohttp.ClientError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise Unavailable(f"could not reach the owner of partition {partition}: {exc}") from exc
+            await asyncio.sleep(RETRY_PAUSE_S)
 
 
 async def read_ledger(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:

@@ -12,7 +12,7 @@ from typing import Any
 from payments_app.app import app
 from payments_app.codec import decode_entry
 from payments_app.domain.invariants import AuditReport, PartitionAudit
-from payments_app.domain.ledger import META_KEY, PartitionMeta, segment_key
+from payments_app.domain.ledger import META_KEY, PartitionMeta, history_prefix, segment_key
 from payments_app.domain.segments import Segment
 from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.wiring import LEDGER, owned_partitions
@@ -73,6 +73,14 @@ def applied_offsets() -> dict[int, int]:
 def read_values(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
     """Current values of ledger keys in partitions open here; raises LookupError for any other partition."""
     return [stored_value(partition, key) for partition, key in requests]
+
+
+def account_history(partition: int, account: str, before: str | None, limit: int) -> list[list[Any]]:
+    """An account's decided transactions in a partition open here, newest first, positioned before `before`:
+    `[position, [id, kind, signed amount, counterparty, status, reason, decided ms]]` (see `codec`)."""
+    prefix = storage_key(partition, history_prefix(account))
+    found = _store(partition).scan_back(prefix, None if before is None else before.encode(), limit)
+    return [[key[len(prefix) :].decode(), decode_entry(value)] for key, value in found]
 
 
 async def audit_owned_partitions() -> dict[int, tuple[PartitionMeta, AuditReport]]:

@@ -18,7 +18,7 @@ import rocksdict
 from payments_app.domain.checks import require
 
 #: the changelog topic is `{app id}-{LEDGER_CHANGELOG_SUFFIX}`: compacted, one partition per ledger partition
-LEDGER_CHANGELOG_SUFFIX = "ledger-changelog-v3"
+LEDGER_CHANGELOG_SUFFIX = "ledger-changelog-v4"
 #: not a ledger key (those start with a digit): the changelog offset the store reflects, as ASCII digits
 CHECKPOINT_KEY = b"#checkpoint"
 NOTHING_APPLIED = -1
@@ -63,6 +63,19 @@ class PartitionStore:
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
+
+    def scan_back(self, prefix: bytes, before: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` entries under `prefix`, last key first, each with a key below `prefix + before`."""
+        iterator = self._db.iter()
+        start = prefix + (before if before is not None else b"\xff")
+        iterator.seek_for_prev(start)
+        if iterator.valid() and iterator.key() == start:
+            iterator.prev()
+        found: list[tuple[bytes, bytes]] = []
+        while len(found) < limit and iterator.valid() and iterator.key().startswith(prefix):
+            found.append((iterator.key(), iterator.value()))
+            iterator.prev()
+        return found
 
     def view(self) -> StoreView:
         """The store as it is now, unchanged by later writes: for reads that yield to the event loop midway."""

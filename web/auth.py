@@ -28,6 +28,7 @@ OPEN_ROUTES = frozenset({"/health", "/health/ready", "/health/live", "/openapi.j
 #: routes a minted token may call with the given scope; every other route is the admin's
 SCOPED = {
     ("GET", "/accounts/{account}"): READ,
+    ("GET", "/accounts/{account}/transactions"): READ,
     ("GET", "/transactions/{tx_id}"): READ,
     ("POST", "/transfers"): TRANSFER,
 }

@@ -15,9 +15,12 @@ from aiohttp import web as aiohttp_web
 from faust.types import TP
 
 from payments_app.app import app
+from payments_app.domain.commands import ClientTransaction, from_dict
+from payments_app.domain.money import InvalidInput
 from payments_app.fanout import local_audit
+from payments_app.intake import INTAKE, Backlogged
 from payments_app.metrics import METRICS
-from payments_app.queries import applied_offsets, is_ready, owned_partitions, read_values
+from payments_app.queries import account_history, applied_offsets, is_ready, owned_partitions, read_values
 from payments_app.settings import SETTINGS
 from payments_app.topics import TRANSACTIONS_TOPIC
 from web.parsing import BodyTooLarge, parse_json
@@ -37,6 +40,54 @@ async def entries(request: aiohttp_web.Request) -> aiohttp_web.Response:
         return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
     try:
         return _json(read_values(requests))
+    except LookupError as exc:
+        return _json({"error": "not_owner", "detail": str(exc)}, status=409)
+
+
+async def submit(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """Another worker hands over client transactions of a partition this worker owns (`intake.Intake.submit`):
+    `{"partition", "transactions": [wire form], "wait_s"}` -> `[[status, body], ...]`."""
+    try:
+        body = parse_json(await request.read())
+        partition, wait_s = int(body["partition"]), float(body["wait_s"])
+        transactions = [from_dict(item) for item in body["transactions"]]
+        if not all(isinstance(tx, ClientTransaction) for tx in transactions):
+            raise TypeError("only deposits, withdrawals and transfers are submitted")
+    except (BodyTooLarge, InvalidInput, KeyError, TypeError, ValueError) as exc:
+        return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
+    try:
+        return _json(await INTAKE.submit(partition, transactions, wait_s))  # type: ignore[arg-type]  # checked above
+    except LookupError as exc:
+        return _json({"error": "not_owner", "detail": str(exc)}, status=409)
+    except Backlogged as exc:
+        return _json({"error": "backlogged", "detail": str(exc)}, status=429)
+
+
+async def lookup(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """A transaction's record in a partition this worker owns, waited for up to `wait_s` if it is pending:
+    `{"partition", "id", "wait_s"}` -> `{"record": ... or null}`."""
+    try:
+        body = parse_json(await request.read())
+        partition, tx_id, wait_s = int(body["partition"]), str(body["id"]), float(body["wait_s"])
+    except (BodyTooLarge, InvalidInput, KeyError, TypeError, ValueError) as exc:
+        return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
+    try:
+        return _json({"record": await INTAKE.lookup(partition, tx_id, wait_s)})
+    except LookupError as exc:
+        return _json({"error": "not_owner", "detail": str(exc)}, status=409)
+
+
+async def history(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """An account's history in a partition this worker owns (`queries.history`):
+    `{"partition", "account", "before", "limit"}` -> `[[position, item], ...]`."""
+    try:
+        body = parse_json(await request.read())
+        partition, account, limit = int(body["partition"]), str(body["account"]), int(body["limit"])
+        before = None if body["before"] is None else str(body["before"])
+    except (BodyTooLarge, InvalidInput, KeyError, TypeError, ValueError) as exc:
+        return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
+    try:
+        return _json(account_history(partition, account, before, limit))
     except LookupError as exc:
         return _json({"error": "not_owner", "detail": str(exc)}, status=409)
 
@@ -69,6 +120,9 @@ def lag() -> int:
 def internal_app() -> aiohttp_web.Application:
     routes = aiohttp_web.Application()
     routes.router.add_post("/internal/entries", entries)
+    routes.router.add_post("/internal/submit", submit)
+    routes.router.add_post("/internal/lookup", lookup)
+    routes.router.add_post("/internal/history", history)
     routes.router.add_get("/internal/progress", progress)
     routes.router.add_post("/internal/audit", audit)
     routes.router.add_get("/metrics", metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -82,3 +83,39 @@ def parse_transfers(data: Any) -> tuple[list[Transfer], bool]:
             raise InvalidInput(f"item {n}: id {transfer.id!r} appears twice in this request", malformed=False)
         seen.add(transfer.id)
     return transfers, True
+
+
+MAX_WAIT_S = 30
+
+
+def parse_wait(value: str | None) -> float:
+    """`?wait=<seconds>`: how long to hold the answer for a decision; 0 to 30, absent means 0."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError as exc:
+        raise InvalidInput("`wait` must be a number of seconds", malformed=True) from exc
+    if not 0 <= seconds <= MAX_WAIT_S:
+        raise InvalidInput(f"`wait` must be between 0 and {MAX_WAIT_S} seconds", malformed=False)
+    return seconds
+
+
+MAX_HISTORY_LIMIT = 1_000
+DEFAULT_HISTORY_LIMIT = 100
+_CURSOR = re.compile(r"\d{13}\.\d{4}\.\d{12}\.\d{5}")
+
+
+def parse_history_query(limit: str | None, cursor: str | None) -> tuple[int, str | None]:
+    """`?limit=` (1 to 1,000, default 100) and `?cursor=` (a page's `next_cursor`) of an account's history."""
+    if limit is None:
+        count = DEFAULT_HISTORY_LIMIT
+    elif not limit.isdigit():
+        raise InvalidInput("`limit` must be a whole number", malformed=True)
+    else:
+        count = int(limit)
+    if not 1 <= count <= MAX_HISTORY_LIMIT:
+        raise InvalidInput(f"`limit` must be between 1 and {MAX_HISTORY_LIMIT}", malformed=False)
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
+        raise InvalidInput("`cursor` must be a `next_cursor` this API returned", malformed=False)
+    return count, cursor

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +17,31 @@ from faust.web import Request, Response, View
 
 from payments_app.app import app
 from payments_app.domain.access import READ, TRANSFER, Forbidden, mint, parse_grant_request
-from payments_app.domain.commands import ClientTransaction, Command, OpenAccount
+from payments_app.domain.commands import ClientTransaction, OpenAccount, to_dict
 from payments_app.domain.invariants import AuditReport, audit_ledger
-from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key, transaction_key
+from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
-from payments_app.fanout import Unavailable, audit_all, read_ledger, wait_for_value
-from payments_app.queries import is_ready, owned_partitions
+from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_value
+from payments_app.intake import CONFLICT, INTAKE, Backlogged
+from payments_app.queries import account_history, is_ready, owned_partitions
 from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.token_log import TokenLog
 from payments_app.runtime.wiring import LEDGER
-from payments_app.sending import SUBMISSIONS, send_commands
+from payments_app.sending import send_commands
 from payments_app.settings import SETTINGS
 from payments_app.watchdog import routed_partitions
-from web.auth import TOKENS, principal, tokens_loaded
+from web.auth import RETRY_AFTER_S, TOKENS, principal, tokens_loaded
 from web.internal import INTERNAL_SERVER
 from web.parsing import (
     MAX_BODY_BYTES,
     BodyTooLarge,
     parse_deposit,
+    parse_history_query,
     parse_json,
     parse_new_account,
     parse_transfers,
+    parse_wait,
     parse_withdrawal,
 )
 
@@ -61,6 +67,12 @@ app.web.web_app.middlewares.append(json_errors)
 
 def error(view: View, status: int, code: str, detail: str) -> Response:
     return view.json({"error": code, "detail": detail}, status=status)
+
+
+def retry_later(view: View, status: int, code: str, detail: str) -> Response:
+    response = error(view, status, code, detail)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 async def read_body(request: Request) -> Any:
@@ -92,26 +104,46 @@ class ApiView(View):
             return error(self, 422, "invalid_request", exc.detail)
         except Unavailable as exc:
             log.warning("503 for %s %s: %s", request.method, request.path, exc)
-            return error(self, 503, "unavailable", str(exc))
+            return retry_later(self, 503, "unavailable", str(exc))
+        except Backlogged as exc:
+            return retry_later(self, 429, "backlogged", f"too many submissions wait for a decision: {exc}")
 
 
-async def submit(view: View, transactions: list[ClientTransaction], as_array: bool) -> Response:
-    """Send the new ones; answer the first submission's status for ids already known."""
-    partitions = [decided_in(tx, SETTINGS.partitions, SETTINGS.model) for tx in transactions]
-    rows = await read_ledger([(p, transaction_key(tx.id)) for p, tx in zip(partitions, transactions, strict=True)])
-    known = [None if row is None else TxRecord.from_row(row).to_dict() for row in rows]
-    new: dict[int, list[Command]] = defaultdict(list)
-    results: list[dict[str, Any]] = []
-    for tx, partition, record in zip(transactions, partitions, known, strict=True):
-        if record is None:
-            new[partition].append(tx)
-            results.append({"id": tx.id, "status": "pending"})
-        else:
-            results.append(record if not as_array else {"id": tx.id, "status": record["status"]})
-    await SUBMISSIONS.submit(new)
-    if as_array:
-        return view.json(results, status=202)
-    return view.json(results[0], status=200 if known[0] is not None else 202)
+async def submit(view: View, request: Request, transactions: list[ClientTransaction], as_array: bool) -> Response:
+    """Hand each partition's transactions to its owner (`intake`), which sends the new ones and answers known
+    ids from its own records; with `?wait=` the answer waits for the decisions."""
+    wait_s = parse_wait(request.query.get("wait"))
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for index, tx in enumerate(transactions):
+        by_partition[decided_in(tx, SETTINGS.partitions, SETTINGS.model)].append(index)
+
+    async def at_partition(partition: int, indexes: list[int]) -> None:
+        batch = [transactions[i] for i in indexes]
+        payload = {"partition": partition, "transactions": [to_dict(tx) for tx in batch], "wait_s": wait_s}
+        local = partial(INTAKE.submit, partition, batch, wait_s)
+        for i, answer in zip(
+            indexes, await at_owner(partition, local, "/internal/submit", payload, timeout), strict=True
+        ):
+            answers[i] = (answer[0], answer[1])
+
+    timeout = wait_s + REQUEST_TIMEOUT_S
+    answers: list[tuple[int, dict[str, Any]]] = [(0, {})] * len(transactions)
+    await asyncio.gather(*(at_partition(p, indexes) for p, indexes in by_partition.items()))
+    if not as_array:
+        return view.json(answers[0][1], status=answers[0][0])
+    items = [array_item(code, body, tx) for (code, body), tx in zip(answers, transactions, strict=True)]
+    decided = all(item["status"] in ("applied", "rejected", "conflict") for item in items)
+    return view.json(items, status=200 if decided else 202)
+
+
+def array_item(code: int, body: dict[str, Any], tx: ClientTransaction) -> dict[str, Any]:
+    """An array's answer per item, kept short (arrays hold up to 10,000): id, status, and why if not applied."""
+    if code == CONFLICT:
+        return {"id": tx.id, "status": "conflict", **body}
+    item = {"id": body["id"], "status": body["status"]}
+    if body.get("reason") is not None:
+        item["reason"] = body["reason"]
+    return item
 
 
 @app.page("/accounts")
@@ -148,16 +180,51 @@ class Account(ApiView):
         )
 
 
+@app.page("/accounts/{account}/transactions")
+class AccountHistory(ApiView):
+    """An account's decided transactions, newest first, merged from every partition that holds a segment of it;
+    `?limit=` per page and `?cursor=` from the page before."""
+
+    async def get(self, request: Request, account: str) -> Response:
+        require_id(account, "account")
+        principal(request).require_accounts(READ, {account}, "read account")
+        limit, cursor = parse_history_query(request.query.get("limit"), request.query.get("cursor"))
+        segments = await read_ledger([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
+        if all(segment is None for segment in segments):
+            return error(self, 404, "not_found", f"no account {account!r}")
+
+        async def at_partition(partition: int) -> list[list[Any]]:
+            async def local() -> list[list[Any]]:
+                return account_history(partition, account, cursor, limit)
+
+            payload = {"partition": partition, "account": account, "before": cursor, "limit": limit}
+            return await at_owner(partition, local, "/internal/history", payload)
+
+        pages = await asyncio.gather(*map(at_partition, range(SETTINGS.partitions)))
+        merged = sorted((entry for page in pages for entry in page), key=lambda entry: entry[0], reverse=True)
+        page = merged[:limit]
+        more = len(merged) > limit or any(len(found) == limit for found in pages)
+        next_cursor = page[-1][0] if more and page else None
+        return self.json({"transactions": [history_item(item) for _, item in page], "next_cursor": next_cursor})
+
+
+def history_item(item: list[Any]) -> dict[str, Any]:
+    tx_id, kind, amount, counterparty, status, reason, decided_ms = item
+    decided_at = datetime.fromtimestamp(decided_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return {"id": tx_id, "kind": kind, "amount": amount, "counterparty": counterparty, "status": status,
+            "reason": reason, "decided_at": decided_at.replace("+00:00", "Z")}  # fmt: skip
+
+
 @app.page("/deposits")
 class Deposits(ApiView):
     async def post(self, request: Request) -> Response:
-        return await submit(self, [parse_deposit(await read_body(request))], as_array=False)
+        return await submit(self, request, [parse_deposit(await read_body(request))], as_array=False)
 
 
 @app.page("/withdrawals")
 class Withdrawals(ApiView):
     async def post(self, request: Request) -> Response:
-        return await submit(self, [parse_withdrawal(await read_body(request))], as_array=False)
+        return await submit(self, request, [parse_withdrawal(await read_body(request))], as_array=False)
 
 
 @app.page("/transfers")
@@ -165,20 +232,28 @@ class Transfers(ApiView):
     async def post(self, request: Request) -> Response:
         transfers, as_array = parse_transfers(await read_body(request))
         principal(request).require_accounts(TRANSFER, {t.payer for t in transfers}, "pay from account(s)")
-        return await submit(self, list(transfers), as_array)
+        return await submit(self, request, list(transfers), as_array)
 
 
 @app.page("/transactions/{tx_id}")
 class Transaction(ApiView):
     async def get(self, request: Request, tx_id: str) -> Response:
         require_id(tx_id, "id")
-        rows = await read_ledger([(p, transaction_key(tx_id)) for p in status_partitions(tx_id)])
-        row = next((r for r in rows if r is not None), None)
-        if row is None:
+        wait_s = parse_wait(request.query.get("wait"))
+
+        async def at_partition(partition: int) -> dict[str, Any] | None:
+            async def local() -> dict[str, Any]:
+                return {"record": await INTAKE.lookup(partition, tx_id, wait_s)}
+
+            payload = {"partition": partition, "id": tx_id, "wait_s": wait_s}
+            return (await at_owner(partition, local, "/internal/lookup", payload, wait_s + REQUEST_TIMEOUT_S))["record"]
+
+        found = [r for r in await asyncio.gather(*map(at_partition, status_partitions(tx_id))) if r is not None]
+        if not found:
             return error(self, 404, "not_found", f"no transaction {tx_id!r}")
-        record = TxRecord.from_row(row)
-        principal(request).require_any_account(READ, record.accounts, f"read transaction {tx_id!r}")
-        return self.json(record.to_dict())
+        record = max(found, key=lambda r: r["status"] != "pending")
+        principal(request).require_any_account(READ, TxRecord.from_dict(record).accounts, f"read transaction {tx_id!r}")
+        return self.json(record)
 
 
 def status_partitions(tx_id: str) -> list[int]:

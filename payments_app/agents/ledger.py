@@ -10,6 +10,7 @@ import faust
 from payments_app.agents.demand import DEMAND
 from payments_app.app import app
 from payments_app.domain.ledger import BatchOutcome
+from payments_app.intake import INTAKE
 from payments_app.metrics import METRICS
 from payments_app.processes import EXIT_ON_FAILURE
 from payments_app.runtime.commit import GroupResult, Pipeline
@@ -60,6 +61,8 @@ def report(result: GroupResult) -> None:
     METRICS.groups_fenced_total += len(result.fenced)
     for outcomes in result.committed.values():
         count(outcomes)
+    for partition, records in result.transactions.items():
+        INTAKE.decided(partition, records)
 
 
 def count(outcomes: list[BatchOutcome]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.commands import (
+    KIND_OF,
     ClientTransaction,
     Command,
     Deposit,
@@ -48,6 +49,17 @@ def segment_key(account: str) -> str:
 
 def transaction_key(tx_id: str) -> str:
     return f"t/{tx_id}"
+
+
+def history_prefix(account: str) -> str:
+    """An account's history entries in a partition (ids hold no `/`, so one account's prefix is no other's)."""
+    return f"h/{account}/"
+
+
+def history_position(decided_ms: int, partition: int, offset: int, index: int) -> str:
+    """Where a history entry sorts among all of an account's entries, in every partition: by decision time,
+    then partition, offset and place in the commit. Fixed width, so text order is that order; also the cursor."""
+    return f"{decided_ms:013d}.{partition:04d}.{offset:012d}.{index:05d}"
 
 
 def transactions_key(offset: int) -> str:
@@ -81,6 +93,38 @@ class TxRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "status": self.status, "reason": self.reason, **self.fields}
+
+    @classmethod
+    def pending(cls, tx: ClientTransaction) -> TxRecord:
+        """The record of a transaction not decided yet (an acknowledged submission, before its record is applied)."""
+        kind = KIND_OF[type(tx)]
+        return cls(tx.id, kind, PENDING, None, {name: getattr(tx, name) for name in ROW_FIELDS[kind]})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TxRecord:
+        kind = data["kind"]
+        return cls(data["id"], kind, data["status"], data["reason"], {name: data[name] for name in ROW_FIELDS[kind]})
+
+    def same_request(self, tx: ClientTransaction) -> bool:
+        """Whether `tx` asks for what this record holds (same kind and fields): a resubmission, not a conflict."""
+        return self.kind == KIND_OF[type(tx)] and all(getattr(tx, name) == value for name, value in self.fields.items())
+
+    @property
+    def decided(self) -> bool:
+        return self.status != PENDING
+
+    def history(self) -> list[tuple[str, int, str | None]]:
+        """Where a decided transaction shows in account histories: `(account, signed amount, counterparty)`.
+
+        A transfer shows for both sides once applied; a rejected one only for its payer, whose request it was.
+        """
+        fields, amount = self.fields, self.fields["amount"]
+        if self.kind == "deposit":
+            return [(fields["account"], amount, None)]
+        if self.kind == "withdrawal":
+            return [(fields["account"], -amount, None)]
+        paid = [(fields["payer"], -amount, fields["payee"])]
+        return paid if self.status == REJECTED else [*paid, (fields["payee"], amount, fields["payer"])]
 
     @property
     def accounts(self) -> set[str]:

@@ -23,6 +23,7 @@ This module knows neither Faust nor aiokafka: the agent runs it against Kafka, t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,7 +38,7 @@ from payments_app.codec import (
 )
 from payments_app.domain.checks import require
 from payments_app.domain.commands import Command
-from payments_app.domain.ledger import BatchOutcome, PartitionState, Writes, process_batch
+from payments_app.domain.ledger import BatchOutcome, PartitionState, TxRecord, Writes, process_batch
 from tables.ledger import storage_key
 
 
@@ -86,13 +87,14 @@ def state_of(session: Session) -> PartitionState:
 
 def encode_writes(partition: int, writes: Writes) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
     """A partition's changes as changelog entries, and as store entries (the same, but one entry per transaction
-    where the changelog has one for all of them)."""
+    and per history line where the changelog has one for all of them; the transactions decided now are stamped
+    with this moment)."""
     prefix = storage_key(partition, "").decode()
     entries = [((prefix + key).encode(), encode_entry(entry)) for key, entry in writes.entries]
     if not writes.transactions:
         return entries, entries
     rows = [record.to_row() for record in writes.transactions]
-    changelog_entry, stored = encode_transactions(prefix, writes.offset, rows)
+    changelog_entry, stored = encode_transactions(prefix, writes.offset, rows, time.time_ns() // 1_000_000)
     return [changelog_entry, *entries], [*stored, *entries]
 
 
@@ -107,15 +109,19 @@ class StagedPartition:
     stored: list[tuple[bytes, bytes]] = field(default_factory=list)
     relays: list[tuple[int, Command]] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
+    transactions: list[TxRecord] = field(default_factory=list)  # created or decided by its records
 
     def seal(self) -> None:
-        self.changelog, self.stored = encode_writes(self.session.partition, self.state.take_writes())
+        writes = self.state.take_writes()
+        self.changelog, self.stored = encode_writes(self.session.partition, writes)
+        self.transactions = writes.transactions
 
 
 @dataclass(slots=True)
 class GroupResult:
     committed: dict[int, list[BatchOutcome]] = field(default_factory=dict)
     fenced: list[int] = field(default_factory=list)
+    transactions: dict[int, list[TxRecord]] = field(default_factory=dict)  # of the committed partitions
 
 
 class Group:
@@ -202,6 +208,7 @@ class Group:
                 raise outcome
             else:
                 result.committed[staged.session.partition] = staged.outcomes
+                result.transactions[staged.session.partition] = staged.transactions
         self.committed = True
         return result
 

@@ -39,10 +39,9 @@ async def test_accounts_are_created_once_and_readable_from_every_worker(session,
 async def test_deposit_transfer_and_status(session, urls) -> None:
     for account in ("api-a", "api-b"):
         assert (await call(session, "POST", f"{urls[0]}/accounts", {"id": account}))[0] == 201
-    assert await call(session, "POST", f"{urls[1]}/deposits", {"id": "api-d1", "account": "api-a", "amount": 500}) == (
-        202,
-        {"id": "api-d1", "status": "pending"},
-    )
+    deposit = {"id": "api-d1", "account": "api-a", "amount": 500}
+    pending = {**deposit, "kind": "deposit", "status": "pending", "reason": None}
+    assert await call(session, "POST", f"{urls[1]}/deposits", deposit) == (202, pending)
     assert (await settled(session, urls[0], "api-d1"))["status"] == "applied"
     transfer = {"id": "api-t1", "payer": "api-a", "payee": "api-b", "amount": 200}
     assert (await call(session, "POST", f"{urls[0]}/transfers", transfer))[0] == 202
@@ -82,6 +81,91 @@ async def test_array_of_transfers_answers_each_item_in_order(session, urls) -> N
         return body if body["in_flight"] == 0 else None
 
     assert (await wait_for(payer_settled))["balance"] == 100 - 10 * applied
+
+
+async def test_an_id_reused_for_another_body_is_a_conflict_from_any_worker(session, urls) -> None:
+    await call(session, "POST", f"{urls[0]}/accounts", {"id": "c-a"})
+    deposit = {"id": "c-d1", "account": "c-a", "amount": 100}
+    assert (await call(session, "POST", f"{urls[0]}/deposits", deposit))[0] == 202
+    # At once, from the other worker: the owner knows it from its acknowledgement, applied or not yet.
+    status, body = await call(session, "POST", f"{urls[1]}/deposits", deposit)
+    assert status == 200 and body["id"] == "c-d1" and body["amount"] == 100
+    for path, other in [("/deposits", {**deposit, "amount": 999}),
+                        ("/withdrawals", deposit),
+                        ("/transfers", {"id": "c-d1", "payer": "c-a", "payee": "api-a", "amount": 100})]:  # fmt: skip
+        for url in urls:
+            status, body = await call(session, "POST", f"{url}{path}", other)
+            assert status == 409 and body["error"] == "id_conflict", (path, body)
+            assert body["existing"]["kind"] == "deposit" and body["existing"]["amount"] == 100
+    record = await settled(session, urls[1], "c-d1")
+    assert record["status"] == "applied"
+    assert await call(session, "POST", f"{urls[1]}/deposits", deposit) == (200, record)
+    status, items = await call(session, "POST", f"{urls[0]}/transfers",
+                               [{"id": "c-d1", "payer": "c-a", "payee": "api-a", "amount": 1},
+                                {"id": "c-t2", "payer": "c-a", "payee": "api-a", "amount": 1}])  # fmt: skip
+    assert status == 202 and items[0]["status"] == "conflict" and items[0]["existing"] == record
+    assert items[1] == {"id": "c-t2", "status": "pending"}
+    assert (await call(session, "GET", f"{urls[0]}/accounts/c-a"))[1]["balance"] in (99, 100)
+    assert (await settled(session, urls[0], "c-t2"))["status"] == "applied"
+    assert (await call(session, "GET", f"{urls[0]}/accounts/c-a"))[1]["balance"] == 99
+
+
+async def test_an_answer_can_wait_for_the_decision(session, urls) -> None:
+    await call(session, "POST", f"{urls[0]}/accounts", {"id": "w-a"})
+    deposit = {"id": "w-d", "account": "w-a", "amount": 7}
+    status, body = await call(session, "POST", f"{urls[1]}/deposits?wait=10", deposit)
+    assert (status, body["status"]) == (200, "applied")
+    transfers = [{"id": f"w-t{n}", "payer": "w-a", "payee": "api-a", "amount": 5} for n in range(2)]
+    status, items = await call(session, "POST", f"{urls[0]}/transfers?wait=10", transfers)
+    assert status == 200 and [item["status"] for item in items].count("applied") <= 1
+    assert all(item.get("reason") == "insufficient_funds" for item in items if item["status"] != "applied"), items
+    for url in urls:
+        status, body = await call(session, "GET", f"{url}/transactions/w-t0?wait=10")
+        assert status == 200 and body["status"] in ("applied", "rejected")
+    status, body = await call(session, "GET", f"{urls[0]}/transactions/never-w?wait=0.2")
+    assert status == 404
+    for wait, expected in (("31", 422), ("-1", 422), ("soon", 400)):
+        status, body = await call(session, "GET", f"{urls[0]}/transactions/w-t0?wait={wait}")
+        assert status == expected and "wait" in body["detail"]
+
+
+async def test_an_account_history_is_newest_first_a_page_at_a_time(session, urls) -> None:
+    for account in ("h-a", "h-b"):
+        await call(session, "POST", f"{urls[0]}/accounts", {"id": account})
+    await call(session, "POST", f"{urls[0]}/deposits?wait=10", {"id": "h-d", "account": "h-a", "amount": 100})
+    sent = [("h-t0", 10), ("h-t1", 1_000), ("h-t2", 20), ("h-t3", 30)]
+    for n, (tx_id, amount) in enumerate(sent):
+        transfer = {"id": tx_id, "payer": "h-a", "payee": "h-b", "amount": amount}
+        assert (await call(session, "POST", f"{urls[n % 2]}/transfers?wait=10", transfer))[0] == 200
+    pages, cursor = [], None
+    while True:
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, body = await call(session, "GET", f"{urls[len(pages) % 2]}/accounts/h-a/transactions?{query}")
+        assert status == 200, body
+        pages.append(body["transactions"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    items = [item for page in pages for item in page]
+    assert all(len(page) <= 2 for page in pages)
+    assert [(i["id"], i["amount"], i["counterparty"], i["status"]) for i in items] == [
+        ("h-t3", -30, "h-b", "applied"),
+        ("h-t2", -20, "h-b", "applied"),
+        ("h-t1", -1_000, "h-b", "rejected"),
+        ("h-t0", -10, "h-b", "applied"),
+        ("h-d", 100, None, "applied"),
+    ]
+    assert items[2]["reason"] == "insufficient_funds" and items[0]["decided_at"] >= items[-1]["decided_at"]
+    status, body = await call(session, "GET", f"{urls[1]}/accounts/h-b/transactions")
+    assert [(i["id"], i["amount"], i["counterparty"]) for i in body["transactions"]] == [
+        ("h-t3", 30, "h-a"),
+        ("h-t2", 20, "h-a"),
+        ("h-t0", 10, "h-a"),
+    ]
+    assert body["next_cursor"] is None
+    assert (await call(session, "GET", f"{urls[0]}/accounts/nobody/transactions"))[0] == 404
+    for query, expected in (("limit=0", 422), ("limit=1001", 422), ("limit=two", 400), ("cursor=zzz", 422)):
+        assert (await call(session, "GET", f"{urls[0]}/accounts/h-a/transactions?{query}"))[0] == expected, query
 
 
 BAD_REQUESTS = [

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.broker
 PROTECTED = [
     ("POST", "/accounts", {"id": "x"}),
     ("GET", "/accounts/x", None),
+    ("GET", "/accounts/x/transactions", None),
     ("POST", "/deposits", {"id": "d", "account": "x", "amount": 1}),
     ("POST", "/withdrawals", {"id": "w", "account": "x", "amount": 1}),
     ("POST", "/transfers", {"id": "t", "payer": "x", "payee": "y", "amount": 1}),
@@ -101,6 +102,7 @@ async def test_a_scoped_token_reads_and_pays_only_from_its_accounts(session, url
     assert (await as_token(token, "GET", f"{urls[0]}/accounts/auth-a"))[0] == 200
     status, body = await as_token(token, "GET", f"{urls[0]}/accounts/auth-b")
     assert status == 403 and body["error"] == "forbidden" and "auth-b" in body["detail"]
+    assert (await as_token(token, "GET", f"{urls[0]}/accounts/auth-b/transactions"))[0] == 403
 
     own = {"id": "auth-t1", "payer": "auth-a", "payee": "auth-b", "amount": 100}
     assert (await as_token(token, "POST", f"{urls[0]}/transfers", own))[0] == 202
@@ -118,7 +120,7 @@ async def test_a_scoped_token_reads_and_pays_only_from_its_accounts(session, url
     assert status == 200 and account["balance"] == 1_100
 
     for method, path, body in PROTECTED[:-1]:
-        if path not in ("/accounts/x", "/transfers", "/transactions/t"):
+        if path not in ("/accounts/x", "/accounts/x/transactions", "/transfers", "/transactions/t"):
             status, payload = await as_token(token, method, f"{urls[1]}{path}", body)
             assert status == 403 and "admin" in payload["detail"], (method, path, payload)
 

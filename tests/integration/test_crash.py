@@ -50,7 +50,8 @@ class Load:
             except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.2)
                 continue
-            if status == 202:
+            if status in (200, 202):  # 200: a retry whose first try had landed, every item decided since
+                assert all(item["status"] != "conflict" for item in body), body
                 self.accepted.update(item["id"] for item in body)
                 self.sent_batches += 1
                 return

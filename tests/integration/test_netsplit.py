@@ -128,7 +128,7 @@ async def probe_every_partition(
     for tx_id in ids:
         tx = {"id": tx_id, "account": ACCOUNTS[0], "amount": 1}
         status, body = await call(session, "POST", f"{worker.url}/deposits", tx)
-        assert status == 202, body
+        assert status in (200, 202) and body["amount"] == 1, body  # 200: a retry after a 503 had landed
         load.submitted[tx_id] = {**tx, "kind": "deposit"}
         load.accepted.add(tx_id)
     return ids

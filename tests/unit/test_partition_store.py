@@ -12,6 +12,7 @@ from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import TxRecord
 from tables.ledger import PartitionStore, StoreOptions
 
+DECIDED_MS = 1_764_000_000_000
 OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20)
 
 
@@ -52,15 +53,35 @@ def test_a_restore_keeps_a_commits_transactions_one_entry_each_as_the_owner_did(
     applied = TxRecord("t1", "transfer", "applied", None, {"payer": "a/r/x", "payee": "b", "amount": 5})
     pending = TxRecord("d1", "withdrawal", "pending", None, {"account": "a/r/x", "amount": 7})
     segment = (b"3/s/a/r/x", b'{"balance":1}')  # an account name holding "/r/" is still a segment
-    changelog, owner_entries = encode_transactions("3/", 41, [applied.to_row(), pending.to_row()])
+    changelog, owner_entries = encode_transactions("3/", 41, [applied.to_row(), pending.to_row()], DECIDED_MS)
     assert changelog[0] == b"3/r/41"
     restored = PartitionStore(tmp_path / "p3", OPTIONS, store_entries)
     assert restored.apply_log([(0, *changelog), (1, *segment)]) == 2
     owner = PartitionStore(tmp_path / "owner", OPTIONS)
     owner.apply([*owner_entries, segment], changelog_offset=1)
-    for key in (b"3/t/t1", b"3/t/d1", segment[0]):
+    history = [f"3/h/{account}/{DECIDED_MS}.0003.000000000041.00000".encode() for account in ("a/r/x", "b")]
+    for key in (b"3/t/t1", b"3/t/d1", segment[0], *history):
         assert restored.get(key) == owner.get(key) is not None
+    assert orjson.loads(restored.get(history[0]) or b"null") == ["t1", "transfer", -5, "b", "applied", None, DECIDED_MS]
+    assert not [key for key, _ in owner_entries if b"/h/" in key and b"d1" in (owner.get(key) or b"")]
     assert TxRecord.from_row(orjson.loads(restored.get(b"3/t/d1") or b"null")) == pending
     assert restored.get(b"3/r/41") is None
     restored.close()
     owner.close()
+
+
+def test_an_account_history_reads_back_newest_first_a_page_at_a_time(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p1", OPTIONS)
+    rows = [
+        TxRecord(f"t{n}", "deposit", "applied", None, {"account": "acc", "amount": n + 1}).to_row() for n in range(5)
+    ]
+    other = TxRecord("x", "deposit", "applied", None, {"account": "acc2", "amount": 9}).to_row()
+    for offset, row in enumerate([*rows, other]):
+        store.apply(encode_transactions("1/", offset, [row], DECIDED_MS + offset)[1], changelog_offset=offset)
+    prefix = b"1/h/acc/"
+    first = store.scan_back(prefix, None, 2)
+    assert [orjson.loads(value)[0] for _, value in first] == ["t4", "t3"]
+    rest = store.scan_back(prefix, first[-1][0][len(prefix) :], 10)
+    assert [orjson.loads(value)[0] for _, value in rest] == ["t2", "t1", "t0"]
+    assert store.scan_back(prefix, rest[-1][0][len(prefix) :], 10) == []
+    store.close()

@@ -1,0 +1,162 @@
+"""A client submission at the worker that owns its partition: the id check, the conflict check and the wait for a
+decision all happen where that partition's records are, with no read of another worker.
+
+The owner remembers every submission it acknowledged until its record is decided (`Intake._waiting`), so a
+resubmission, or a conflicting one, is told so from the moment of the first acknowledgement; after that the
+partition's store has the record. Whoever receives a request hands it to the owner (`web.views.submit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from payments_app.app import app
+from payments_app.domain.commands import ClientTransaction
+from payments_app.domain.ledger import TxRecord, transaction_key
+from payments_app.queries import stored_value
+from payments_app.runtime.wiring import ledger_partitions
+from payments_app.sending import SUBMISSIONS
+
+#: submissions a worker holds acknowledged but undecided before it answers 429 (the backlog bound)
+MAX_WAITING = 50_000
+
+ACCEPTED, KNOWN, CONFLICT = 202, 200, 409
+
+
+class Backlogged(RuntimeError):
+    """Too many submissions wait for a decision here: the client should retry later (HTTP 429)."""
+
+
+@dataclass(slots=True)
+class Waiting:
+    """A transaction acknowledged here and not yet decided, and the future its decision resolves."""
+
+    tx: ClientTransaction | None  # None: only a reader waits (its record came another way)
+    decided: asyncio.Future[TxRecord | None]
+
+
+Answer = tuple[int, dict[str, Any]]
+
+
+def conflict(tx: ClientTransaction, existing: dict[str, Any]) -> Answer:
+    detail = f"id {tx.id!r} is already used by a different transaction"
+    return CONFLICT, {"error": "id_conflict", "detail": detail, "existing": existing}
+
+
+class Intake:
+    def __init__(self) -> None:
+        self._waiting: dict[int, dict[str, Waiting]] = defaultdict(dict)
+        self.size = 0
+
+    async def submit(self, partition: int, transactions: list[ClientTransaction], wait_s: float) -> list[Answer]:
+        """Send the new ones to the partition (acknowledged by the broker) and answer each: 202 sent now, 200
+        known (its record, or pending), 409 its id holds another transaction. Raises LookupError if the partition
+        is not open here, Backlogged past `MAX_WAITING`."""
+        waiting = self._waiting[partition]
+        answers: list[Answer] = []
+        futures: dict[str, asyncio.Future[TxRecord | None]] = {}
+        new: list[ClientTransaction] = []
+        for tx in transactions:
+            held = waiting.get(tx.id)
+            if held is not None and held.tx is not None:
+                known = TxRecord.pending(held.tx).to_dict()
+                answers.append((KNOWN, known) if held.tx == tx else conflict(tx, known))
+                futures[tx.id] = held.decided
+                continue
+            row = stored_value(partition, transaction_key(tx.id))
+            if row is not None:
+                record = TxRecord.from_row(row)
+                answers.append((KNOWN, record.to_dict()) if record.same_request(tx) else conflict(tx, record.to_dict()))
+                continue
+            answers.append((ACCEPTED, TxRecord.pending(tx).to_dict()))
+            new.append(tx)
+        if new:
+            await self._send(partition, new, futures)
+        if wait_s <= 0 or not futures:
+            return answers
+        await asyncio.wait([asyncio.shield(f) for f in futures.values()], timeout=wait_s)
+        return [self._settled(answer, futures) for answer in answers]
+
+    async def _send(
+        self, partition: int, new: list[ClientTransaction], futures: dict[str, asyncio.Future[TxRecord | None]]
+    ) -> None:
+        """Remember, then send: the record may be decided before the broker's acknowledgement arrives."""
+        if self.size + len(new) > MAX_WAITING:
+            raise Backlogged(f"{self.size:,} submissions wait for a decision on this worker")
+        waiting = self._waiting[partition]
+        loop = asyncio.get_running_loop()
+        for tx in new:
+            reader = waiting.get(tx.id)
+            held = waiting[tx.id] = Waiting(tx, reader.decided if reader is not None else loop.create_future())
+            futures[tx.id] = held.decided
+        self.size += len(new)
+        try:
+            await SUBMISSIONS.submit({partition: new})
+        except BaseException:
+            for tx in new:
+                if waiting.get(tx.id) is not None and waiting[tx.id].tx is tx:
+                    del waiting[tx.id]
+                    self.size -= 1
+            raise
+
+    @staticmethod
+    def _settled(answer: Answer, futures: dict[str, asyncio.Future[TxRecord | None]]) -> Answer:
+        code, body = answer
+        future = futures.get(body["id"]) if code != CONFLICT else None
+        if future is None or not future.done() or future.result() is None:
+            return answer
+        return KNOWN, future.result().to_dict()
+
+    async def lookup(self, partition: int, tx_id: str, wait_s: float) -> dict[str, Any] | None:
+        """The transaction's record (None if unknown here); a pending one waited for up to `wait_s`."""
+        row = stored_value(partition, transaction_key(tx_id))
+        record = None if row is None else TxRecord.from_row(row).to_dict()
+        held = self._waiting[partition].get(tx_id)
+        if held is None and record is not None and record["status"] == "pending" and wait_s > 0:
+            held = self._waiting[partition][tx_id] = Waiting(None, asyncio.get_running_loop().create_future())
+        if held is None:
+            return record
+        if wait_s > 0:
+            decided = await _wait_for(held.decided, wait_s)
+            if decided is not None:
+                return decided.to_dict()
+        return record or (None if held.tx is None else TxRecord.pending(held.tx).to_dict())
+
+    def decided(self, partition: int, records: list[TxRecord]) -> None:
+        """A commit's transaction records: resolve the waits of those now decided."""
+        waiting = self._waiting.get(partition)
+        if not waiting:
+            return
+        for record in records:
+            if record.decided:
+                held = waiting.pop(record.id, None)
+                if held is not None:
+                    self.size -= held.tx is not None
+                    if not held.decided.done():
+                        held.decided.set_result(record)
+
+    def release(self, partitions: set[int]) -> None:
+        """Partitions that left this worker: their waits end with no answer (the new owner decides them)."""
+        for partition in partitions:
+            for held in self._waiting.pop(partition, {}).values():
+                self.size -= held.tx is not None
+                if not held.decided.done():
+                    held.decided.set_result(None)
+
+
+async def _wait_for(future: asyncio.Future[TxRecord | None], wait_s: float) -> TxRecord | None:
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout=wait_s)
+    except TimeoutError:
+        return None
+
+
+INTAKE = Intake()
+
+
+@app.on_partitions_revoked.connect
+async def release_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+    INTAKE.release(ledger_partitions(revoked))
