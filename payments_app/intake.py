@@ -9,6 +9,7 @@ partition's store has the record. Whoever receives a request hands it to the own
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from payments_app.app import app
 from payments_app.domain.commands import ClientTransaction
 from payments_app.domain.ledger import TxRecord, transaction_key
+from payments_app.metrics import DECISION_SECONDS
 from payments_app.queries import stored_value
 from payments_app.runtime.wiring import ledger_partitions
 from payments_app.sending import SUBMISSIONS
@@ -36,6 +38,7 @@ class Waiting:
 
     tx: ClientTransaction | None  # None: only a reader waits (its record came another way)
     decided: asyncio.Future[TxRecord | None]
+    acknowledged: float | None = None  # when Kafka acknowledged the submission (monotonic seconds)
 
 
 Answer = tuple[int, dict[str, Any]]
@@ -95,6 +98,11 @@ class Intake:
         self.size += len(new)
         try:
             await SUBMISSIONS.submit({partition: new})
+            now = time.monotonic()
+            for tx in new:
+                held = waiting.get(tx.id)
+                if held is not None and held.tx is tx:
+                    held.acknowledged = now
         except BaseException:
             for tx in new:
                 if waiting.get(tx.id) is not None and waiting[tx.id].tx is tx:
@@ -135,6 +143,8 @@ class Intake:
                 held = waiting.pop(record.id, None)
                 if held is not None:
                     self.size -= held.tx is not None
+                    if held.acknowledged is not None:
+                        DECISION_SECONDS.observe(time.monotonic() - held.acknowledged)
                     if not held.decided.done():
                         held.decided.set_result(record)
 

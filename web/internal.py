@@ -13,13 +13,14 @@ import mode
 import orjson
 from aiohttp import web as aiohttp_web
 from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from payments_app.app import app
 from payments_app.domain.commands import ClientTransaction, from_dict
 from payments_app.domain.money import InvalidInput
 from payments_app.fanout import local_audit
 from payments_app.intake import INTAKE, Backlogged
-from payments_app.metrics import METRICS
+from payments_app.metrics import METRICS, register_collector
 from payments_app.queries import account_history, applied_offsets, is_ready, owned_partitions, read_values
 from payments_app.settings import SETTINGS
 from payments_app.topics import TRANSACTIONS_TOPIC
@@ -103,8 +104,19 @@ async def audit(request: aiohttp_web.Request) -> aiohttp_web.Response:
 
 
 async def metrics(request: aiohttp_web.Request) -> aiohttp_web.Response:
-    gauges = {"owned_partitions": len(owned_partitions()), "ready": int(is_ready()), "consumer_lag_records": lag()}
-    return aiohttp_web.Response(text=METRICS.render(gauges), content_type="text/plain", charset="utf-8")
+    response = aiohttp_web.Response(body=generate_latest(REGISTRY))
+    response.content_type, response.charset = "text/plain", "utf-8"
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def gauges() -> dict[str, tuple[str, float]]:
+    return {
+        "owned_partitions": ("ledger partitions this worker owns", len(owned_partitions())),
+        "ready": ("1 when every partition assigned here is open and the group is in touch", int(is_ready())),
+        "consumer_lag_records": ("offsets in the owned transactions partitions past the last applied", lag()),
+        "submissions_waiting": ("submissions acknowledged here and not decided yet (429 past the bound)", INTAKE.size),
+    }
 
 
 def lag() -> int:
@@ -148,3 +160,4 @@ class InternalServer(mode.Service):
 
 INTERNAL_SERVER = InternalServer()
 app.service(INTERNAL_SERVER)  # type: ignore[arg-type]  # Faust starts an instance as it would a class
+register_collector(gauges)

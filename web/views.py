@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_value
 from payments_app.intake import CONFLICT, INTAKE, Backlogged
+from payments_app.metrics import HTTP_SECONDS
 from payments_app.queries import account_history, is_ready, owned_partitions
 from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.token_log import TokenLog
@@ -63,6 +65,27 @@ async def json_errors(request: aiohttp_web.Request, handler: Any) -> aiohttp_web
 
 
 app.web.web_app.middlewares.append(json_errors)
+
+
+@aiohttp_web.middleware
+async def timed(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
+    """Every client request's latency, by route (its pattern, so ids do not become labels) and status."""
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except aiohttp_web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        HTTP_SECONDS.labels(request.method, route, str(status)).observe(time.monotonic() - started)
+
+
+app.web.web_app.middlewares.insert(0, timed)
 
 
 def error(view: View, status: int, code: str, detail: str) -> Response:

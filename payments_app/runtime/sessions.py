@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection
 from pathlib import Path
 
 from aiokafka import TopicPartition
 
 from payments_app.codec import store_entries
+from payments_app.metrics import METRICS, PARTITION_OPEN_SECONDS
 from payments_app.runtime.commit import Group, Session
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics, LogReader, open_session
 from payments_app.runtime.standby import StandbyFollower
@@ -110,7 +112,11 @@ class LedgerSessions:
                 await session.close()
 
     async def _open(self, partition: int) -> KafkaSession:
-        return await open_session(partition, self.stores[partition], self.topics, self.reader, self._catch_up)
+        started = time.monotonic()
+        session = await open_session(partition, self.stores[partition], self.topics, self.reader, self._catch_up)
+        PARTITION_OPEN_SECONDS.observe(time.monotonic() - started)
+        METRICS.partitions_opened_total += 1
+        return session
 
     async def _catch_up(self, session: KafkaSession) -> None:
         """Apply records below the group's committed offset that the store lacks (see `Group.catch_up`)."""

@@ -11,6 +11,7 @@ from faust.types import TP
 
 from payments_app.app import app
 from payments_app.local_kafka import parse_broker_url
+from payments_app.metrics import METRICS
 from payments_app.processes import EXIT_ON_FAILURE
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics
 from payments_app.runtime.sessions import LedgerSessions
@@ -61,6 +62,7 @@ async def retire_sessions(sender: Any, revoked: set[TP], **_: Any) -> None:
 async def open_sessions(sender: Any, assigned: set[TP], **_: Any) -> None:
     """Faust's assignment is the whole new one: partitions no longer in it are retired, new ones opened."""
     owned = ledger_partitions(assigned)
+    METRICS.rebalances_total += 1
     LEDGER.revoke(LEDGER.assigned() - owned)
     await ledger_changelog_topic.maybe_declare()
     LEDGER.assign(owned)

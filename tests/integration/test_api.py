@@ -231,6 +231,17 @@ async def test_health_metrics_openapi_and_audit(session, urls, api_cluster) -> N
     async with session.get(f"{api_cluster.workers[0].internal_url}/metrics") as response:
         text = await response.text()
     assert "payments_transactions_applied_total" in text
+    assert "# HELP payments_transactions_applied_total client transactions applied" in text
+    for family in ("payments_http_request_duration_seconds", "payments_submission_decided_seconds",
+                   "payments_partition_open_seconds"):  # fmt: skip
+        assert f"# TYPE {family} histogram" in text, family
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert float(samples["payments_submission_decided_seconds_count"]) > 0
+    assert float(samples["payments_partition_open_seconds_count"]) >= 1
+    assert float(samples["payments_rebalances_total"]) >= 1
+    assert any(
+        k.startswith('payments_http_request_duration_seconds_count{method="POST",route="/transfers"') for k in samples
+    )
     status, spec = await call(session, "GET", f"{urls[1]}/openapi.json")
     assert status == 200 and spec == json.loads(Path("web/openapi.json").read_text())
     status, audit = await call(session, "GET", f"{urls[0]}/audit")

@@ -94,8 +94,8 @@ async def counters(cluster: AppCluster, session: aiohttp.ClientSession) -> dict[
         assert status == 200, text
         for line in text.splitlines():
             name, _, value = line.partition(" ")
-            if name.startswith("payments_") and value.isdigit():
-                totals[name] = totals.get(name, 0) + int(value)
+            if name.startswith("payments_") and not name.startswith("#"):
+                totals[name] = totals.get(name, 0) + int(float(value))
     return totals
 
 
