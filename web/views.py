@@ -61,7 +61,8 @@ async def json_errors(request: aiohttp_web.Request, handler: Any) -> aiohttp_web
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
         body = orjson.dumps({"error": code, "detail": f"{request.method} {request.path}: {exc.reason}"})
-        return aiohttp_web.Response(status=exc.status, body=body, content_type="application/json")
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # a 405 names what is allowed
+        return aiohttp_web.Response(status=exc.status, body=body, content_type="application/json", headers=allow)
 
 
 app.web.web_app.middlewares.append(json_errors)
@@ -86,6 +87,36 @@ async def timed(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.Strea
 
 
 app.web.web_app.middlewares.insert(0, timed)
+
+
+def documented_query_parameters() -> dict[tuple[str, str], frozenset[str]]:
+    """Each operation's query parameters, as web/openapi.json documents them."""
+    paths = orjson.loads(OPENAPI_PATH.read_bytes())["paths"]
+    return {
+        (method.upper(), path): frozenset(p["name"] for p in operation.get("parameters", ()) if p["in"] == "query")
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+    }
+
+
+QUERY_PARAMETERS = documented_query_parameters()
+
+
+@aiohttp_web.middleware
+async def known_query_only(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
+    """A query parameter the route does not take is refused (400), not ignored: `?wiat=5` is a client's bug."""
+    resource = request.match_info.route.resource
+    allowed = QUERY_PARAMETERS.get((request.method, resource.canonical)) if resource is not None else None
+    if allowed is not None:
+        unknown = sorted(set(request.query) - allowed)
+        if unknown:
+            detail = f"unknown query parameter(s) {', '.join(repr(name) for name in unknown)}"
+            body = orjson.dumps({"error": "malformed_request", "detail": detail})
+            return aiohttp_web.Response(status=400, body=body, content_type="application/json")
+    return await handler(request)
+
+
+app.web.web_app.middlewares.append(known_query_only)
 
 
 def error(view: View, status: int, code: str, detail: str) -> Response:

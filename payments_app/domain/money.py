@@ -29,9 +29,17 @@ def require_id(value: object, field: str) -> str:
 
 
 def require_amount(value: object, field: str = "amount") -> int:
-    """An amount in minor units: a JSON integer (never a float, string or boolean) in 1..2**53-1."""
+    """An amount in minor units: a whole JSON number (never a fraction, string or boolean) in 1..2**53-1.
+
+    JSON has one number type: `100.0` is the integer 100 to JSON Schema, so it is taken as 100. Below 2**53 a
+    whole float converts exactly; above it the range check refuses it.
+    """
+    if isinstance(value, float) and value.is_integer():
+        if not 1 <= value <= MAX_AMOUNT_MINOR:
+            raise InvalidInput(f"`{field}` must be between 1 and {MAX_AMOUNT_MINOR}", malformed=False)
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"`{field}` must be an integer number of minor units", malformed=True)
+        raise InvalidInput(f"`{field}` must be a whole number of minor units", malformed=True)
     if not 1 <= value <= MAX_AMOUNT_MINOR:
         raise InvalidInput(f"`{field}` must be between 1 and {MAX_AMOUNT_MINOR}", malformed=False)
     return value

@@ -210,6 +210,12 @@ async def test_oversized_and_overlong_requests(session, urls) -> None:
     assert (await call(session, "GET", f"{urls[1]}/transactions/big-0"))[0] == 404
 
 
+async def test_a_query_parameter_a_route_does_not_take_is_refused(session, urls) -> None:
+    status, body = await call(session, "POST", f"{urls[0]}/deposits?wiat=5", {"id": "q-1", "account": "a", "amount": 1})
+    assert status == 400 and "'wiat'" in body["detail"]
+    assert (await call(session, "GET", f"{urls[1]}/transactions/q-1"))[0] == 404
+
+
 async def test_unknown_resources_are_404(session, urls) -> None:
     status, body = await call(session, "GET", f"{urls[0]}/accounts/nobody-here")
     assert status == 404 and body["error"] == "not_found"

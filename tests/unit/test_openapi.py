@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from openapi_spec_validator import validate
 
 from payments_app.domain.ledger import REJECTION_REASONS
 from payments_app.domain.money import ID_MAX_LENGTH, InvalidInput, require_id
@@ -46,3 +47,7 @@ def test_documented_open_routes_are_the_ones_the_middleware_lets_through() -> No
     for path, ops in SPEC["paths"].items():
         for op in ops.values():
             assert (path in OPEN_ROUTES) == ("401" not in op["responses"]), path
+
+
+def test_the_document_is_a_valid_openapi_document() -> None:
+    validate(SPEC)
