@@ -249,16 +249,15 @@ class AccountHistory(ApiView):
 
         async def at_partition(partition: int) -> list[list[Any]]:
             async def local() -> list[list[Any]]:
-                return account_history(partition, account, cursor, limit)
+                return account_history(partition, account, cursor, limit + 1)
 
-            payload = {"partition": partition, "account": account, "before": cursor, "limit": limit}
+            payload = {"partition": partition, "account": account, "before": cursor, "limit": limit + 1}
             return await at_owner(partition, local, "/internal/history", payload)
 
         pages = await asyncio.gather(*map(at_partition, range(SETTINGS.partitions)))
         merged = sorted((entry for page in pages for entry in page), key=lambda entry: entry[0], reverse=True)
         page = merged[:limit]
-        more = len(merged) > limit or any(len(found) == limit for found in pages)
-        next_cursor = page[-1][0] if more and page else None
+        next_cursor = page[-1][0] if len(merged) > limit else None  # one past a page, from each partition
         return self.json({"transactions": [history_item(item) for _, item in page], "next_cursor": next_cursor})
 
 
