@@ -16,8 +16,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/payments run
 
+# The live page's test (tests/integration/test_live_page.py) drives Debian's Chromium headless through its
+# chromedriver; installed once, when chromedriver is missing (as root, or through sudo).
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
+
 ## test: lint, then every test, including those against a real local broker
-test: $(STAMP)
+test: $(STAMP) $(CHROMEDRIVER)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -25,7 +34,7 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/pytest -m "not broker and not postgres"
 
-test-broker: $(STAMP)
+test-broker: $(STAMP) $(CHROMEDRIVER)
 	$(BIN)/pytest -m broker
 
 test-postgres: $(STAMP)

@@ -54,6 +54,14 @@ async def _post(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S) ->
         return orjson.loads(await response.read())
 
 
+async def get_json(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
+    """Another worker's answer to a GET on its internal port (`web.internal`)."""
+    async with _http().get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+        if response.status != 200:
+            raise LookupError(f"{url} answered {response.status}")
+        return orjson.loads(await response.read())
+
+
 async def at_owner(
     partition: int, local: Callable[[], Awaitable[Any]], path: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S
 ) -> Any:

@@ -7,6 +7,7 @@ import payments_app.agents.reconciler
 import payments_app.agents.standby
 import payments_app.watchdog
 import web.internal
+import web.live
 import web.views
 from payments_app.app import app
 

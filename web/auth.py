@@ -1,4 +1,4 @@
-"""Bearer tokens at the edge: every public route but health and the API document needs one.
+"""Bearer tokens at the edge: every public route but health, the API document and the live page needs one.
 
 The middleware authenticates (401) and holds each route to a rule: admin only, unless the route is listed in
 `SCOPED` with the scope a minted token needs there. What a scoped token may touch inside a route (its own
@@ -23,8 +23,8 @@ from payments_app.runtime.token_log import TokenLog
 from payments_app.settings import SETTINGS
 from payments_app.topics import TOKENS_TOPIC, tokens_topic
 
-#: routes anyone may call: probes and the API's own description
-OPEN_ROUTES = frozenset({"/health", "/health/ready", "/health/live", "/openapi.json"})
+#: routes anyone may call: probes, the API's own description and the live page (it holds no data: its calls need one)
+OPEN_ROUTES = frozenset({"/health", "/health/ready", "/health/live", "/openapi.json", "/"})
 #: routes a minted token may call with the given scope; every other route is the admin's
 SCOPED = {
     ("GET", "/accounts/{account}"): READ,

@@ -1,8 +1,9 @@
 """The workers' own routes, on their own port (PAYMENTS_INTERNAL_PORT), never on the client API's.
 
-Other workers call them for fan-out reads and audits (a worker's canonical URL is this port), the benchmark reads
-progress, Prometheus scrapes `/metrics`. In Kubernetes a NetworkPolicy lets only the workers reach this port and
-the client Service does not expose it; locally it binds where the API does (127.0.0.1 by default).
+Other workers call them for fan-out reads and audits (a worker's canonical URL is this port), the benchmark and
+`/stats` (`web.live`) read progress, Prometheus scrapes `/metrics`. In Kubernetes a NetworkPolicy lets only the
+workers reach this port and the client Service does not expose it; locally it binds where the API does (127.0.0.1
+by default).
 """
 
 from __future__ import annotations
@@ -94,9 +95,19 @@ async def history(request: aiohttp_web.Request) -> aiohttp_web.Response:
 
 
 async def progress(request: aiohttp_web.Request) -> aiohttp_web.Response:
-    """The last offset this worker applied in each partition it owns, and its counters (used by the benchmark)."""
-    applied = {str(p): offset for p, offset in applied_offsets().items()}
-    return _json({"applied": applied, "metrics": METRICS.as_dict()})
+    return _json(progress_report())
+
+
+def progress_report() -> dict[str, Any]:
+    """The last offset this worker applied in each partition it owns, the records behind it there, and its counters
+    (read by the benchmark, and by `/stats` from every worker): `{"applied": {p: offset}, "lag": {p: records},
+    "metrics": {name: count}}`."""
+    applied = applied_offsets()
+    return {
+        "applied": {str(p): offset for p, offset in applied.items()},
+        "lag": {str(p): records for p, records in partition_lag(applied).items()},
+        "metrics": METRICS.as_dict(),
+    }
 
 
 async def audit(request: aiohttp_web.Request) -> aiohttp_web.Response:
@@ -121,12 +132,18 @@ def gauges() -> dict[str, tuple[str, float]]:
 
 def lag() -> int:
     """Offsets in the open transactions partitions past the last one applied (transaction markers count too)."""
-    total = 0
-    for partition, applied in applied_offsets().items():
+    return sum(partition_lag(applied_offsets()).values())
+
+
+def partition_lag(applied: dict[int, int]) -> dict[int, int]:
+    """Per open partition, offsets past the last one applied; a partition whose highwater the consumer has not
+    seen yet is left out."""
+    lags = {}
+    for partition, offset in applied.items():
         highwater = app.consumer.highwater(TP(TRANSACTIONS_TOPIC, partition))
         if highwater is not None:
-            total += max(0, highwater - applied - 1)
-    return total
+            lags[partition] = max(0, highwater - offset - 1)
+    return lags
 
 
 def internal_app() -> aiohttp_web.Application:
