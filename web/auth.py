@@ -14,9 +14,10 @@ from typing import Any
 import mode
 import orjson
 from aiohttp import web as aiohttp_web
+from aiokafka.errors import KafkaError
 
 from payments_app.app import app
-from payments_app.domain.access import READ, TRANSFER, Forbidden, Keyring, Principal, Unauthorized
+from payments_app.domain.access import READ, TOKEN_PREFIX, TRANSFER, Forbidden, Keyring, Principal, Unauthorized
 from payments_app.local_kafka import parse_broker_url
 from payments_app.processes import EXIT_ON_FAILURE
 from payments_app.runtime.token_log import TokenLog
@@ -84,6 +85,24 @@ def _refusal(status: int, code: str, detail: str, **headers: str) -> aiohttp_web
     return aiohttp_web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
+class TokensUnreadable(RuntimeError):
+    """The tokens topic could not be read to its end in time: the token may be valid, so 503, not 401."""
+
+
+async def authenticate(token_log: TokenLog, authorization: str | None) -> Principal:
+    """The caller; a minted token this worker has not read yet is looked for up to the tokens topic's end."""
+    try:
+        return token_log.keyring.authenticate(authorization)
+    except Unauthorized:
+        if TOKEN_PREFIX not in (authorization or ""):
+            raise
+    try:
+        await token_log.catch_up()
+    except (TimeoutError, KafkaError) as exc:
+        raise TokensUnreadable(f"the tokens could not be read up to date: {exc!r}") from exc
+    return token_log.keyring.authenticate(authorization)
+
+
 @aiohttp_web.middleware
 async def require_token(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
     route = request.match_info.route.resource
@@ -94,7 +113,9 @@ async def require_token(request: aiohttp_web.Request, handler: Any) -> aiohttp_w
     if token_log is None:
         return _refusal(503, "starting", "the worker is starting", **{"Retry-After": str(RETRY_AFTER_S)})
     try:
-        caller = token_log.keyring.authenticate(request.headers.get("Authorization"))
+        caller = await authenticate(token_log, request.headers.get("Authorization"))
+    except TokensUnreadable as exc:
+        return _refusal(503, "unavailable", str(exc), **{"Retry-After": str(RETRY_AFTER_S)})
     except Unauthorized as exc:
         if not token_log.loaded:
             detail = "the worker is still reading the tokens; try again"

@@ -3,7 +3,8 @@
 A grant is written under its token id; a revoked token is a tombstone. Each worker follows the topic from its
 start into its `Keyring`. The worker that mints or revokes waits until it has read its own write back, so the
 answer to `POST /tokens` or `DELETE /tokens/{id}` holds on that worker at once; the others read it within the
-poll interval (milliseconds while they run).
+poll interval (milliseconds while they run). A worker shown a token it does not know reads up to the topic's end
+before it refuses it (`catch_up`), so a token works on every worker as soon as its minting was answered.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class TokenLog:
         self._position = 0
         self._end_at_start: int | None = None
         self._moved = asyncio.Event()
+        self._catching_up: asyncio.Task[None] | None = None
 
     @property
     def loaded(self) -> bool:
@@ -69,6 +71,18 @@ class TokenLog:
             self.keyring.revoke(key.decode())
         else:
             self.keyring.put(Grant.from_dict(orjson.loads(value)))
+
+    async def catch_up(self) -> None:
+        """Read up to the topic's end as of now (callers at the same time share one look at the end)."""
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.get_running_loop().create_task(self._read_to_end())
+        await asyncio.shield(self._catching_up)
+
+    async def _read_to_end(self) -> None:
+        end = (await self._consumer.end_offsets([self._tp]))[self._tp]
+        async with asyncio.timeout(READ_BACK_TIMEOUT_S):
+            while self._position < end:
+                await self._moved.wait()
 
     async def publish(self, grant: Grant) -> None:
         await self._write(grant.id, orjson.dumps(grant.to_dict()))
