@@ -12,7 +12,7 @@ from typing import Any
 from payments_app.app import app
 from payments_app.codec import decode_entry
 from payments_app.domain.invariants import AuditReport, PartitionAudit
-from payments_app.domain.ledger import META_KEY, PartitionMeta, history_prefix, segment_key
+from payments_app.domain.ledger import META_KEY, PartitionMeta, TxRecord, history_prefix, segment_key, transaction_key
 from payments_app.domain.segments import Segment
 from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.wiring import LEDGER, owned_partitions
@@ -77,10 +77,19 @@ def read_values(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
 
 def account_history(partition: int, account: str, before: str | None, limit: int) -> list[list[Any]]:
     """An account's decided transactions in a partition open here, newest first, positioned before `before`:
-    `[position, [id, kind, signed amount, counterparty, status, reason, decided ms]]` (see `codec`)."""
+    `[position, [id, kind, signed amount, counterparty, status, reason, decided ms]]` (see `codec._store_rows`)."""
+    store = _store(partition)
     prefix = storage_key(partition, history_prefix(account))
-    found = _store(partition).scan_back(prefix, None if before is None else before.encode(), limit)
-    return [[key[len(prefix) :].decode(), decode_entry(value)] for key, value in found]
+    page = []
+    for key, tx_id in store.scan_back(prefix, None if before is None else before.encode(), limit):
+        position = key[len(prefix) :].decode()
+        record = TxRecord.from_row(decode_entry(store.get(storage_key(partition, transaction_key(tx_id.decode())))))
+        amount, counterparty = record.seen_from(account)
+        decided_ms = int(position.partition(".")[0])
+        page.append(
+            [position, [record.id, record.kind, amount, counterparty, record.status, record.reason, decided_ms]]
+        )
+    return page
 
 
 async def audit_owned_partitions() -> dict[int, tuple[PartitionMeta, AuditReport]]:

@@ -77,6 +77,15 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def history_accounts(row: list[Any]) -> tuple[str, ...]:
+    """The accounts whose history shows a decided transaction, from its row (read in every store for every
+    decided row, so without building a record): both sides of an applied transfer, only the payer of a rejected
+    one (it was the payer's request), the account of a deposit or withdrawal."""
+    if row[1] == "transfer":
+        return (row[4],) if row[2] == REJECTED else (row[4], row[5])
+    return (row[4],)
+
+
 @dataclass(slots=True)
 class TxRecord:
     """A client transaction's details and its status, kept in the partition that decides it.
@@ -113,18 +122,17 @@ class TxRecord:
     def decided(self) -> bool:
         return self.status != PENDING
 
-    def history(self) -> list[tuple[str, int, str | None]]:
-        """Where a decided transaction shows in account histories: `(account, signed amount, counterparty)`.
-
-        A transfer shows for both sides once applied; a rejected one only for its payer, whose request it was.
-        """
+    def seen_from(self, account: str) -> tuple[int, str | None]:
+        """The transaction in `account`'s history: its signed amount (negative leaves the account) and the
+        counterparty of a transfer."""
         fields, amount = self.fields, self.fields["amount"]
         if self.kind == "deposit":
-            return [(fields["account"], amount, None)]
+            return amount, None
         if self.kind == "withdrawal":
-            return [(fields["account"], -amount, None)]
-        paid = [(fields["payer"], -amount, fields["payee"])]
-        return paid if self.status == REJECTED else [*paid, (fields["payee"], amount, fields["payer"])]
+            return -amount, None
+        if fields["payer"] == account:
+            return -amount, fields["payee"]
+        return amount, fields["payer"]
 
     @property
     def accounts(self) -> set[str]:

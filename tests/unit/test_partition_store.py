@@ -62,8 +62,8 @@ def test_a_restore_keeps_a_commits_transactions_one_entry_each_as_the_owner_did(
     history = [f"3/h/{account}/{DECIDED_MS}.0003.000000000041.00000".encode() for account in ("a/r/x", "b")]
     for key in (b"3/t/t1", b"3/t/d1", segment[0], *history):
         assert restored.get(key) == owner.get(key) is not None
-    assert orjson.loads(restored.get(history[0]) or b"null") == ["t1", "transfer", -5, "b", "applied", None, DECIDED_MS]
-    assert not [key for key, _ in owner_entries if b"/h/" in key and b"d1" in (owner.get(key) or b"")]
+    assert restored.get(history[0]) == restored.get(history[1]) == b"t1"
+    assert [value for key, value in owner_entries if b"/h/" in key] == [b"t1", b"t1"]  # not the pending one
     assert TxRecord.from_row(orjson.loads(restored.get(b"3/t/d1") or b"null")) == pending
     assert restored.get(b"3/r/41") is None
     restored.close()
@@ -80,8 +80,8 @@ def test_an_account_history_reads_back_newest_first_a_page_at_a_time(tmp_path: P
         store.apply(encode_transactions("1/", offset, [row], DECIDED_MS + offset)[1], changelog_offset=offset)
     prefix = b"1/h/acc/"
     first = store.scan_back(prefix, None, 2)
-    assert [orjson.loads(value)[0] for _, value in first] == ["t4", "t3"]
+    assert [value for _, value in first] == [b"t4", b"t3"]
     rest = store.scan_back(prefix, first[-1][0][len(prefix) :], 10)
-    assert [orjson.loads(value)[0] for _, value in rest] == ["t2", "t1", "t0"]
+    assert [value for _, value in rest] == [b"t2", b"t1", b"t0"]
     assert store.scan_back(prefix, rest[-1][0][len(prefix) :], 10) == []
     store.close()
