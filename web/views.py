@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import orjson
-from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
 from payments_app.app import app
@@ -25,7 +21,6 @@ from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_value
 from payments_app.intake import CONFLICT, INTAKE, Backlogged
-from payments_app.metrics import HTTP_SECONDS
 from payments_app.queries import account_history, is_ready, owned_partitions
 from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.token_log import TokenLog
@@ -35,6 +30,7 @@ from payments_app.settings import SETTINGS
 from payments_app.watchdog import routed_partitions
 from web.auth import RETRY_AFTER_S, TOKENS, principal, tokens_loaded
 from web.internal import INTERNAL_SERVER
+from web.middleware import OPENAPI_PATH
 from web.parsing import (
     MAX_BODY_BYTES,
     BodyTooLarge,
@@ -47,76 +43,7 @@ from web.parsing import (
     parse_withdrawal,
 )
 
-OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 log = logging.getLogger(__name__)
-
-
-@aiohttp_web.middleware
-async def json_errors(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
-    """aiohttp's own answers (unknown path, wrong method) as JSON errors like ours."""
-    try:
-        return await handler(request)
-    except aiohttp_web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-        body = orjson.dumps({"error": code, "detail": f"{request.method} {request.path}: {exc.reason}"})
-        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # a 405 names what is allowed
-        return aiohttp_web.Response(status=exc.status, body=body, content_type="application/json", headers=allow)
-
-
-app.web.web_app.middlewares.append(json_errors)
-
-
-@aiohttp_web.middleware
-async def timed(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
-    """Every client request's latency, by route (its pattern, so ids do not become labels) and status."""
-    started = time.monotonic()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except aiohttp_web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        HTTP_SECONDS.labels(request.method, route, str(status)).observe(time.monotonic() - started)
-
-
-app.web.web_app.middlewares.insert(0, timed)
-
-
-def documented_query_parameters() -> dict[tuple[str, str], frozenset[str]]:
-    """Each operation's query parameters, as web/openapi.json documents them."""
-    paths = orjson.loads(OPENAPI_PATH.read_bytes())["paths"]
-    return {
-        (method.upper(), path): frozenset(p["name"] for p in operation.get("parameters", ()) if p["in"] == "query")
-        for path, operations in paths.items()
-        for method, operation in operations.items()
-    }
-
-
-QUERY_PARAMETERS = documented_query_parameters()
-
-
-@aiohttp_web.middleware
-async def known_query_only(request: aiohttp_web.Request, handler: Any) -> aiohttp_web.StreamResponse:
-    """A query parameter the route does not take is refused (400), not ignored: `?wiat=5` is a client's bug."""
-    resource = request.match_info.route.resource
-    allowed = QUERY_PARAMETERS.get((request.method, resource.canonical)) if resource is not None else None
-    if allowed is not None:
-        unknown = sorted(set(request.query) - allowed)
-        if unknown:
-            detail = f"unknown query parameter(s) {', '.join(repr(name) for name in unknown)}"
-            body = orjson.dumps({"error": "malformed_request", "detail": detail})
-            return aiohttp_web.Response(status=400, body=body, content_type="application/json")
-    return await handler(request)
-
-
-app.web.web_app.middlewares.append(known_query_only)
 
 
 def error(view: View, status: int, code: str, detail: str) -> Response:
