@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -22,6 +22,7 @@ REQUEST_TIMEOUT_S = 10.0
 #: a worker's audit reads every segment it holds: seconds at a million accounts
 AUDIT_TIMEOUT_S = 120.0
 _session: aiohttp.ClientSession | None = None
+T = TypeVar("T")
 
 
 class Unavailable(RuntimeError):
@@ -62,40 +63,44 @@ async def get_json(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
         return orjson.loads(await response.read())
 
 
-async def at_owner(
-    partition: int, local: Callable[[], Awaitable[Any]], path: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S
-) -> Any:
-    """`local()` if this worker owns the partition, else the owner's answer to `payload` on its internal `path`;
-    retried through a rebalance like `read_ledger` (what is asked must be safe to ask twice)."""
-    if not GROUP_LEASE.held():
-        raise Unavailable("this worker has not heard from the Kafka group lately; ask another worker")
-    me = str(app.conf.canonical_url).rstrip("/")
-    deadline = asyncio.get_running_loop().time() + RETRY_FOR_S
-    while True:
-        owner = partition_owners().get(partition)
-        try:
-            if owner is None:
-                raise LookupError(f"partition {partition} has no owner yet")
-            return await local() if owner == me else await _post(f"{owner}{path}", payload, timeout_s)
-        except (TimeoutError, LookupError, aiohttp.ClientError) as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise Unavailable(f"could not reach the owner of partition {partition}: {exc}") from exc
-            await asyncio.sleep(RETRY_PAUSE_S)
+def this_worker_url() -> str:
+    """This worker's canonical URL, as `partition_owners` names it."""
+    return str(app.conf.canonical_url).rstrip("/")
 
 
-async def read_ledger(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
-    """Values of ledger keys wherever their partitions live; retried through a rebalance, refused at once while
+async def _through_rebalance(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """`attempt()`, tried again while a rebalance leaves `what` without a reachable owner; refused at once while
     this worker has lost touch with the group (its view of who owns what may be stale: `runtime.lease`)."""
     if not GROUP_LEASE.held():
         raise Unavailable("this worker has not heard from the Kafka group lately; ask another worker")
     deadline = asyncio.get_running_loop().time() + RETRY_FOR_S
     while True:
         try:
-            return await _read_once(requests)
+            return await attempt()
         except (TimeoutError, LookupError, aiohttp.ClientError) as exc:
             if asyncio.get_running_loop().time() > deadline:
-                raise Unavailable(f"could not reach the owner of a partition: {exc}") from exc
+                raise Unavailable(f"could not reach the owner of {what}: {exc}") from exc
             await asyncio.sleep(RETRY_PAUSE_S)
+
+
+async def at_owner(
+    partition: int, local: Callable[[], Awaitable[Any]], path: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S
+) -> Any:
+    """`local()` if this worker owns the partition, else the owner's answer to `payload` on its internal `path`;
+    retried through a rebalance (what is asked must be safe to ask twice)."""
+
+    async def attempt() -> Any:
+        owner = partition_owners().get(partition)
+        if owner is None:
+            raise LookupError(f"partition {partition} has no owner yet")
+        return await local() if owner == this_worker_url() else await _post(f"{owner}{path}", payload, timeout_s)
+
+    return await _through_rebalance(attempt, f"partition {partition}")
+
+
+async def read_ledger(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
+    """Values of ledger keys wherever their partitions live, retried through a rebalance."""
+    return await _through_rebalance(lambda: _read_once(requests), "a partition")
 
 
 async def wait_for_value(key: tuple[int, str], timeout_s: float = RETRY_FOR_S) -> dict[str, Any]:
@@ -112,7 +117,7 @@ async def wait_for_value(key: tuple[int, str], timeout_s: float = RETRY_FOR_S) -
 
 async def _read_once(requests: list[tuple[int, str]]) -> list[dict[str, Any] | None]:
     owners = partition_owners()
-    me = str(app.conf.canonical_url).rstrip("/")
+    me = this_worker_url()
     by_host: dict[str, list[int]] = defaultdict(list)
     for index, (partition, _) in enumerate(requests):
         owner = owners.get(partition)
@@ -133,7 +138,7 @@ async def _read_once(requests: list[tuple[int, str]]) -> list[dict[str, Any] | N
 
 async def audit_all() -> list[dict[str, Any]]:
     """Every partition's audit, from whichever worker owns it: [{partition, meta, report}, ...]."""
-    me = str(app.conf.canonical_url).rstrip("/")
+    me = this_worker_url()
     hosts = set(partition_owners().values())
     if not hosts:
         raise Unavailable("no worker owns any partition yet")

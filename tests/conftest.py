@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from payments_app.local_kafka import LocalKafka, configured_broker_url
-from tests.integration.cluster import AppCluster, admin_session
+from tests.integration.cluster import AppCluster, admin_session, running_cluster
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +50,17 @@ def cluster(broker_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
         print(test_cluster.logs())
+
+
+@pytest.fixture(scope="module")
+def module_cluster(
+    broker_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[AppCluster]:
+    """Two workers shared by the tests of one module (the API's), stopped after it; their logs on a failure."""
+    with running_cluster(broker_url, tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def urls(module_cluster: AppCluster) -> list[str]:
+    return [worker.url for worker in module_cluster.workers]

@@ -8,7 +8,8 @@ by default).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import mode
 import orjson
@@ -28,70 +29,83 @@ from payments_app.topics import TRANSACTIONS_TOPIC
 from web.parsing import BodyTooLarge, parse_json
 
 JSON = "application/json"
+T = TypeVar("T")
 
 
 def _json(value: Any, status: int = 200) -> aiohttp_web.Response:
     return aiohttp_web.Response(status=status, body=orjson.dumps(value), content_type=JSON)
 
 
-async def entries(request: aiohttp_web.Request) -> aiohttp_web.Response:
-    """Another worker's fan-out read of partitions this worker owns; 409 when it no longer owns one."""
+async def _owner_answer(
+    request: aiohttp_web.Request, parse: Callable[[Any], T], answer: Callable[[T], Awaitable[Any]]
+) -> aiohttp_web.Response:
+    """What `answer` says to the body `parse` read: 400 for a body it cannot read, 409 when a partition is not (or
+    no longer) open here, 429 when its owner holds too many undecided submissions."""
     try:
-        requests = [(int(p), str(key)) for p, key in parse_json(await request.read())]
-    except (BodyTooLarge, ValueError, TypeError) as exc:
-        return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
-    try:
-        return _json(read_values(requests))
-    except LookupError as exc:
-        return _json({"error": "not_owner", "detail": str(exc)}, status=409)
-
-
-async def submit(request: aiohttp_web.Request) -> aiohttp_web.Response:
-    """Another worker hands over client transactions of a partition this worker owns (`intake.Intake.submit`):
-    `{"partition", "transactions": [wire form], "wait_s"}` -> `[[status, body], ...]`."""
-    try:
-        body = parse_json(await request.read())
-        partition, wait_s = int(body["partition"]), float(body["wait_s"])
-        transactions = [from_dict(item) for item in body["transactions"]]
-        if not all(isinstance(tx, ClientTransaction) for tx in transactions):
-            raise TypeError("only deposits, withdrawals and transfers are submitted")
+        args = parse(parse_json(await request.read()))
     except (BodyTooLarge, InvalidInput, KeyError, TypeError, ValueError) as exc:
         return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
     try:
-        return _json(await INTAKE.submit(partition, transactions, wait_s))  # type: ignore[arg-type]  # checked above
+        return _json(await answer(args))
     except LookupError as exc:
         return _json({"error": "not_owner", "detail": str(exc)}, status=409)
     except Backlogged as exc:
         return _json({"error": "backlogged", "detail": str(exc)}, status=429)
 
 
+async def entries(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """Another worker's fan-out read of partitions this worker owns: `[[partition, key], ...]` -> values."""
+
+    def parse(body: Any) -> list[tuple[int, str]]:
+        return [(int(p), str(key)) for p, key in body]
+
+    async def answer(requests: list[tuple[int, str]]) -> Any:
+        return read_values(requests)
+
+    return await _owner_answer(request, parse, answer)
+
+
+async def submit(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """Another worker hands over client transactions of a partition this worker owns (`intake.Intake.submit`):
+    `{"partition", "transactions": [wire form], "wait_s"}` -> `[[status, body], ...]`."""
+
+    def parse(body: Any) -> tuple[int, list[ClientTransaction], float]:
+        transactions = [from_dict(item) for item in body["transactions"]]
+        if not all(isinstance(tx, ClientTransaction) for tx in transactions):
+            raise TypeError("only deposits, withdrawals and transfers are submitted")
+        return int(body["partition"]), transactions, float(body["wait_s"])  # type: ignore[return-value]
+
+    async def answer(args: tuple[int, list[ClientTransaction], float]) -> Any:
+        return await INTAKE.submit(*args)
+
+    return await _owner_answer(request, parse, answer)
+
+
 async def lookup(request: aiohttp_web.Request) -> aiohttp_web.Response:
     """A transaction's record in a partition this worker owns, waited for up to `wait_s` if it is pending:
     `{"partition", "id", "wait_s"}` -> `{"record": ... or null}`."""
-    try:
-        body = parse_json(await request.read())
-        partition, tx_id, wait_s = int(body["partition"]), str(body["id"]), float(body["wait_s"])
-    except (BodyTooLarge, InvalidInput, KeyError, TypeError, ValueError) as exc:
-        return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
-    try:
-        return _json({"record": await INTAKE.lookup(partition, tx_id, wait_s)})
-    except LookupError as exc:
-        return _json({"error": "not_owner", "detail": str(exc)}, status=409)
+
+    def parse(body: Any) -> tuple[int, str, float]:
+        return int(body["partition"]), str(body["id"]), float(body["wait_s"])
+
+    async def answer(args: tuple[int, str, float]) -> Any:
+        return {"record": await INTAKE.lookup(*args)}
+
+    return await _owner_answer(request, parse, answer)
 
 
 async def history(request: aiohttp_web.Request) -> aiohttp_web.Response:
-    """An account's history in a partition this worker owns (`queries.history`):
+    """An account's history in a partition this worker owns (`queries.account_history`):
     `{"partition", "account", "before", "limit"}` -> `[[position, item], ...]`."""
-    try:
-        body = parse_json(await request.read())
-        partition, account, limit = int(body["partition"]), str(body["account"]), int(body["limit"])
+
+    def parse(body: Any) -> tuple[int, str, str | None, int]:
         before = None if body["before"] is None else str(body["before"])
-    except (BodyTooLarge, InvalidInput, KeyError, TypeError, ValueError) as exc:
-        return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
-    try:
-        return _json(account_history(partition, account, before, limit))
-    except LookupError as exc:
-        return _json({"error": "not_owner", "detail": str(exc)}, status=409)
+        return int(body["partition"]), str(body["account"]), before, int(body["limit"])
+
+    async def answer(args: tuple[int, str, str | None, int]) -> Any:
+        return account_history(*args)
+
+    return await _owner_answer(request, parse, answer)
 
 
 async def progress(request: aiohttp_web.Request) -> aiohttp_web.Response:

@@ -16,7 +16,7 @@ import aiohttp
 from faust.web import Request, Response, View
 
 from payments_app.app import app
-from payments_app.fanout import get_json, partition_owners
+from payments_app.fanout import get_json, partition_owners, this_worker_url
 from payments_app.settings import SETTINGS
 from web.internal import progress_report
 from web.views import ApiView
@@ -52,7 +52,7 @@ async def cluster_stats() -> dict[str, Any]:
     owns a partition (and this one); a worker that does not answer is listed with its error and counts nothing.
 
     The counters are each worker process's own since it started: a restarted worker's start again from 0."""
-    me = str(app.conf.canonical_url).rstrip("/")
+    me = this_worker_url()
     owners = partition_owners()
     hosts = sorted(set(owners.values()) | {me})
 

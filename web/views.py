@@ -98,17 +98,16 @@ async def submit(view: View, request: Request, transactions: list[ClientTransact
     for index, tx in enumerate(transactions):
         by_partition[decided_in(tx, SETTINGS.partitions, SETTINGS.model)].append(index)
 
+    answers: list[tuple[int, dict[str, Any]]] = [(0, {})] * len(transactions)
+
     async def at_partition(partition: int, indexes: list[int]) -> None:
         batch = [transactions[i] for i in indexes]
         payload = {"partition": partition, "transactions": [to_dict(tx) for tx in batch], "wait_s": wait_s}
         local = partial(INTAKE.submit, partition, batch, wait_s)
-        for i, answer in zip(
-            indexes, await at_owner(partition, local, "/internal/submit", payload, timeout), strict=True
-        ):
-            answers[i] = (answer[0], answer[1])
+        owner_answers = await at_owner(partition, local, "/internal/submit", payload, wait_s + REQUEST_TIMEOUT_S)
+        for i, (code, body) in zip(indexes, owner_answers, strict=True):
+            answers[i] = (code, body)
 
-    timeout = wait_s + REQUEST_TIMEOUT_S
-    answers: list[tuple[int, dict[str, Any]]] = [(0, {})] * len(transactions)
     await asyncio.gather(*(at_partition(p, indexes) for p, indexes in by_partition.items()))
     if not as_array:
         return view.json(answers[0][1], status=answers[0][0])
@@ -142,13 +141,20 @@ class Accounts(ApiView):
         return error(self, 409, "account_exists", f"account {account!r} already exists")
 
 
+async def account_segments(account: str) -> list[dict[str, Any] | None] | None:
+    """An account's segment in every partition (None where it has none); None for an account that does not
+    exist."""
+    segments = await read_ledger([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
+    return None if all(segment is None for segment in segments) else segments
+
+
 @app.page("/accounts/{account}")
 class Account(ApiView):
     async def get(self, request: Request, account: str) -> Response:
         require_id(account, "account")
         principal(request).require_accounts(READ, {account}, "read account")
-        segments = await read_ledger([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
-        if all(segment is None for segment in segments):
+        segments = await account_segments(account)
+        if segments is None:
             return error(self, 404, "not_found", f"no account {account!r}")
         present = [s or {"balance": 0, "moved_in": 0, "moved_out": 0} for s in segments]
         return self.json(
@@ -170,8 +176,7 @@ class AccountHistory(ApiView):
         require_id(account, "account")
         principal(request).require_accounts(READ, {account}, "read account")
         limit, cursor = parse_history_query(request.query.get("limit"), request.query.get("cursor"))
-        segments = await read_ledger([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
-        if all(segment is None for segment in segments):
+        if await account_segments(account) is None:
             return error(self, 404, "not_found", f"no account {account!r}")
 
         async def at_partition(partition: int) -> list[list[Any]]:

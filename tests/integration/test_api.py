@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from payments_app.domain.money import MAX_AMOUNT_MINOR
-from tests.integration.cluster import AppCluster, call, running_cluster, settled, wait_for
+from tests.integration.cluster import call, settled, wait_for
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture(scope="module")
-def api_cluster(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppCluster]:
-    with running_cluster(broker_url, tmp_path_factory.mktemp("api")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def urls(api_cluster: AppCluster) -> list[str]:
-    return [worker.url for worker in api_cluster.workers]
 
 
 async def test_accounts_are_created_once_and_readable_from_every_worker(session, urls) -> None:
@@ -227,14 +215,14 @@ async def test_unknown_resources_are_404(session, urls) -> None:
     assert status == 405 and body["error"] == "method_not_allowed"
 
 
-async def test_health_metrics_openapi_and_audit(session, urls, api_cluster) -> None:
+async def test_health_metrics_openapi_and_audit(session, urls, module_cluster) -> None:
     owned = []
     for url in urls:
         status, body = await call(session, "GET", f"{url}/health")
         assert status == 200
         owned += body["partitions"]
     assert sorted(owned) == [0, 1, 2, 3]
-    async with session.get(f"{api_cluster.workers[0].internal_url}/metrics") as response:
+    async with session.get(f"{module_cluster.workers[0].internal_url}/metrics") as response:
         text = await response.text()
     assert "payments_transactions_applied_total" in text
     assert "# HELP payments_transactions_applied_total client transactions applied" in text

@@ -4,7 +4,7 @@ every worker and revocable, worker routes only on the internal port, and a worke
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +15,7 @@ from payments_app.cluster import WorkerProcess, bearer
 from payments_app.local_kafka import free_port, parse_broker_url
 from payments_app.processes import EXIT_ON_FAILURE
 from payments_app.runtime.topic_check import topic_problems
-from tests.integration.cluster import AppCluster, call, running_cluster, settled, wait_for
+from tests.integration.cluster import AppCluster, call, settled, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -32,17 +32,6 @@ PROTECTED = [
     ("DELETE", "/tokens/abc", None),
     ("GET", "/no-such-route", None),
 ]
-
-
-@pytest.fixture(scope="module")
-def auth_cluster(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppCluster]:
-    with running_cluster(broker_url, tmp_path_factory.mktemp("auth")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def urls(auth_cluster: AppCluster) -> list[str]:
-    return [worker.url for worker in auth_cluster.workers]
 
 
 @pytest.fixture
@@ -83,8 +72,8 @@ async def test_every_route_but_health_and_the_document_needs_a_token(anonymous, 
         assert status == 200, path
 
 
-async def test_worker_routes_are_only_on_the_internal_port(session, auth_cluster) -> None:
-    worker = auth_cluster.workers[0]
+async def test_worker_routes_are_only_on_the_internal_port(session, module_cluster) -> None:
+    worker = module_cluster.workers[0]
     for method, path in [("POST", "/internal/entries"), ("GET", "/internal/progress"),
                          ("POST", "/internal/audit"), ("GET", "/metrics")]:  # fmt: skip
         async with session.request(method, f"{worker.url}{path}", json=[]) as response:
@@ -161,13 +150,13 @@ async def test_a_bad_grant_request_is_refused(session, urls) -> None:
     assert status == 400
 
 
-async def test_tokens_are_kept_as_digests_and_never_logged(session, urls, auth_cluster, broker_url) -> None:
+async def test_tokens_are_kept_as_digests_and_never_logged(session, urls, module_cluster, broker_url) -> None:
     token = (await mint(session, urls[0], ["read"], ["auth-a"]))["token"]
     secret = token.partition(".")[2]
     consumer = AIOKafkaConsumer(bootstrap_servers=parse_broker_url(broker_url), enable_auto_commit=False)
     await consumer.start()
     try:
-        tp = TopicPartition(f"{auth_cluster.app_id}-tokens", 0)
+        tp = TopicPartition(f"{module_cluster.app_id}-tokens", 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
@@ -178,9 +167,9 @@ async def test_tokens_are_kept_as_digests_and_never_logged(session, urls, auth_c
     finally:
         await consumer.stop()
     assert b"secret_sha256" in stored and secret.encode() not in stored
-    for worker in auth_cluster.workers:
+    for worker in module_cluster.workers:
         log = worker.log_path.read_text(errors="replace")
-        assert secret not in log and auth_cluster.workers[0].admin_token not in log
+        assert secret not in log and module_cluster.workers[0].admin_token not in log
 
 
 def exits_on_its_own(worker: WorkerProcess, timeout_s: float = 60) -> tuple[int, str]:
@@ -209,8 +198,8 @@ def test_a_worker_that_may_not_create_topics_stops_when_they_are_missing(broker_
     assert "topic 'auth-no-topics-transactions' does not exist (it needs 4 partitions)" in log
 
 
-async def test_the_topic_check_names_a_mis_sized_topic(auth_cluster: AppCluster, broker_url: str) -> None:
-    topic = f"{auth_cluster.app_id}-transactions"
+async def test_the_topic_check_names_a_mis_sized_topic(module_cluster: AppCluster, broker_url: str) -> None:
+    topic = f"{module_cluster.app_id}-transactions"
     bootstrap = parse_broker_url(broker_url)
     assert await topic_problems(bootstrap, {topic: 4}) == []
     assert await topic_problems(bootstrap, {topic: 8}) == [

@@ -7,7 +7,6 @@ payer and payee must differ)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from payments_app.cluster import bearer
-from tests.integration.cluster import ADMIN_TOKEN, AppCluster, running_cluster
+from tests.integration.cluster import ADMIN_TOKEN, AppCluster
 
 pytestmark = pytest.mark.broker
 
@@ -23,12 +22,6 @@ CONFIG = schemathesis.Config.from_dict(
     {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "422", "429"]}}}
 )
 SCHEMA = schemathesis.openapi.from_path(Path(__file__).parents[2] / "web" / "openapi.json", config=CONFIG)
-
-
-@pytest.fixture(scope="module")
-def contract_cluster(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppCluster]:
-    with running_cluster(broker_url, tmp_path_factory.mktemp("contract")) as cluster:
-        yield cluster
 
 
 @SCHEMA.auth()
@@ -44,6 +37,6 @@ class AdminToken:
 
 @SCHEMA.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_every_operation_answers_as_documented(case: schemathesis.Case, contract_cluster: AppCluster) -> None:
-    worker = contract_cluster.workers[len(case.path) % 2]
+def test_every_operation_answers_as_documented(case: schemathesis.Case, module_cluster: AppCluster) -> None:
+    worker = module_cluster.workers[len(case.path) % 2]
     case.call_and_validate(base_url=worker.url)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.integration.cluster import ADMIN_TOKEN, AppCluster, call, running_cluster
+from tests.integration.cluster import ADMIN_TOKEN, call
 
 pytestmark = pytest.mark.broker
 
@@ -30,12 +30,6 @@ SCREENSHOT = ROOT / ".artifacts" / "live-page.png"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_S = 20.0
-
-
-@pytest.fixture(scope="module")
-def live_cluster(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppCluster]:
-    with running_cluster(broker_url, tmp_path_factory.mktemp("live")) as cluster:
-        yield cluster
 
 
 def browser() -> webdriver.Chrome:
@@ -101,9 +95,9 @@ def test_the_page_is_one_file_that_fetches_nothing_from_elsewhere() -> None:
     assert "@import" not in html
 
 
-async def test_stats_gathers_every_partition_from_both_workers(session, live_cluster) -> None:
-    urls = [worker.url for worker in live_cluster.workers]
-    internal = {worker.internal_url for worker in live_cluster.workers}
+async def test_stats_gathers_every_partition_from_both_workers(session, module_cluster) -> None:
+    urls = [worker.url for worker in module_cluster.workers]
+    internal = {worker.internal_url for worker in module_cluster.workers}
     status, stats = await call(session, "GET", f"{urls[1]}/stats")
     assert status == 200, stats
     assert [p["partition"] for p in stats["partitions"]] == [0, 1, 2, 3]
@@ -128,8 +122,8 @@ async def test_stats_gathers_every_partition_from_both_workers(session, live_clu
         assert await response.text() == PAGE.read_text()
 
 
-async def test_the_live_page_shows_the_figures_moving_and_an_account(session, live_cluster) -> None:
-    urls = [worker.url for worker in live_cluster.workers]
+async def test_the_live_page_shows_the_figures_moving_and_an_account(session, module_cluster) -> None:
+    urls = [worker.url for worker in module_cluster.workers]
     for account in ("live-a", "live-b"):
         assert (await call(session, "POST", f"{urls[0]}/accounts", {"id": account}))[0] == 201
     deposit = {"id": "live-d", "account": "live-a", "amount": 10_000}
@@ -147,7 +141,7 @@ async def test_the_live_page_shows_the_figures_moving_and_an_account(session, li
         await until(driver, lambda d: number(d, "applied-rate") is not None, "a rate (two samples)")
         partitions = await until(driver, lambda d: cells(d, "#partitions tbody tr"), "the partitions")
         assert [row[0] for row in partitions] == ["0", "1", "2", "3"]
-        owners = {worker.internal_url.removeprefix("http://") for worker in live_cluster.workers}
+        owners = {worker.internal_url.removeprefix("http://") for worker in module_cluster.workers}
         assert {row[1] for row in partitions} == owners
         assert all(figure(row[3]) is not None for row in partitions), partitions
         before = number(driver, "applied-total")
