@@ -442,8 +442,9 @@ async def drive_catch_up(
     partitions, their sessions open) and stops once every transfer is decided and every record, the relays the
     transfers made included, is applied; what was decided before the clock started is left out. (Started at once,
     the first worker to join takes every partition and hands half back when the second joins.) A backlog drained
-    before the group settled is timed from its first decided transfer. The CPU is the restarted workers'
-    (`pids` is updated to them), from the clock's start.
+    before the group settled is timed, whole, from the last poll that saw nothing decided (or from the restart):
+    a small backlog can drain between two polls. The CPU is the restarted workers' (`pids` is updated to them),
+    from the clock's start (from the restart for a backlog drained before it).
     """
     await asyncio.gather(*(asyncio.to_thread(worker.stop) for worker in ledger.workers))
     source = TransferSource(settings, accounts, tag=f"{uuid.uuid4().hex[:6]}-")
@@ -465,7 +466,7 @@ async def drive_catch_up(
         pids[f"worker-{n}"] = worker.pid or 0
     timeline: list[tuple[float, int]] = []
     clock: tuple[float, int] | None = None  # (started at, decided then)
-    first_decided: tuple[float, int] | None = None
+    nothing_decided_at = time.monotonic()
     cpu_before: dict[str, float] = {}
     healthy_polls = decided = 0
     while decided < written:
@@ -476,8 +477,8 @@ async def drive_catch_up(
             continue
         now = time.monotonic()
         decided = sum(totals.get(f"transactions_{what}_total", 0) for what in ("applied", "rejected", "duplicate"))
-        if first_decided is None and decided:
-            first_decided = (now, decided)
+        if not decided:
+            nothing_decided_at = now
         if clock is None:
             healthy = await asyncio.gather(*(asyncio.to_thread(worker.healthy) for worker in ledger.workers))
             healthy_polls = healthy_polls + 1 if all(healthy) else 0
@@ -489,10 +490,8 @@ async def drive_catch_up(
         timeline.append((now - clock[0], decided))
         rate = (decided - clock[1]) / (now - clock[0]) if now > clock[0] else 0.0
         progress.show(f"catch-up: {decided:,}/{written:,} decided ({rate:,.0f}/s)")
-    if clock is None:  # drained before the group settled
-        assert first_decided is not None
-        clock = first_decided
-        cpu_before, _ = process_usage(pids)
+    if clock is None:  # drained before the group settled: its CPU is counted from the restart, startup included
+        clock = (nothing_decided_at, 0)
     # every transfer is decided, but the relays they made (the baseline's credits to payees, collection moves)
     # may still be queued: that is work of this backlog too, so the clock stops when every record is applied
     await wait_applied(ledger, progress, "catch-up: applying the last relays")
