@@ -25,8 +25,15 @@ $(CHROMEDRIVER):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
 
+# The benchmark's HTTP clients (bench/http_load.py) are Debian's wrk; installed the same way, once.
+WRK := /usr/bin/wrk
+
+$(WRK):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk
+
 ## test: lint, then every test, including those against a real local broker
-test: $(STAMP) $(CHROMEDRIVER)
+test: $(STAMP) $(CHROMEDRIVER) $(WRK)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -34,14 +41,14 @@ test: $(STAMP) $(CHROMEDRIVER)
 test-unit: $(STAMP)
 	$(BIN)/pytest -m "not broker and not postgres"
 
-test-broker: $(STAMP) $(CHROMEDRIVER)
+test-broker: $(STAMP) $(CHROMEDRIVER) $(WRK)
 	$(BIN)/pytest -m broker
 
 test-postgres: $(STAMP)
 	$(BIN)/pytest -m postgres
 
 ## bench: the benchmark matrix (see BENCHMARKS.md); results in bench/results/latest.*
-bench: $(STAMP)
+bench: $(STAMP) $(WRK)
 	$(BIN)/payments bench
 
 ## layers: each layer of a ledger agent alone (rules, codec, RocksDB, Kafka client); bench/results/layers.*

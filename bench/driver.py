@@ -4,7 +4,8 @@ One run: start what is needed, open and fund the accounts, drive transfers at fu
 wait until everything is applied, then check the invariants over the whole ledger. Throughput is counted from
 the transactions the workers report decided. Latency on the Kafka path is from a batch's acknowledgement by
 the broker to the first progress poll that sees its offset applied (so it is rounded up to the poll interval);
-on the HTTP path it is from sending the request to the first status poll that sees a sampled transfer decided.
+on the HTTP path, where wrk is the client (`bench.http_load`), it is wrk's: to the decision with `http_wait_s`
+(`?wait=`), else to the acknowledgement (the 202).
 
 The catch-up path measures the workers alone: the workers stop, the transfers are written onto the transactions
 topic, and the clock runs from the first transfer the restarted workers decide to the last, so the load
@@ -20,6 +21,7 @@ import random
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -30,6 +32,7 @@ import aiohttp
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.http_load import POOL_TRANSFERS, WrkRun, run_wrk, write_pool
 from payments_app.cluster import WorkerProcess, new_admin_token
 from payments_app.codec import encode_batch
 from payments_app.domain.commands import Command, Deposit, MoveCredit, OpenAccount, Transfer
@@ -37,11 +40,8 @@ from payments_app.domain.routing import CONCURRENT, decided_in, home_of
 from payments_app.local_kafka import LocalKafka, configured_broker_url, free_port, parse_broker_url
 
 POLL_S = 0.05
-FOLLOW_WAIT_S = 30
 CATCH_UP = "catch-up"
 PATHS = ("kafka", "http", CATCH_UP)
-HTTP_SAMPLE_EVERY = 20  # on the HTTP path, the latency of one request in this many is followed to its decision
-HTTP_FOLLOWERS_MAX = 2  # per client: status polling is the harness's load, not the system's, so it stays small
 
 
 @dataclass
@@ -56,6 +56,7 @@ class RunSettings:
     max_backlog: int = 20_000  # transfers sent but not yet decided: full speed of the system, not of a queue
     http_batch: int = 1  # transfers per HTTP request: 1 sends single objects, more sends arrays
     rate_tps: float = 0.0  # offered load in transfers per second; 0 sends as fast as the system takes them
+    http_wait_s: float = 0.0  # HTTP path: each request waits for its decision (`?wait=`) up to this long
     opening_balance: int = 1_000_000
     model: str = "concurrent"
     path: str = "kafka"
@@ -85,6 +86,7 @@ class RunResult:
     timeline: list[tuple[float, int]]
     settings: dict[str, Any] = field(default_factory=dict)
     audit_s: float = 0.0  # how long the last GET /audit took to answer
+    refused: int = 0  # HTTP path: requests answered with an error status (a 429 is the backlog's back-pressure)
 
 
 class Progress:
@@ -322,6 +324,7 @@ class Load:
         self.decided = 0  # since the load started, as last polled
         self.latencies: list[float] = []
         self.sent: list[tuple[int, int, float, int]] = []  # kafka path: (partition, offset, acked at, transfers)
+        self.wrk: WrkRun | None = None  # http path: what wrk reported, once it ended
         self.started = time.monotonic()
         self.stop_at = self.started + settings.duration_s
 
@@ -348,46 +351,18 @@ async def kafka_sender(ledger: Ledger, load: Load, source: TransferSource) -> No
         load.submitted += len(batch)
 
 
-async def http_client(ledger: Ledger, load: Load, source: TransferSource, client: int) -> None:
-    """One API client: POST /transfers back to back (single objects or arrays), following a sample to decision."""
-    assert ledger.session is not None
-    followers: list[asyncio.Task[None]] = []
-    url = f"{ledger.workers[client % len(ledger.workers)].url}/transfers"
-    requests = 0
-    while load.running():
-        if load.must_wait():
-            await asyncio.sleep(0.005)
-            continue
-        transfers = [source.next_transfer() for _ in range(load.settings.http_batch)]
-        body = [transfer_json(t) for t in transfers] if load.settings.http_batch > 1 else transfer_json(transfers[0])
-        started = time.monotonic()
-        async with ledger.session.post(url, json=body) as response:
-            if response.status not in (200, 202):
-                raise RuntimeError(f"POST /transfers answered {response.status}: {await response.text()}")
-        load.submitted += len(transfers)
-        requests += 1
-        following = sum(not task.done() for task in followers)
-        if requests % HTTP_SAMPLE_EVERY == 0 and following < HTTP_FOLLOWERS_MAX:
-            followers.append(asyncio.create_task(follow(ledger, load, url, transfers[0].id, started)))
-    await asyncio.gather(*followers)
-
-
-def transfer_json(transfer: Transfer) -> dict[str, Any]:
-    return {"id": transfer.id, "payer": transfer.payer, "payee": transfer.payee, "amount": transfer.amount}
-
-
-async def follow(ledger: Ledger, load: Load, transfers_url: str, tx_id: str, started: float) -> None:
-    """Wait for one transfer's decision (`GET /transactions/{id}?wait=`, answered when it is decided): its
-    latency is from the request to that answer."""
-    assert ledger.session is not None
-    url = transfers_url.replace("/transfers", f"/transactions/{tx_id}?wait={FOLLOW_WAIT_S}")
-    while True:
-        async with ledger.session.get(url) as response:
-            if response.status == 200 and (await response.json())["status"] != "pending":
-                load.latencies.append(time.monotonic() - started)
-                return
-            if response.status != 200:
-                await asyncio.sleep(POLL_S)
+async def wrk_clients(ledger: Ledger, load: Load, accounts: list[str]) -> None:
+    """The API's clients: wrk posting the workload's transfers to every worker (`bench.http_load`)."""
+    settings = load.settings
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as scratch:
+        pool = Path(scratch) / "pool.csv"
+        write_pool(pool, [pick_pair(settings, rng, accounts) for _ in range(POOL_TRANSFERS)])
+        load.wrk = await run_wrk([worker.url for worker in ledger.workers], ledger.workers[0].admin_token, pool,
+                                 f"{uuid.uuid4().hex[:6]}-", clients=settings.in_flight_batches,
+                                 duration_s=settings.duration_s, batch=settings.http_batch, rate_tps=settings.rate_tps,
+                                 wait_s=settings.http_wait_s)  # fmt: skip
+    load.submitted = load.wrk.accepted(settings.http_batch)
 
 
 async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> dict:
@@ -397,7 +372,7 @@ async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str],
     timeline: list[tuple[float, int]] = []
     started = time.monotonic()
     if settings.path == "http":
-        senders = [asyncio.create_task(http_client(ledger, load, source, n)) for n in range(settings.in_flight_batches)]
+        senders = [asyncio.create_task(wrk_clients(ledger, load, accounts))]
     else:
         senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(settings.in_flight_batches)]
     base: int | None = None
@@ -418,8 +393,11 @@ async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str],
         load.sent[:] = still_pending
         elapsed = now - started
         rate = load.decided / elapsed if elapsed > 0 else 0.0
-        progress.show(f"load {elapsed:5.1f}/{settings.duration_s:.0f} s, submitted {load.submitted}, "
-                      f"decided {load.decided} ({rate:,.0f}/s), backlog {load.submitted - load.decided}")  # fmt: skip
+        queued = (f"submitted {load.submitted}, backlog {load.submitted - load.decided}" if settings.path != "http"
+                  else "wrk counts its requests when it ends")  # fmt: skip
+        progress.show(
+            f"load {elapsed:5.1f}/{settings.duration_s:.0f} s, decided {load.decided} ({rate:,.0f}/s), {queued}"
+        )
         if all(task.done() for task in senders) and load.decided >= load.submitted and not load.sent:
             break
         if any(task.done() and task.exception() for task in senders):
@@ -430,7 +408,7 @@ async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str],
     for task in senders:
         task.result()
     return {"submitted": load.submitted, "latencies": load.latencies, "timeline": timeline,
-            "elapsed": time.monotonic() - started}  # fmt: skip
+            "elapsed": time.monotonic() - started, "wrk": load.wrk}  # fmt: skip
 
 
 async def drive_catch_up(
@@ -611,14 +589,20 @@ async def measure(
     if applied + rejected != load["submitted"]:
         problems.append(f"{load['submitted']} transfers submitted but {applied + rejected} decided")
     latencies_ms = [1000 * value for value in load["latencies"]]
+    wrk: WrkRun | None = load.get("wrk")
+    if wrk is not None:
+        cpu["wrk"] = wrk.cpu_s
+        if wrk.timeouts or wrk.socket_errors:
+            problems.append(f"wrk: {wrk.timeouts} requests timed out, {wrk.socket_errors} socket errors")
+    latency = (wrk.p50_ms, wrk.p95_ms, wrk.p99_ms) if wrk else [percentile(latencies_ms, q) for q in (0.5, 0.95, 0.99)]
     decided_in_window = [n for t, n in load["timeline"] if t <= settings.duration_s]
     tps = load.get("applied_tps", (decided_in_window[-1] if decided_in_window else 0) / settings.duration_s)
     result = RunResult(
         model=settings.model, workload=settings.workload, workers=settings.workers, path=settings.path,
         duration_s=round(load["elapsed"], 2), submitted=load["submitted"], applied=applied, rejected=rejected,
         applied_tps=round(tps, 1),
-        p50_ms=round(percentile(latencies_ms, 0.50), 1), p95_ms=round(percentile(latencies_ms, 0.95), 1),
-        p99_ms=round(percentile(latencies_ms, 0.99), 1),
+        p50_ms=round(latency[0], 1), p95_ms=round(latency[1], 1), p99_ms=round(latency[2], 1),
+        refused=wrk.non_2xx if wrk else 0,
         segment_moves=after["segment_moves_total"] - before["segment_moves_total"],
         invariants_ok=not problems, problems=problems, cpu_s=cpu, peak_rss_mb=rss,
         timeline=[(round(t, 2), n) for t, n in load["timeline"]], settings=asdict(settings),

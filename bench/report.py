@@ -31,8 +31,19 @@ def read_json(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
 def series_name(result: RunResult) -> str:
     if result.model == "postgres":
         return "postgres"
-    arrays = f" x{result.settings['http_batch']}" if result.path == "http" and result.settings["http_batch"] > 1 else ""
-    return f"{result.model} {result.workers}w {result.path}{arrays}"
+    return f"{result.model} {result.workers}w {path_label(result)}"
+
+
+def path_label(result: RunResult) -> str:
+    """The path, and on the HTTP path the requests' shape: arrays (xN), answers at the decision at an offered rate."""
+    if result.path != "http":
+        return result.path
+    label = result.path
+    if result.settings["http_batch"] > 1:
+        label += f" x{result.settings['http_batch']}"
+    if result.settings.get("http_wait_s"):
+        label += f" ?wait @{result.settings['rate_tps']:,.0f}/s"
+    return label
 
 
 def smoothed_rates(timeline: list[tuple[float, int]], window: int = 10) -> list[tuple[float, float]]:
@@ -116,9 +127,9 @@ def series_colors(names: list[str]) -> dict[str, str]:
 
 
 def per_role(by_process: dict[str, float]) -> tuple[float, float, float]:
-    """Workers (summed) or the PostgreSQL server, the broker, the load generator."""
+    """Workers (summed) or the PostgreSQL server, the broker, the load generator (with wrk on the HTTP path)."""
     servers = sum(v for k, v in by_process.items() if k.startswith("worker") or k == "postgres")
-    return servers, by_process.get("broker", 0.0), by_process.get("load-generator", 0.0)
+    return servers, by_process.get("broker", 0.0), by_process.get("load-generator", 0.0) + by_process.get("wrk", 0.0)
 
 
 def ratio_table(results: list[RunResult]) -> str:
@@ -192,9 +203,8 @@ def markdown_table(results: list[RunResult]) -> str:
     for r in results:
         cpu = " / ".join(f"{value:.0f}" for value in per_role(r.cpu_s))
         memory = " / ".join(f"{value:.0f}" for value in per_role(r.peak_rss_mb))
-        path = f"{r.path} x{r.settings['http_batch']}" if r.path == "http" and r.settings["http_batch"] > 1 else r.path
         lines.append(
-            f"| {r.model} | {r.workload} | {r.workers} | {path} | {r.applied_tps:,.0f} | {ms(r.p50_ms)} "
+            f"| {r.model} | {r.workload} | {r.workers} | {path_label(r)} | {r.applied_tps:,.0f} | {ms(r.p50_ms)} "
             f"| {ms(r.p95_ms)} | {ms(r.p99_ms)} | {r.rejected} | {r.segment_moves} "
             f"| {'ok' if r.invariants_ok else 'FAILED'} | {cpu} | {memory} |"
         )

@@ -16,6 +16,9 @@ RUN_BROKER_PORT = 19092
 RUN_CONTROLLER_PORT = 19093
 RUN_WEB_PORT = 6066
 RUN_INTERNAL_PORT = 6067
+#: the bench's decided-latency run on the HTTP path: enough clients to offer its rate while each waits for a decision
+DECIDED_CLIENTS = 256
+DECIDED_WAIT_S = 10.0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -127,12 +130,12 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
     PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
     from bench.driver import CATCH_UP, RunSettings
 
-    def settings(model: str, workload: str, workers: int, path: str, http_batch: int = 1) -> RunSettings:
+    def settings(model: str, workload: str, workers: int, path: str, http_batch: int = 1, **more: Any) -> RunSettings:
         senders = args.http_clients if path == "http" else args.senders
-        return RunSettings(model=model, workload=workload, workers=workers, path=path, accounts=args.accounts,
-                           duration_s=args.duration, partitions=args.partitions, batch_size=args.batch_size,
-                           in_flight_batches=senders, http_batch=http_batch, rate_tps=args.rate,
-                           catch_up_transfers=args.catch_up_transfers)  # fmt: skip
+        common = {"accounts": args.accounts, "duration_s": args.duration, "partitions": args.partitions,
+                  "batch_size": args.batch_size, "in_flight_batches": senders, "http_batch": http_batch,
+                  "rate_tps": args.rate, "catch_up_transfers": args.catch_up_transfers}  # fmt: skip
+        return RunSettings(model=model, workload=workload, workers=workers, path=path, **{**common, **more})
 
     matrix = []
     for model in args.model:
@@ -148,6 +151,10 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
             if "http" in args.path:
                 matrix.extend(settings(model, workload, workers, "http", size)
                               for workload in args.http_workloads for size in args.http_batch)  # fmt: skip
+                if args.http_decided_rate > 0:
+                    matrix.extend(settings(model, workload, workers, "http", rate_tps=args.http_decided_rate,
+                                           http_wait_s=DECIDED_WAIT_S, in_flight_batches=DECIDED_CLIENTS)
+                                  for workload in args.http_workloads)  # fmt: skip
     return matrix
 
 
@@ -194,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.add_argument("--http-clients", type=int, default=64, help="concurrent HTTP clients")
     bench_parser.add_argument("--http-batch", type=int, nargs="+", default=[1, 50],
                               help="transfers per HTTP request: 1 sends single objects, more sends arrays")  # fmt: skip
+    bench_parser.add_argument("--http-decided-rate", type=float, default=2_000.0,
+                              help="also single transfers offered at this rate, each answered at its decision "
+                              f"(?wait=, {DECIDED_CLIENTS} clients): latency to the decision; 0 skips it")  # fmt: skip
     bench_parser.add_argument("--rate", type=float, default=0.0, help="offered transfers/s (0: as fast as taken)")
     bench_parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
     bench_parser.add_argument("--partitions", type=int, default=8)
