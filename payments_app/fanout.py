@@ -45,7 +45,8 @@ def _http() -> aiohttp.ClientSession:
     return _session
 
 
-async def _post(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
+async def post_json(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
+    """Another worker's answer to a POST on its internal port (`web.internal`)."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with _http().post(url, data=orjson.dumps(payload), timeout=timeout) as response:
         if response.status == 429:
@@ -84,16 +85,17 @@ async def _through_rebalance(attempt: Callable[[], Awaitable[T]], what: str) -> 
 
 
 async def at_owner(
-    partition: int, local: Callable[[], Awaitable[Any]], path: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S
-) -> Any:
-    """`local()` if this worker owns the partition, else the owner's answer to `payload` on its internal `path`;
-    retried through a rebalance (what is asked must be safe to ask twice)."""
+    partition: int, local: Callable[[], Awaitable[Any]], path: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S,
+    post: Callable[[str, Any, float], Awaitable[Any]] = post_json,
+) -> Any:  # fmt: skip
+    """`local()` if this worker owns the partition, else the owner's answer to `payload` on its internal `path`
+    (through `post`); retried through a rebalance (what is asked must be safe to ask twice)."""
 
     async def attempt() -> Any:
         owner = partition_owners().get(partition)
         if owner is None:
             raise LookupError(f"partition {partition} has no owner yet")
-        return await local() if owner == this_worker_url() else await _post(f"{owner}{path}", payload, timeout_s)
+        return await local() if owner == this_worker_url() else await post(f"{owner}{path}", payload, timeout_s)
 
     return await _through_rebalance(attempt, f"partition {partition}")
 
@@ -128,7 +130,7 @@ async def _read_once(requests: list[tuple[int, str]]) -> list[dict[str, Any] | N
 
     async def fetch(host: str, indexes: list[int]) -> None:
         subset = [requests[i] for i in indexes]
-        values = read_values(subset) if host == me else await _post(f"{host}/internal/entries", subset)
+        values = read_values(subset) if host == me else await post_json(f"{host}/internal/entries", subset)
         for i, value in zip(indexes, values, strict=True):
             results[i] = value
 
@@ -146,7 +148,7 @@ async def audit_all() -> list[dict[str, Any]]:
     async def one(host: str) -> list[dict[str, Any]]:
         if host == me:
             return await local_audit()
-        return await _post(f"{host}/internal/audit", [], AUDIT_TIMEOUT_S)
+        return await post_json(f"{host}/internal/audit", [], AUDIT_TIMEOUT_S)
 
     parts = await asyncio.gather(*(one(host) for host in sorted(hosts)))
     return sorted((item for part in parts for item in part), key=lambda item: item["partition"])

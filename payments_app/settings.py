@@ -31,6 +31,7 @@ class Settings:
     rocksdb_write_buffer_bytes: int
     session_timeout_s: float
     submit_linger_ms: float
+    forward_linger_ms: float  # submissions for another worker's partitions, coalesced per owner (`forwarding`)
     standby_replicas: int
     stream_buffer_records: int
 
@@ -53,6 +54,7 @@ def load_settings() -> Settings:
         rocksdb_write_buffer_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_WRITE_BUFFER_BYTES", str(16 * 2**20))),
         session_timeout_s=float(os.environ.get("PAYMENTS_SESSION_TIMEOUT_S", "10")),
         submit_linger_ms=float(os.environ.get("PAYMENTS_SUBMIT_LINGER_MS", "10")),
+        forward_linger_ms=float(os.environ.get("PAYMENTS_FORWARD_LINGER_MS", "2")),
         standby_replicas=int(os.environ.get("PAYMENTS_STANDBY_REPLICAS", "1")),
         stream_buffer_records=int(os.environ.get("PAYMENTS_STREAM_BUFFER_RECORDS", "256")),
     )

@@ -8,6 +8,7 @@ by default).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -65,20 +66,38 @@ async def entries(request: aiohttp_web.Request) -> aiohttp_web.Response:
     return await _owner_answer(request, parse, answer)
 
 
+Submission = tuple[int, list[ClientTransaction], float]
+
+
 async def submit(request: aiohttp_web.Request) -> aiohttp_web.Response:
-    """Another worker hands over client transactions of a partition this worker owns (`intake.Intake.submit`):
-    `{"partition", "transactions": [wire form], "wait_s"}` -> `[[status, body], ...]`."""
+    """Another worker hands over client transactions of partitions this worker owns (`intake.Intake.submit`), as
+    many submissions as it coalesced (`payments_app.forwarding`): `[{"partition", "transactions": [wire form],
+    "wait_s"}, ...]` -> per submission `{"answers": [[status, body], ...]}`, or `{"error": "not_owner" or
+    "backlogged", "detail"}`."""
 
-    def parse(body: Any) -> tuple[int, list[ClientTransaction], float]:
-        transactions = [from_dict(item) for item in body["transactions"]]
-        if not all(isinstance(tx, ClientTransaction) for tx in transactions):
-            raise TypeError("only deposits, withdrawals and transfers are submitted")
-        return int(body["partition"]), transactions, float(body["wait_s"])  # type: ignore[return-value]
+    def parse(body: Any) -> list[Submission]:
+        return [parse_submission(item) for item in body]
 
-    async def answer(args: tuple[int, list[ClientTransaction], float]) -> Any:
-        return await INTAKE.submit(*args)
+    async def answer(submissions: list[Submission]) -> Any:
+        return await asyncio.gather(*(answer_one(*submission) for submission in submissions))
 
     return await _owner_answer(request, parse, answer)
+
+
+def parse_submission(body: Any) -> Submission:
+    transactions = [from_dict(item) for item in body["transactions"]]
+    if not all(isinstance(tx, ClientTransaction) for tx in transactions):
+        raise TypeError("only deposits, withdrawals and transfers are submitted")
+    return int(body["partition"]), transactions, float(body["wait_s"])  # type: ignore[return-value]
+
+
+async def answer_one(partition: int, transactions: list[ClientTransaction], wait_s: float) -> dict[str, Any]:
+    try:
+        return {"answers": await INTAKE.submit(partition, transactions, wait_s)}
+    except LookupError as exc:
+        return {"error": "not_owner", "detail": str(exc)}
+    except Backlogged as exc:
+        return {"error": "backlogged", "detail": str(exc)}
 
 
 async def lookup(request: aiohttp_web.Request) -> aiohttp_web.Response:

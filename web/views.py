@@ -20,6 +20,7 @@ from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_value
+from payments_app.forwarding import FORWARDS
 from payments_app.intake import CONFLICT, INTAKE, Backlogged
 from payments_app.queries import account_history, is_ready, owned_partitions
 from payments_app.runtime.lease import GROUP_LEASE
@@ -104,7 +105,8 @@ async def submit(view: View, request: Request, transactions: list[ClientTransact
         batch = [transactions[i] for i in indexes]
         payload = {"partition": partition, "transactions": [to_dict(tx) for tx in batch], "wait_s": wait_s}
         local = partial(INTAKE.submit, partition, batch, wait_s)
-        owner_answers = await at_owner(partition, local, "/internal/submit", payload, wait_s + REQUEST_TIMEOUT_S)
+        owner_answers = await at_owner(partition, local, "/internal/submit", payload, wait_s + REQUEST_TIMEOUT_S,
+                                       post=FORWARDS.post)  # fmt: skip
         for i, (code, body) in zip(indexes, owner_answers, strict=True):
             answers[i] = (code, body)
 

@@ -232,6 +232,10 @@ class Pipeline:
     raises again from the next `add` or `drain`. `between_commits` runs after each commit, before the next
     starts, with the sessions the open group uses: the place to close retired sessions. After each commit a
     partition's state lets go of its segments once it holds more than `max_segments` (see `PartitionState.trim`).
+
+    A commit starts at least `min_interval_s` after the one before it (unless its group is full, or on `drain`):
+    at a few thousand records a second a commit took a few milliseconds and held a record or two, and each costs
+    the broker a Kafka transaction per partition, whatever it holds.
     """
 
     def __init__(
@@ -244,6 +248,7 @@ class Pipeline:
         max_commands: int = 1_000,
         between_commits: Callable[[list[Session]], Awaitable[None]] | None = None,
         max_segments: int = 100_000,
+        min_interval_s: float = 0.0,
     ) -> None:
         self.partitions = partitions
         self.model = model
@@ -253,6 +258,9 @@ class Pipeline:
         self.max_commands = max_commands
         self.between_commits = between_commits
         self.max_segments = max_segments
+        self.min_interval_s = min_interval_s
+        self._last_start = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
         self._open: Group | None = None
         self._previous: Group | None = None  # the last group that started committing
         self._committing: asyncio.Task[None] | None = None
@@ -279,23 +287,35 @@ class Pipeline:
 
     async def drain(self) -> None:
         """Wait until every record added so far is committed (or its commit failed, which raises here)."""
-        self._start_next()
+        self._start_next(at_once=True)
         while (committing := self._committing) is not None:
             await committing
+            self._start_next(at_once=True)
         self._raise_failure()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise self._failure
 
-    def _start_next(self) -> None:
+    def _start_next(self, at_once: bool = False) -> None:
         if self._committing is not None or self._adding or self._open is None or self._failure is not None:
             return
+        loop = asyncio.get_running_loop()
+        early_by = self._last_start + self.min_interval_s - loop.time()
+        if early_by > 0 and not at_once and self._room.is_set():  # not full: it fills a little longer
+            if self._timer is None:
+                self._timer = loop.call_later(early_by, self._interval_passed)
+            return
+        self._last_start = loop.time()
         group, self._open = self._open, None
         group.seal()
         self._previous = group
         self._committing = asyncio.get_running_loop().create_task(self._commit(group), name="commit-group")
         self._room.set()
+
+    def _interval_passed(self) -> None:
+        self._timer = None
+        self._start_next()
 
     async def _commit(self, group: Group) -> None:
         try:

@@ -1,4 +1,5 @@
-"""The web layer's batcher: one record per partition per linger window, and nobody answered before the broker."""
+"""The web layer's batcher: one send per linger window, one record per partition in it, and nobody answered before
+the broker."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class Recorder:
         self.records.append(by_partition)
 
 
-async def test_requests_within_the_window_share_one_record_per_partition() -> None:
+async def test_requests_within_the_window_share_one_send_with_one_record_per_partition() -> None:
     recorder = Recorder()
     batcher = PartitionBatcher(recorder.send, linger_s=0.01)
     calls = [
@@ -38,12 +39,11 @@ async def test_requests_within_the_window_share_one_record_per_partition() -> No
     ]
     await asyncio.sleep(0.05)
     assert not any(call.done() for call in calls), "answered before the broker acknowledged"
+    later = asyncio.create_task(batcher.submit({1: [deposit(5)]}))  # the next window
+    await asyncio.sleep(0.05)
     recorder.release.set()
-    await asyncio.gather(*calls)
-    assert sorted(recorder.records, key=lambda r: list(r)) == [
-        {0: [deposit(1), deposit(3), deposit(4)]},
-        {1: [deposit(2)]},
-    ]
+    await asyncio.gather(*calls, later)
+    assert recorder.records == [{0: [deposit(1), deposit(3), deposit(4)], 1: [deposit(2)]}, {1: [deposit(5)]}]
 
 
 async def test_a_full_buffer_is_sent_without_waiting_for_the_window() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from payments_app.domain.ledger import (
     UNKNOWN_ACCOUNT,
 )
 from payments_app.domain.routing import CONCURRENT, MODELS
+from payments_app.runtime.commit import GroupResult, Pipeline
 from tests.unit.simulation import SimCluster
 
 
@@ -322,3 +324,29 @@ def test_a_segment_queues_a_bounded_number_of_waiting_debits() -> None:
     assert len(segment.parked) == MAX_PARKED_PER_SEGMENT
     cluster.run()
     assert cluster.audit().ok
+
+
+def test_commits_start_an_interval_apart_so_records_arriving_meanwhile_share_one() -> None:
+    """Records arriving 2 ms apart: with no interval each commits alone (a Kafka transaction each); with 50 ms, the
+    first commits at once and those arriving during the interval share the next commit."""
+
+    def commits(min_interval_s: float) -> int:
+        cluster = funded(1, {"alice": 100, "bob": 0})
+        for n in range(10):
+            cluster.submit(Transfer(f"t{n}", "alice", "bob", 1))
+        session, log = cluster.session(0), cluster.parts[0].log
+        results: list[GroupResult] = []
+
+        async def feed() -> None:
+            pipeline = Pipeline(1, CONCURRENT, results.append, lambda exc: None, 100, min_interval_s=min_interval_s)
+            for offset in range(cluster.applied(0) + 1, len(log)):
+                await pipeline.add(session, offset, log[offset])
+                await asyncio.sleep(0.002)
+            await pipeline.drain()
+
+        asyncio.run(feed())
+        assert (cluster.balance("alice"), cluster.balance("bob")) == (90, 10) and cluster.audit().ok
+        return len(results)
+
+    assert commits(0.0) == 10
+    assert 2 <= commits(0.05) <= 3  # 3 only if the ten records took longer than the interval to arrive
