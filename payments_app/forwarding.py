@@ -2,9 +2,9 @@
 submission that arrived within `linger_s`, instead of one request each.
 
 A client's single transfer reaches the owner of its partition only half the time with two workers (one time in N
-with N); each hand-over cost an HTTP request on both sides, about 300 µs of CPU, as much as the rest of the
-request. Submissions are only coalesced with others that wait for their decision as long (`?wait=`): the owner
-answers a coalesced request when all of its submissions are answered.
+with N); each hand-over was an HTTP request on both sides, a client's and a server's, for one transfer.
+Submissions are only coalesced with others that wait for their decision as long (`?wait=`): the owner answers a
+coalesced request when all of its submissions are answered.
 """
 
 from __future__ import annotations
