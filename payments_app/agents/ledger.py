@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 #: either the agent waits for the commit (see runtime.commit.Pipeline)
 GROUP_RECORDS = int(os.environ.get("PAYMENTS_GROUP_RECORDS", "64"))
 GROUP_COMMANDS = int(os.environ.get("PAYMENTS_GROUP_COMMANDS", "1000"))
-#: the least time between two commits' starts (`Pipeline`): fewer, fuller Kafka transactions below full load
-COMMIT_INTERVAL_S = float(os.environ.get("PAYMENTS_COMMIT_INTERVAL_MS", "5")) / 1000
+#: the least time between two commits' starts, per partition the later one holds (`Pipeline`): fewer, fuller Kafka
+#: transactions below full load
+COMMIT_SPACING_S = float(os.environ.get("PAYMENTS_COMMIT_SPACING_MS", "12.5")) / 1000
 
 
 @app.agent(transactions_topic, concurrency=1)
@@ -37,7 +38,7 @@ async def apply_transactions(stream: faust.StreamT) -> None:
     opening session applies every record below the group's committed offset that its store lacks.
     """
     pipeline = Pipeline(SETTINGS.partitions, SETTINGS.model, report, stop_worker, GROUP_RECORDS, GROUP_COMMANDS,
-                        LEDGER.close_retired, min_interval_s=COMMIT_INTERVAL_S)  # fmt: skip
+                        LEDGER.close_retired, spacing_s=COMMIT_SPACING_S)  # fmt: skip
     async for event in stream.events():
         try:
             session = await owned_session(event.message.partition)

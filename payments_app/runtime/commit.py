@@ -233,9 +233,11 @@ class Pipeline:
     starts, with the sessions the open group uses: the place to close retired sessions. After each commit a
     partition's state lets go of its segments once it holds more than `max_segments` (see `PartitionState.trim`).
 
-    A commit starts at least `min_interval_s` after the one before it (unless its group is full, or on `drain`):
-    at a few thousand records a second a commit took a few milliseconds and held a record or two, and each costs
-    the broker a Kafka transaction per partition, whatever it holds.
+    Commits are spaced by what they cost: a commit starts at least `spacing_s` per partition it holds after the one
+    before it started (at once if its group is full, or on `drain`). Each partition is a Kafka transaction, about
+    2.5 ms of the broker's and the worker's CPU whatever it holds (`bench.transaction_cost`); at a few thousand
+    single-transfer requests a second, commits back to back held a handful of transfers per transaction and the
+    transactions took most of the CPU. A group of one partition waits least, so a lone client is not held up long.
     """
 
     def __init__(
@@ -248,7 +250,7 @@ class Pipeline:
         max_commands: int = 1_000,
         between_commits: Callable[[list[Session]], Awaitable[None]] | None = None,
         max_segments: int = 100_000,
-        min_interval_s: float = 0.0,
+        spacing_s: float = 0.0,
     ) -> None:
         self.partitions = partitions
         self.model = model
@@ -258,7 +260,7 @@ class Pipeline:
         self.max_commands = max_commands
         self.between_commits = between_commits
         self.max_segments = max_segments
-        self.min_interval_s = min_interval_s
+        self.spacing_s = spacing_s
         self._last_start = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self._open: Group | None = None
@@ -301,10 +303,10 @@ class Pipeline:
         if self._committing is not None or self._adding or self._open is None or self._failure is not None:
             return
         loop = asyncio.get_running_loop()
-        early_by = self._last_start + self.min_interval_s - loop.time()
+        early_by = self._last_start + self.spacing_s * len(self._open.staged) - loop.time()
         if early_by > 0 and not at_once and self._room.is_set():  # not full: it fills a little longer
             if self._timer is None:
-                self._timer = loop.call_later(early_by, self._interval_passed)
+                self._timer = loop.call_later(early_by, self._spacing_passed)
             return
         self._last_start = loop.time()
         group, self._open = self._open, None
@@ -313,7 +315,7 @@ class Pipeline:
         self._committing = asyncio.get_running_loop().create_task(self._commit(group), name="commit-group")
         self._room.set()
 
-    def _interval_passed(self) -> None:
+    def _spacing_passed(self) -> None:
         self._timer = None
         self._start_next()
 

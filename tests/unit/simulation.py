@@ -170,7 +170,7 @@ class SimCluster:
         """The agent's loop: the first record commits alone, the rest are staged while it commits, in groups of
         up to half the records, each commit starting a millisecond after the one before at the earliest."""
         pipeline = Pipeline(self.partitions, self.model, lambda result: None, lambda exc: None, (len(records) + 1) // 2,
-                            min_interval_s=0.001)  # fmt: skip
+                            spacing_s=0.001)  # fmt: skip
         for offset, value in records:
             await pipeline.add(session, offset, value)
         await pipeline.drain()

@@ -326,11 +326,11 @@ def test_a_segment_queues_a_bounded_number_of_waiting_debits() -> None:
     assert cluster.audit().ok
 
 
-def test_commits_start_an_interval_apart_so_records_arriving_meanwhile_share_one() -> None:
-    """Records arriving 2 ms apart: with no interval each commits alone (a Kafka transaction each); with 50 ms, the
-    first commits at once and those arriving during the interval share the next commit."""
+def test_commits_are_spaced_so_records_arriving_meanwhile_share_one() -> None:
+    """Records of one partition arriving 2 ms apart: with no spacing each commits alone (a Kafka transaction
+    each); with 50 ms per partition, the first commits at once and those arriving meanwhile share the next commit."""
 
-    def commits(min_interval_s: float) -> int:
+    def commits(spacing_s: float) -> int:
         cluster = funded(1, {"alice": 100, "bob": 0})
         for n in range(10):
             cluster.submit(Transfer(f"t{n}", "alice", "bob", 1))
@@ -338,7 +338,7 @@ def test_commits_start_an_interval_apart_so_records_arriving_meanwhile_share_one
         results: list[GroupResult] = []
 
         async def feed() -> None:
-            pipeline = Pipeline(1, CONCURRENT, results.append, lambda exc: None, 100, min_interval_s=min_interval_s)
+            pipeline = Pipeline(1, CONCURRENT, results.append, lambda exc: None, 100, spacing_s=spacing_s)
             for offset in range(cluster.applied(0) + 1, len(log)):
                 await pipeline.add(session, offset, log[offset])
                 await asyncio.sleep(0.002)
