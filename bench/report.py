@@ -65,11 +65,42 @@ def write_plot(results: list[RunResult], path: Path) -> None:
 
     main = [r for r in results if r.path != "http"]
     http = [r for r in results if r.path == "http"]
-    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
-    (tps_ax, latency_ax), (http_ax, time_ax) = axes
-    workloads = list(dict.fromkeys(r.workload for r in main))
     series = list(dict.fromkeys(series_name(r) for r in main))
     colors = series_colors(series + list(dict.fromkeys(series_name(r) for r in http)))
+    rows = 2 if main else 1  # a run of the HTTP path alone draws its own row only
+    fig, axes = plt.subplots(rows, 2, figsize=(15, 4.5 * rows), squeeze=False)
+    if main:
+        draw_kafka_path(axes[0][0], axes[0][1], main, series, colors)
+    http_ax, time_ax = axes[-1]
+    names = [series_name(r) for r in http]
+    http_ax.barh(names, [r.applied_tps for r in http], color=[colors[name] for name in names])
+    http_ax.bar_label(http_ax.containers[0], labels=[f"{r.applied_tps:,.0f}/s, p99 {r.p99_ms:,.0f} ms" for r in http],
+                      fontsize=7, padding=3)  # fmt: skip
+    http_ax.invert_yaxis()
+    http_ax.set_title("HTTP API: single transfers, arrays, answers at the decision (applied per second; p99: to the "
+                      "202, or to the decision with ?wait)", fontsize=9)  # fmt: skip
+    http_ax.set_visible(bool(http))
+    timed = main or http  # a run of the HTTP path alone has no Kafka-path runs to draw over time
+    first_workload = timed[0].workload if timed else ""
+    for result in timed:
+        if result.workload == first_workload:
+            rates = smoothed_rates(result.timeline)
+            name = series_name(result)
+            time_ax.plot([t for t, _ in rates], [r for _, r in rates], label=name, color=colors[name])
+    time_ax.set_title(f"{first_workload}: applied per second over the run (0.5 s average)")
+    time_ax.set_xlabel("seconds since load started")
+    time_ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_kafka_path(
+    tps_ax: Any, latency_ax: Any, main: list[RunResult], series: list[str], colors: dict[str, Any]
+) -> None:
+    """Throughput and latency by workload, one bar per series (model, workers, path)."""
+    workloads = list(dict.fromkeys(r.workload for r in main))
     by_key = {(series_name(r), r.workload): r for r in main}
     width = 0.8 / max(1, len(series))
     for n, name in enumerate(series):
@@ -88,28 +119,7 @@ def write_plot(results: list[RunResult], path: Path) -> None:
     latency_ax.set_title("latency, submitted to decided, ms: p99 bars, p50 dots (log; none for catch-up)")
     if any(r.p99_ms > 0 for r in main):  # NaN (catch-up) compares false
         latency_ax.set_yscale("log")
-    names = [series_name(r) for r in http]
-    http_ax.barh(names, [r.applied_tps for r in http], color=[colors[name] for name in names])
-    http_ax.bar_label(http_ax.containers[0], labels=[f"{r.applied_tps:,.0f}/s, p99 {r.p99_ms:,.0f} ms" for r in http],
-                      fontsize=7, padding=3)  # fmt: skip
-    http_ax.invert_yaxis()
-    http_ax.set_title("HTTP API, uniform: single transfers and arrays of 50 (applied per second)")
-    http_ax.set_visible(bool(http))
     latency_ax.set_visible(bool(latency_ax.get_legend_handles_labels()[0]))
-    timed = main or http  # a run of the HTTP path alone has no Kafka-path runs to draw over time
-    first_workload = timed[0].workload if timed else ""
-    for result in timed:
-        if result.workload == first_workload:
-            rates = smoothed_rates(result.timeline)
-            name = series_name(result)
-            time_ax.plot([t for t, _ in rates], [r for _, r in rates], label=name, color=colors[name])
-    time_ax.set_title(f"{first_workload}: applied per second over the run (0.5 s average)")
-    time_ax.set_xlabel("seconds since load started")
-    time_ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def series_colors(names: list[str]) -> dict[str, str]:
