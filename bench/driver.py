@@ -368,12 +368,12 @@ async def wrk_clients(ledger: Ledger, load: Load, accounts: list[str]) -> None:
 async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> dict:
     """Send transfers at full speed for duration_s; measure latency and throughput from progress."""
     load = Load(settings)
-    source = TransferSource(settings, accounts, tag=f"{uuid.uuid4().hex[:6]}-")
     timeline: list[tuple[float, int]] = []
     started = time.monotonic()
     if settings.path == "http":
         senders = [asyncio.create_task(wrk_clients(ledger, load, accounts))]
     else:
+        source = TransferSource(settings, accounts, tag=f"{uuid.uuid4().hex[:6]}-")
         senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(settings.in_flight_batches)]
     base: int | None = None
     while True:

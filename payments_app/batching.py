@@ -1,77 +1,114 @@
-"""Group commands that arrive within a few milliseconds into one Kafka record per partition, all sent together.
+"""Coalescing: what callers hand over within a few milliseconds of each other goes out in one request.
 
-Each HTTP request still returns only once its own commands are acknowledged by the broker; it just shares the
-record (and the agent's per-record cost) with the requests that arrived alongside it. One window for every
-partition, not one each, so a window's records go to the broker in one produce request: the broker's and the
-client's cost is per request (a worker's windows per partition were a produce request each, four times as many).
+The broker's and the client's cost is per request, not per byte, so a submission window (`PartitionBatcher`, one
+Kafka record per partition, all in one produce request) and the hand-over of submissions to another worker
+(`payments_app.forwarding`) each send one request for everything that arrived in their window. Each caller still
+waits for its own answer: none is answered before the request it went out in.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from payments_app.domain.commands import Command
+
+K = TypeVar("K", bound=Hashable)
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _Window(Generic[Item, Result]):
+    items: list[Item] = field(default_factory=list)
+    answers: list[asyncio.Future[Result]] = field(default_factory=list)
+    size: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
+class Coalescer(Generic[K, Item, Result]):
+    """Per key, the items handed over within `linger_s` of the first, delivered together (at once when their sizes
+    reach `max_size`); `deliver(key, items)` answers each item, with a result or an exception for that item alone.
+    If `deliver` raises, every item of the window gets that exception."""
+
+    def __init__(
+        self,
+        deliver: Callable[[K, list[Item]], Awaitable[list[Result | BaseException]]],
+        linger_s: float,
+        max_size: int,
+    ) -> None:
+        self._deliver = deliver
+        self.linger_s = linger_s
+        self.max_size = max_size
+        self._windows: dict[K, _Window[Item, Result]] = {}
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    async def submit(self, key: K, item: Item, size: int = 1) -> Result:
+        loop = asyncio.get_running_loop()
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = _Window()
+            window.timer = loop.call_later(self.linger_s, self._flush, key, window)
+        answer: asyncio.Future[Result] = loop.create_future()
+        window.items.append(item)
+        window.answers.append(answer)
+        window.size += size
+        if window.size >= self.max_size:
+            self._flush(key, window)
+        return await answer
+
+    def _flush(self, key: K, window: _Window[Item, Result]) -> None:
+        if self._windows.get(key) is not window:
+            return  # already flushed, full
+        del self._windows[key]
+        if window.timer is not None:
+            window.timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._send(key, window))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _send(self, key: K, window: _Window[Item, Result]) -> None:
+        try:
+            results = await self._deliver(key, window.items)
+            if len(results) != len(window.items):
+                raise RuntimeError(f"{len(results)} answers to {len(window.items)} items")
+        except Exception as exc:  # noqa: BLE001 - every caller must learn of the failure
+            results = [exc] * len(window.items)
+        for answer, result in zip(window.answers, results, strict=True):
+            if answer.done():
+                continue
+            if isinstance(result, BaseException):
+                answer.set_exception(result)
+            else:
+                answer.set_result(result)
+
 
 Sender = Callable[[dict[int, list[Command]]], Awaitable[None]]
 
 
-@dataclass
-class _Window:
-    by_partition: dict[int, list[Command]] = field(default_factory=dict)
-    commands: int = 0
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-
-
 class PartitionBatcher:
-    """One buffer for all partitions, flushed `linger_s` after its first command, or at once at `max_commands`."""
+    """Commands for any partitions, sent `linger_s` after the first (at once past `max_commands`) as one record per
+    partition, all in one send: the window is one produce request, not one per partition."""
 
     def __init__(self, send: Sender, linger_s: float = 0.002, max_commands: int = 2_000) -> None:
         self._send = send
-        self.linger_s = linger_s
-        self.max_commands = max_commands
-        self._window: _Window | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._coalescer: Coalescer[None, dict[int, list[Command]], None] = Coalescer(
+            self._deliver, linger_s, max_commands
+        )
 
     async def submit(self, by_partition: dict[int, list[Command]]) -> None:
         """Return once every command given here is in a record the broker acknowledged."""
-        if not any(by_partition.values()):
-            return
-        loop = asyncio.get_running_loop()
-        window = self._window
-        if window is None:
-            window = self._window = _Window()
-            window.timer = loop.call_later(self.linger_s, self._flush, window)
-        for partition, commands in by_partition.items():
-            if commands:
-                window.by_partition.setdefault(partition, []).extend(commands)
-                window.commands += len(commands)
-        waiter: asyncio.Future[None] = loop.create_future()
-        window.waiters.append(waiter)
-        if window.commands >= self.max_commands:
-            self._flush(window)
-        await waiter
+        size = sum(len(commands) for commands in by_partition.values())
+        if size:
+            await self._coalescer.submit(None, by_partition, size)
 
-    def _flush(self, window: _Window) -> None:
-        if self._window is not window:
-            return  # already flushed, full
-        self._window = None
-        if window.timer is not None:
-            window.timer.cancel()
-        task = asyncio.get_running_loop().create_task(self._deliver(window))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _deliver(self, window: _Window) -> None:
-        try:
-            await self._send(window.by_partition)
-        except Exception as exc:  # noqa: BLE001 - every waiter must learn of the failure
-            for waiter in window.waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-        else:
-            for waiter in window.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+    async def _deliver(self, _: None, handed: list[dict[int, list[Command]]]) -> list[BaseException | None]:
+        merged: dict[int, list[Command]] = {}
+        for by_partition in handed:
+            for partition, commands in by_partition.items():
+                if commands:
+                    merged.setdefault(partition, []).extend(commands)
+        await self._send(merged)
+        return [None] * len(handed)
