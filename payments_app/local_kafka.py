@@ -268,6 +268,9 @@ class LocalKafka:
             "offsets.topic.num.partitions": "4",
             "transaction.state.log.replication.factor": "1",
             "transaction.state.log.min.isr": "1",
+            # a worker's transaction left open (it died or paused mid-commit) is aborted within a second of its
+            # timeout, not ten: the next owner of its partitions waits for that (runtime.ledger_writer)
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",

@@ -30,6 +30,8 @@ class Settings:
     rocksdb_block_cache_bytes: int
     rocksdb_write_buffer_bytes: int
     session_timeout_s: float
+    #: a worker paused in a Kafka transaction holds up the next owner of its partitions at most this long
+    transaction_timeout_s: float
     submit_linger_ms: float
     forward_linger_ms: float  # submissions for another worker's partitions, coalesced per owner (`forwarding`)
     standby_replicas: int
@@ -37,6 +39,7 @@ class Settings:
 
 
 def load_settings() -> Settings:
+    session_timeout_s = float(os.environ.get("PAYMENTS_SESSION_TIMEOUT_S", "10"))
     return Settings(
         app_id=os.environ.get("PAYMENTS_APP_ID", "payments"),
         model=require_model(os.environ.get("PAYMENTS_MODEL", CONCURRENT)),
@@ -52,7 +55,8 @@ def load_settings() -> Settings:
         create_topics=os.environ.get("PAYMENTS_CREATE_TOPICS", "true").lower() in ("1", "true", "yes"),
         rocksdb_block_cache_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_CACHE_BYTES", str(16 * 2**20))),
         rocksdb_write_buffer_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_WRITE_BUFFER_BYTES", str(16 * 2**20))),
-        session_timeout_s=float(os.environ.get("PAYMENTS_SESSION_TIMEOUT_S", "10")),
+        session_timeout_s=session_timeout_s,
+        transaction_timeout_s=float(os.environ.get("PAYMENTS_TRANSACTION_TIMEOUT_S", str(session_timeout_s + 5))),
         submit_linger_ms=float(os.environ.get("PAYMENTS_SUBMIT_LINGER_MS", "10")),
         forward_linger_ms=float(os.environ.get("PAYMENTS_FORWARD_LINGER_MS", "2")),
         standby_replicas=int(os.environ.get("PAYMENTS_STANDBY_REPLICAS", "1")),

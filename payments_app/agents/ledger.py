@@ -20,13 +20,12 @@ from payments_app.topics import transactions_topic
 
 log = logging.getLogger(__name__)
 
-#: the most records, and client transactions, one group holds (one Kafka transaction per partition); past
+#: the most records, and client transactions, one group holds (one Kafka transaction); past
 #: either the agent waits for the commit (see runtime.commit.Pipeline)
 GROUP_RECORDS = int(os.environ.get("PAYMENTS_GROUP_RECORDS", "64"))
 GROUP_COMMANDS = int(os.environ.get("PAYMENTS_GROUP_COMMANDS", "1000"))
-#: the least time between two commits' starts, per partition the later one holds (`Pipeline`): fewer, fuller Kafka
-#: transactions below full load
-COMMIT_SPACING_S = float(os.environ.get("PAYMENTS_COMMIT_SPACING_MS", "12.5")) / 1000
+#: the least time between two commits' starts (`Pipeline`): fewer, fuller Kafka transactions below full load
+COMMIT_SPACING_S = float(os.environ.get("PAYMENTS_COMMIT_SPACING_MS", "5")) / 1000
 
 
 @app.agent(transactions_topic, concurrency=1)
@@ -38,7 +37,7 @@ async def apply_transactions(stream: faust.StreamT) -> None:
     opening session applies every record below the group's committed offset that its store lacks.
     """
     pipeline = Pipeline(SETTINGS.partitions, SETTINGS.model, report, stop_worker, GROUP_RECORDS, GROUP_COMMANDS,
-                        LEDGER.close_retired, spacing_s=COMMIT_SPACING_S)  # fmt: skip
+                        spacing_s=COMMIT_SPACING_S)  # fmt: skip
     async for event in stream.events():
         try:
             session = await owned_session(event.message.partition)
@@ -59,8 +58,10 @@ def stop_worker(exc: BaseException) -> None:
 
 def report(result: GroupResult) -> None:
     for partition in result.fenced:
-        log.warning("partition %d: fenced by its new owner; this worker's staged group was dropped", partition)
+        log.warning("partition %d: fenced; this worker's staged group was dropped", partition)
     METRICS.groups_fenced_total += len(result.fenced)
+    if result.fenced:
+        LEDGER.reopen_replaced()
     for outcomes in result.committed.values():
         count(outcomes)
     for partition, records in result.transactions.items():

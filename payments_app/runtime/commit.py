@@ -4,9 +4,11 @@
    session's `PartitionState`: the entries as objects, kept across groups). When the group closes, the entries
    it changed are encoded once, whatever number of its records changed them; the transactions it created or
    decided become one changelog entry. Nothing leaves the process.
-2. **Commit.** Per partition, one Kafka transaction holds the group's entries (to the changelog) and the
-   relays the records made (to the transactions topic). The transactional id is fixed per partition, so a
-   newer owner's `init_transactions` fences this one: a worker that lost a partition commits nothing more.
+2. **Commit.** One Kafka transaction holds the whole group: every partition's entries (to its changelog
+   partition), the relays its records made (to the transactions topic), and the offsets consumed. The worker's
+   one transactional producer writes it (`runtime.ledger_writer`), under the consumer group's assignment: the
+   group coordinator refuses the offsets of an assignment that is over, so a worker that lost its partitions
+   commits nothing more (KIP-447).
 3. **Checkpoint.** Only then are the entries written to the local store, in one atomic write together with the
    changelog offset they reflect. The store is therefore always a committed prefix of the changelog (in
    store form: `codec.store_entries`), and a restore resumes from its checkpoint.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,21 +56,35 @@ class Store(Protocol):
     def apply(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionCommit:
+    """A partition's part of a commit: its changelog entries, its relays by destination partition, and the next
+    offset of its transactions partition to consume (every record before it is applied by this commit)."""
+
+    partition: int
+    entries: Sequence[tuple[bytes, bytes]]
+    relays: dict[int, list[bytes]]
+    consumed: int
+
+
+class Writer(Protocol):
+    async def commit(self, parts: Sequence[PartitionCommit]) -> list[int]:
+        """Write every part in one transaction; the changelog offset of each part's last entry, in order. May
+        raise Fenced: then nothing of it was committed."""
+        ...
+
+
 class Session(Protocol):
-    """One owner's tenure of a partition: its committed store and the partition's only writer meanwhile."""
+    """One owner's tenure of a partition: its committed store, and the writer its commits go through."""
 
     partition: int
     store: Store
+    writer: Writer  # sessions that share a writer commit a group in one transaction
     delivered: int | None  # the last offset this session was handed; None until the first record
     state: PartitionState | None  # the partition's entries as objects (`state_of`); None until first staged
 
     async def read_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
         """Every committed record of the transactions partition at offsets start..end-1; raises if it cannot."""
-        ...
-
-    async def commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
-        """Write the changelog entries and relays in one transaction; the changelog offset of the last entry. May
-        raise Fenced."""
         ...
 
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
@@ -110,11 +126,17 @@ class StagedPartition:
     relays: list[tuple[int, Command]] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
     transactions: list[TxRecord] = field(default_factory=list)  # created or decided by its records
+    consumed: int = 0  # once sealed: the next offset of the transactions partition to apply
 
     def seal(self) -> None:
         writes = self.state.take_writes()
         self.changelog, self.stored = encode_writes(self.session.partition, writes)
         self.transactions = writes.transactions
+        self.consumed = self.state.meta().offset + 1
+
+    def to_commit(self) -> PartitionCommit:
+        relays = encode_records(group_by_partition(self.relays))
+        return PartitionCommit(self.session.partition, self.changelog, relays, self.consumed)
 
 
 @dataclass(slots=True)
@@ -125,10 +147,10 @@ class GroupResult:
 
 
 class Group:
-    """Records applied one after another, whose writes and relays then commit once per partition, side by side.
+    """Records applied one after another, whose writes and relays then commit in one transaction per writer.
 
     Waiting for the broker after every record left the agent idle for a round trip per record; a transaction
-    costs tens of milliseconds whatever it holds, so a group amortises it over all its records. A group may be
+    costs milliseconds whatever it holds, so a group amortises it over all its records. A group may be
     staged while the `previous` one is still being committed: it reads that group's writes (the sessions' states
     hold them), and commits after it (a partition's transactions go one at a time). If the previous one is
     fenced, so is this one.
@@ -194,28 +216,34 @@ class Group:
                 staged.seal()
 
     async def commit(self) -> GroupResult:
-        """Commit every partition's part (side by side), then checkpoint each committed one in its store."""
+        """Commit every partition's part, one transaction per writer, then checkpoint each committed part."""
         require(self.previous is None or self.previous.committed, "a group committed before the one it read")
         self.previous = None  # its writes are in the stores now
         self.seal()
         result = GroupResult()
-        parts = [staged for staged in self.staged.values() if staged.changelog or staged.relays]
-        outcomes = await asyncio.gather(*(self._commit_one(staged) for staged in parts), return_exceptions=True)
-        for staged, outcome in zip(parts, outcomes, strict=True):
+        by_writer: dict[int, list[StagedPartition]] = {}
+        for staged in self.staged.values():
+            if staged.changelog or staged.relays:
+                by_writer.setdefault(id(staged.session.writer), []).append(staged)
+        together = list(by_writer.values())
+        outcomes = await asyncio.gather(*(self._commit_together(parts) for parts in together), return_exceptions=True)
+        for parts, outcome in zip(together, outcomes, strict=True):
             if isinstance(outcome, Fenced):
-                result.fenced.append(staged.session.partition)
+                result.fenced.extend(staged.session.partition for staged in parts)
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                result.committed[staged.session.partition] = staged.outcomes
-                result.transactions[staged.session.partition] = staged.transactions
+                for staged in parts:
+                    result.committed[staged.session.partition] = staged.outcomes
+                    result.transactions[staged.session.partition] = staged.transactions
         self.committed = True
         return result
 
-    async def _commit_one(self, staged: StagedPartition) -> None:
-        relays = encode_records(group_by_partition(staged.relays))
-        changelog_offset = await staged.session.commit(staged.changelog, relays)
-        staged.session.checkpoint(staged.stored, changelog_offset)
+    @staticmethod
+    async def _commit_together(parts: list[StagedPartition]) -> None:
+        offsets = await parts[0].session.writer.commit([staged.to_commit() for staged in parts])
+        for staged, changelog_offset in zip(parts, offsets, strict=True):
+            staged.session.checkpoint(staged.stored, changelog_offset)
 
 
 class Pipeline:
@@ -229,16 +257,13 @@ class Pipeline:
     loop) and made the pipeline slower, not faster (1 worker: 13,000 TPS with 64 records of 500, 22,800 with 2).
 
     `on_committed` learns each group's result; `on_failed` learns at once of a commit that failed, which also
-    raises again from the next `add` or `drain`. `between_commits` runs after each commit, before the next
-    starts, with the sessions the open group uses: the place to close retired sessions. After each commit a
-    partition's state lets go of its segments once it holds more than `max_segments` (see `PartitionState.trim`).
+    raises again from the next `add` or `drain`. After each commit a partition's state lets go of its segments once
+    it holds more than `max_segments` (see `PartitionState.trim`).
 
-    Commits are spaced by what they cost: a commit starts at least `spacing_s` per partition it holds after the one
-    before it started (at once if its group is full, or on `drain`). Each partition is a Kafka transaction, about
-    2.2 ms of the broker's CPU and 0.6 ms of the worker's whatever it holds (`bench.transaction_cost`); at a few
-    thousand single-transfer requests a second, commits back to back held a handful of transfers per transaction
-    and the transactions took most of the CPU. A group of one partition waits least, so a lone client is not held
-    up long.
+    Commits are spaced by what they cost: a commit starts at least `spacing_s` after the one before it started (at
+    once if its group is full, or on `drain`). A Kafka transaction costs about 2.2 ms of the broker's CPU and 0.6 ms
+    of the worker's whatever it holds (`bench.transaction_cost`); at a few thousand single-transfer requests a
+    second, commits back to back held a handful of transfers each and the transactions took most of the CPU.
     """
 
     def __init__(
@@ -249,7 +274,6 @@ class Pipeline:
         on_failed: Callable[[BaseException], None],
         max_records: int = 64,
         max_commands: int = 1_000,
-        between_commits: Callable[[list[Session]], Awaitable[None]] | None = None,
         max_segments: int = 100_000,
         spacing_s: float = 0.0,
     ) -> None:
@@ -259,7 +283,6 @@ class Pipeline:
         self.on_failed = on_failed
         self.max_records = max_records
         self.max_commands = max_commands
-        self.between_commits = between_commits
         self.max_segments = max_segments
         self.spacing_s = spacing_s
         self._last_start = float("-inf")
@@ -304,7 +327,7 @@ class Pipeline:
         if self._committing is not None or self._adding or self._open is None or self._failure is not None:
             return
         loop = asyncio.get_running_loop()
-        early_by = self._last_start + self.spacing_s * len(self._open.staged) - loop.time()
+        early_by = self._last_start + self.spacing_s - loop.time()
         if early_by > 0 and not at_once and self._room.is_set():  # not full: it fills a little longer
             if self._timer is None:
                 self._timer = loop.call_later(early_by, self._spacing_passed)
@@ -326,9 +349,6 @@ class Pipeline:
             for partition in result.committed:  # their entries are in the stores now
                 group.staged[partition].state.trim(self.max_segments)
             self.on_committed(result)
-            if self.between_commits is not None:
-                open_sessions = [] if self._open is None else [part.session for part in self._open.staged.values()]
-                await self.between_commits(open_sessions)
         except Exception as exc:  # noqa: BLE001 - kept, and raised from the next add or drain
             self._failure = exc
             self._room.set()

@@ -17,7 +17,9 @@
   LeaveGroup v0-v1, which cannot name an instance), which would make every clean leave wait for the session timeout
   too; the consumer here sends LeaveGroup v3 with its instance id.
 * The consumer's heartbeats and joins renew this worker's group lease (`runtime.lease`), which aiokafka does not
-  expose: reads of local partitions stop when it runs out.
+  expose: reads of local partitions stop when it runs out. A completed join also records the generation and member
+  id the assignment was given to, before the assignment is announced: the ledger commits under them
+  (`runtime.txn_offsets`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from payments_app.runtime.lease import GROUP_LEASE
+from payments_app.runtime.txn_offsets import GroupMember
 
 READ_COMMITTED = "read_committed"
 log = logging.getLogger(__name__)
@@ -115,7 +118,8 @@ class LedgerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 def renew_lease_on_heartbeats(coordinator: GroupCoordinator) -> None:
-    """Renew the group lease with every heartbeat the coordinator accepts and every completed join."""
+    """Renew the group lease with every heartbeat the coordinator accepts and every completed join, which also
+    names the member the assignment went to."""
     heartbeat, join_complete = coordinator._do_heartbeat, coordinator._on_join_complete
 
     async def renewing_heartbeat() -> bool:
@@ -125,9 +129,10 @@ def renew_lease_on_heartbeats(coordinator: GroupCoordinator) -> None:
             GROUP_LEASE.renewed(sent_at)
         return accepted
 
-    async def renewing_join_complete(*args: Any) -> None:
-        GROUP_LEASE.renewed(time.monotonic())
-        await join_complete(*args)
+    async def renewing_join_complete(generation: int, member_id: str, *args: Any) -> None:
+        member = GroupMember(coordinator.group_id, generation, member_id, coordinator._group_instance_id)
+        GROUP_LEASE.joined(member, time.monotonic())
+        await join_complete(generation, member_id, *args)
 
     coordinator._do_heartbeat = renewing_heartbeat
     coordinator._on_join_complete = renewing_join_complete

@@ -1,9 +1,10 @@
-"""A ledger partition's session on Kafka: fence the previous writer, restore the store's tail, commit groups.
+"""A ledger partition's session on Kafka: wait out the previous owner, restore the store's tail, catch up.
 
-Opening a session starts a transactional producer whose id is fixed per partition (`{app}-ledger-{p}`, as Kafka
-Streams' first exactly-once design did per task). Its `InitProducerId` bumps the id's epoch, which fences every
-earlier producer of that partition, on any worker, and resolves a transaction one of them left open. Only then
-is the changelog read (read_committed) from the store's checkpoint to its end: no one else can add to it.
+A session opens under its assignment's `Tenure` (the worker's one transactional writer, and the group member the
+partition was assigned to). The previous owner cannot commit under an assignment that is over; what it may still
+commit is a transaction whose offsets the group accepted before the rebalance, and whose records are therefore
+already in the changelog. So the changelog is read (read_committed) only once no transaction is open on it
+(`LogReader.stable_end`), from the store's checkpoint to its end: no one else can add to it afterwards.
 """
 
 from __future__ import annotations
@@ -12,31 +13,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import PartitionState
 from payments_app.metrics import METRICS
-from payments_app.runtime.commit import Fenced
-from payments_app.runtime.faust_fixes import track_topics
+from payments_app.runtime.ledger_writer import Tenure
 from tables.ledger import PartitionStore
 
 log = logging.getLogger(__name__)
 
-#: a commit that has not completed by then is abandoned and the worker stops (a stuck send must not hang forever)
-COMMIT_TIMEOUT_S = 30.0
 #: a log read that makes no progress for this long stops the worker instead of applying past the range
 READ_STALL_S = 30.0
 READ_POLL_MS = 50  # a range holding only transaction markers returns no records: each poll waits this long
 READ_MAX_RECORDS = 5_000
-#: the producer's batches: large, so a group's changelog writes cost few requests (the broker takes up to 1 MiB)
-MAX_BATCH_BYTES = 900_000
-FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+STABLE_POLL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +45,45 @@ class LogReader:
     """Reads ranges of a topic partition in full, committed records only; one consumer, one range at a time.
 
     The group's committed offsets come from an admin client: a consumer naming the group would take part in it.
+    A second consumer, reading uncommitted records, knows the partitions' high watermarks.
     """
 
     def __init__(self, bootstrap: str, group_id: str) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_max_wait_ms=READ_POLL_MS,  # a range ending in transaction markers is read in one short poll
+        )
+        self._uncommitted = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_uncommitted"
         )
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         self._group_id = group_id
         self._lock = asyncio.Lock()
         self._started = False
 
-    async def end_offset(self, tp: TopicPartition) -> int:
-        """The last stable offset: every committed record is below it."""
-        async with self._lock:
-            await self._start()
-            return (await self._consumer.end_offsets([tp]))[tp]
+    async def stable_end(self, tp: TopicPartition, within_s: float) -> int:
+        """The end of `tp` once no transaction is open on it: every record written to it before this call is
+        committed or aborted, and below the offset returned. Raises if that takes longer than `within_s`.
+
+        The high watermark is read first, the last stable offset (below the first open transaction's first record)
+        after it: a transaction open when the first was read and still open at the second holds the second below
+        the first.
+        """
+        deadline = time.monotonic() + within_s
+        while True:
+            async with self._lock:  # not held while waiting: other partitions' reads go on meanwhile
+                await self._start()
+                high = (await self._uncommitted.end_offsets([tp]))[tp]
+                stable = (await self._consumer.end_offsets([tp]))[tp]
+            if stable >= high:
+                return stable
+            if time.monotonic() > deadline:
+                raise InvariantViolation(f"{tp}: a transaction stayed open past {within_s:.0f} s "
+                                         f"(stable offset {stable}, high watermark {high})")  # fmt: skip
+            await asyncio.sleep(STABLE_POLL_S)
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for `tp`: where a new owner's consumer starts."""
@@ -102,12 +119,14 @@ class LogReader:
     async def _start(self) -> None:
         if not self._started:
             await self._consumer.start()
+            await self._uncommitted.start()
             await self._admin.start()
             self._started = True
 
     async def stop(self) -> None:
         if self._started:
             await self._consumer.stop()
+            await self._uncommitted.stop()
             await self._admin.close()
 
 
@@ -119,12 +138,10 @@ class KafkaSession:
     store: PartitionStore
     topics: LedgerTopics
     reader: LogReader
-    producer: AIOKafkaProducer
+    writer: Tenure
     delivered: int | None = None
     state: PartitionState | None = None
-    closed: bool = False
     retired: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def read_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
         records: list[tuple[int, bytes]] = []
@@ -134,62 +151,10 @@ class KafkaSession:
                     end - 1, len(records))  # fmt: skip
         return records
 
-    async def commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
-        async with self.lock:
-            if self.closed:
-                raise Fenced(f"partition {self.partition}: the session was closed")
-            try:
-                return await asyncio.wait_for(self._commit(entries, relays), COMMIT_TIMEOUT_S)
-            except FENCING_ERRORS as exc:
-                self.closed = True
-                raise Fenced(f"partition {self.partition}: fenced by a newer writer ({exc!r})") from exc
-            except KafkaError as exc:
-                if not self.retired:
-                    raise
-                # Revoked: the new owner's InitProducerId is fencing this transaction. When that fence and our
-                # EndTxn cross, Kafka 4.0's coordinator can fail the EndTxn with an IllegalStateException, which
-                # reaches us as an unknown error instead of ProducerFenced; the fence aborts the transaction, and
-                # either way the new owner restores whatever did commit. Outside a revocation it stops the worker.
-                self.closed = True
-                raise Fenced(f"partition {self.partition}: revoked, and its commit failed ({exc!r})") from exc
-
-    async def _commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
-        producer = self.producer
-        sent: list[asyncio.Future[Any]] = []
-        try:
-            await producer.begin_transaction()
-            batch = producer.create_batch()
-            for key, value in entries:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    sent.append(await producer.send_batch(batch, self.topics.changelog, partition=self.partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            last = await producer.send_batch(batch, self.topics.changelog, partition=self.partition)
-            sent.append(last)
-            for destination, records in relays.items():
-                for record in records:
-                    sent.append(await producer.send(self.topics.transactions, value=record, partition=destination))
-            await producer.commit_transaction()
-            return last.result().offset + batch.record_count() - 1  # the batch's base offset, plus its records
-        finally:
-            for future in sent:  # a failed commit fails these too; the commit's own error says why
-                future.add_done_callback(_retrieve)
-
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
         # A retired session's store may already have been restored by its successor, past this commit.
         if not self.retired:
             self.store.apply(entries, changelog_offset)
-
-    async def close(self) -> None:
-        """Stop the producer; called between groups, so no transaction is open."""
-        async with self.lock:
-            self.closed = True
-            await self.producer.stop()
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def open_session(
@@ -197,33 +162,28 @@ async def open_session(
     store: PartitionStore,
     topics: LedgerTopics,
     reader: LogReader,
+    tenure: Tenure,
     catch_up: Callable[[KafkaSession], Awaitable[None]],
 ) -> KafkaSession:
-    """Fence every earlier writer of the partition, bring the store up to the changelog's end, then apply what the
-    group's committed offset says was consumed but the store does not have (`catch_up`)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=topics.bootstrap,
-        transactional_id=f"{topics.app_id}-ledger-{partition}",
-        acks="all",
-        max_batch_size=MAX_BATCH_BYTES,
-        request_timeout_ms=int(COMMIT_TIMEOUT_S * 1000),
-    )
+    """Wait until no earlier writer's transaction is open on the partition's changelog, bring the store up to its
+    end, then apply what the group's committed offset says was consumed but the store does not have (`catch_up`)."""
     started = time.monotonic()
-    await producer.start()  # InitProducerId: from here on, no earlier writer of this partition can commit
-    await track_topics(producer, [topics.changelog, topics.transactions])
-    fenced_s = time.monotonic() - started
-    restored = await restore(store, TopicPartition(topics.changelog, partition), reader)
+    await tenure.writer.ready()  # an earlier incarnation of this worker can commit nothing more
+    tp = TopicPartition(topics.changelog, partition)
+    end = await reader.stable_end(tp, 2 * tenure.writer.transaction_timeout_s)
+    waited_s = time.monotonic() - started
+    restored = await restore(store, tp, reader, end)
     METRICS.changelog_records_restored_total += restored
-    log.info("partition %d: fenced earlier writers in %.2f s; restored %d changelog records in %.2f s",
-             partition, fenced_s, restored, time.monotonic() - started - fenced_s)  # fmt: skip
-    session = KafkaSession(partition, store, topics, reader, producer)
+    log.info("partition %d: no earlier transaction open after %.2f s; restored %d changelog records in %.2f s",
+             partition, waited_s, restored, time.monotonic() - started - waited_s)  # fmt: skip
+    session = KafkaSession(partition, store, topics, reader, tenure)
     await catch_up(session)
     return session
 
 
-async def restore(store: PartitionStore, tp: TopicPartition, reader: LogReader) -> int:
-    """Apply the changelog past the store's checkpoint; a store ahead of the changelog is from another history."""
-    end = await reader.end_offset(tp)
+async def restore(store: PartitionStore, tp: TopicPartition, reader: LogReader, end: int) -> int:
+    """Apply the changelog past the store's checkpoint up to `end`; a store ahead of the changelog is from another
+    history."""
     store.discard_if_ahead(end)
     start = store.checkpoint + 1
     restored = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from payments_app.runtime.txn_offsets import GroupMember
 from payments_app.settings import SETTINGS
 
 #: taken off the lease, for the time between our clock reading and the coordinator's
@@ -21,10 +22,16 @@ class GroupLease:
     def __init__(self, session_timeout_s: float) -> None:
         self.session_timeout_s = session_timeout_s
         self.expires_at = 0.0  # monotonic; nothing is held before the first join
+        self.member: GroupMember | None = None  # of the last completed join: whom the assignment was given to
 
     def renewed(self, sent_at: float) -> None:
         """The coordinator accepted a request sent at `sent_at` (time.monotonic())."""
         self.expires_at = max(self.expires_at, sent_at + self.session_timeout_s - MARGIN_S)
+
+    def joined(self, member: GroupMember, sent_at: float) -> None:
+        """A join completed: `member` holds the assignment it brought, from now until the group moves on."""
+        self.member = member
+        self.renewed(sent_at)
 
     def held(self) -> bool:
         return time.monotonic() < self.expires_at

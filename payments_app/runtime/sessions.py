@@ -1,9 +1,10 @@
 """Which ledger partitions this worker writes now: a session per assigned partition, opened on assignment.
 
-Faust tells us of assignments; each assigned partition's session is opened in the background (fence, restore,
-catch up) and the agent waits for it before applying that partition's records. On revocation a session is
-retired at once (no new group uses it) and closed between commits once no group holds it, so a group already
-staged still commits, or is fenced if another worker has taken the partition meanwhile.
+Faust tells us of assignments; each assigned partition's session is opened in the background (wait for the
+previous owner, restore, catch up) and the agent waits for it before applying that partition's records. The
+sessions of one assignment share its `Tenure`, so a group commits in one transaction. On revocation a session is
+retired at once: no new group uses it, and a group already staged still commits if the group coordinator still
+accepts the assignment's offsets, or is fenced.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection
 from pathlib import Path
 
 from aiokafka import TopicPartition
 
 from payments_app.codec import store_entries
 from payments_app.metrics import METRICS, PARTITION_OPEN_SECONDS
-from payments_app.runtime.commit import Group, Session
+from payments_app.runtime.commit import Group
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics, LogReader, open_session
+from payments_app.runtime.ledger_writer import LedgerWriter, Tenure
 from payments_app.runtime.standby import StandbyFollower
+from payments_app.runtime.txn_offsets import GroupMember
 from tables.ledger import LedgerStores, PartitionStore, StoreOptions
 
 log = logging.getLogger(__name__)
@@ -33,16 +35,23 @@ def _mark_retired(task: asyncio.Task[KafkaSession]) -> None:
 
 class LedgerSessions:
     def __init__(
-        self, topics: LedgerTopics, data_dir: Path, options: StoreOptions, partitions: int, model: str
+        self,
+        topics: LedgerTopics,
+        data_dir: Path,
+        options: StoreOptions,
+        partitions: int,
+        model: str,
+        writer: LedgerWriter,
     ) -> None:
         self.topics = topics
         self.partitions = partitions
         self.model = model
+        self.writer = writer
         self.stores = LedgerStores(data_dir / "ledger", options, store_entries)
         self.standby = StandbyFollower(topics.bootstrap, topics.changelog, self.stores)
         self._reader: LogReader | None = None
+        self._tenure: Tenure | None = None
         self._opening: dict[int, asyncio.Task[KafkaSession]] = {}
-        self._retired: list[asyncio.Task[KafkaSession]] = []
         self.assignment_known = False  # false until the group first gives this worker an assignment
 
     @property
@@ -51,13 +60,16 @@ class LedgerSessions:
             self._reader = LogReader(self.topics.bootstrap, self.topics.app_id)
         return self._reader
 
-    def assign(self, partitions: set[int]) -> None:
-        """Open a session for every newly assigned partition, in the background."""
+    def assign(self, partitions: set[int], member: GroupMember) -> None:
+        """Open a session for every newly assigned partition, in the background, under `member`'s assignment."""
         self.assignment_known = True
+        tenure = self._tenure
+        if tenure is None or tenure.member != member or tenure.fenced is not None:
+            tenure = self._tenure = Tenure(self.writer, member)
         for partition in sorted(partitions - set(self._opening)):
             self.standby.release(partition)
-            task = asyncio.get_running_loop().create_task(self._open(partition), name=f"open-ledger-{partition}")
-            self._opening[partition] = task
+            opening = self._open(partition, tenure)
+            self._opening[partition] = asyncio.get_running_loop().create_task(opening, name=f"open-ledger-{partition}")
 
     def revoke(self, partitions: set[int]) -> None:
         """Retire the partitions' sessions now: no new group uses them, and none writes its store again."""
@@ -69,7 +81,18 @@ class LedgerSessions:
                 _mark_retired(task)
             else:
                 task.add_done_callback(_mark_retired)
-            self._retired.append(task)
+
+    def reopen_replaced(self) -> None:
+        """Open again, on the writer's new producer, the partitions still assigned here whose sessions' producer
+        was fenced (`ProducerReplaced`): their states hold work that never committed. Partitions whose assignment
+        is over wait for the group to hand them out again."""
+        for partition, task in list(self._opening.items()):
+            if task.done() and not task.cancelled() and task.exception() is None:
+                tenure = task.result().writer
+                if tenure.replaced:
+                    log.warning("partition %d: its producer was fenced; opening it again", partition)
+                    self.revoke({partition})
+                    self.assign({partition}, tenure.member)
 
     async def session(self, partition: int) -> KafkaSession | None:
         """The open session of an assigned partition (waiting for it to open); None if not assigned here."""
@@ -96,24 +119,10 @@ class LedgerSessions:
                 return task.exception()
         return None
 
-    async def close_retired(self, in_use: Collection[Session] = ()) -> None:
-        """Close retired sessions but those `in_use` (staged in a group not yet committed); the pipeline calls this
-        between commits, so none of them has a commit under way."""
-        retired, self._retired = self._retired, []
-        for task in retired:
-            try:
-                session = await task
-            except Exception:
-                log.warning("a revoked partition's session had failed to open", exc_info=True)
-                continue
-            if any(session is busy for busy in in_use):
-                self._retired.append(task)
-            else:
-                await session.close()
-
-    async def _open(self, partition: int) -> KafkaSession:
+    async def _open(self, partition: int, tenure: Tenure) -> KafkaSession:
         started = time.monotonic()
-        session = await open_session(partition, self.stores[partition], self.topics, self.reader, self._catch_up)
+        store = self.stores[partition]
+        session = await open_session(partition, store, self.topics, self.reader, tenure, self._catch_up)
         PARTITION_OPEN_SECONDS.observe(time.monotonic() - started)
         METRICS.partitions_opened_total += 1
         return session
@@ -131,7 +140,7 @@ class LedgerSessions:
 
     async def stop(self) -> None:
         self.revoke(set(self._opening))
-        await self.close_retired()
+        await self.writer.stop()
         if self._reader is not None:
             await self._reader.stop()
         self.stores.close()

@@ -13,7 +13,10 @@ from payments_app.app import app
 from payments_app.local_kafka import parse_broker_url
 from payments_app.metrics import METRICS
 from payments_app.processes import EXIT_ON_FAILURE
+from payments_app.runtime.faust_fixes import group_instance_id
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics
+from payments_app.runtime.lease import GROUP_LEASE
+from payments_app.runtime.ledger_writer import LedgerWriter
 from payments_app.runtime.sessions import LedgerSessions
 from payments_app.runtime.topic_check import topic_problems
 from payments_app.settings import SETTINGS
@@ -27,12 +30,19 @@ from tables.ledger import StoreOptions
 
 log = logging.getLogger(__name__)
 
+BOOTSTRAP = parse_broker_url(SETTINGS.broker_url)
 LEDGER = LedgerSessions(
-    LedgerTopics(SETTINGS.app_id, parse_broker_url(SETTINGS.broker_url), TRANSACTIONS_TOPIC, LEDGER_CHANGELOG_TOPIC),
+    LedgerTopics(SETTINGS.app_id, BOOTSTRAP, TRANSACTIONS_TOPIC, LEDGER_CHANGELOG_TOPIC),
     SETTINGS.data_dir,
     StoreOptions(SETTINGS.rocksdb_block_cache_bytes, SETTINGS.rocksdb_write_buffer_bytes),
     SETTINGS.partitions,
     SETTINGS.model,
+    LedgerWriter(
+        BOOTSTRAP,
+        f"{SETTINGS.app_id}-ledger-{group_instance_id(SETTINGS.web_port)}",
+        [LEDGER_CHANGELOG_TOPIC, TRANSACTIONS_TOPIC],
+        SETTINGS.transaction_timeout_s,
+    ),
 )
 
 
@@ -48,8 +58,8 @@ def owned_partitions() -> set[int]:
 async def owned_session(partition: int) -> KafkaSession | None:
     """The session of a partition assigned here (None if it is not). Faust can hand the agent a partition's
     records before it announces the assignment (`on_partitions_assigned`); the session is then opened now."""
-    if partition not in LEDGER.assigned() and partition in owned_partitions():
-        LEDGER.assign({partition})
+    if partition not in LEDGER.assigned() and partition in owned_partitions() and GROUP_LEASE.member is not None:
+        LEDGER.assign({partition}, GROUP_LEASE.member)
     return await LEDGER.session(partition)
 
 
@@ -65,7 +75,9 @@ async def open_sessions(sender: Any, assigned: set[TP], **_: Any) -> None:
     METRICS.rebalances_total += 1
     LEDGER.revoke(LEDGER.assigned() - owned)
     await ledger_changelog_topic.maybe_declare()
-    LEDGER.assign(owned)
+    if GROUP_LEASE.member is None:
+        raise RuntimeError("an assignment announced before its join completed")
+    LEDGER.assign(owned, GROUP_LEASE.member)
 
 
 @app.on_before_shutdown.connect

@@ -45,5 +45,6 @@ async def test_the_ledger_is_kept_across_a_restart_and_only_its_tail_restored(cl
 
 def restored_records(log: str) -> dict[int, int]:
     """Per partition, how many changelog records its last opening restored (from the worker's log)."""
-    found = re.findall(r"partition (\d+): fenced earlier writers in [\d.]+ s; restored (\d+) changelog records", log)
+    opened = r"partition (\d+): no earlier transaction open after [\d.]+ s; restored (\d+) changelog records"
+    found = re.findall(opened, log)
     return {int(partition): int(count) for partition, count in found}

@@ -27,7 +27,7 @@ from payments_app.domain.ledger import (
 )
 from payments_app.domain.routing import CONCURRENT, decided_in
 from payments_app.domain.segments import Segment, plan_equalization
-from payments_app.runtime.commit import Fenced, Group, Pipeline
+from payments_app.runtime.commit import Fenced, Group, PartitionCommit, Pipeline
 from tables.ledger import NOTHING_APPLIED, storage_key
 
 
@@ -74,18 +74,25 @@ class SimSession:
         log = self.cluster.parts[self.partition].log
         return [(offset, log[offset]) for offset in range(start, end)]
 
-    async def commit(self, entries: Sequence[tuple[bytes, bytes]], relays: dict[int, list[bytes]]) -> int:
+    @property
+    def writer(self) -> SimSession:
+        """Each session writes alone, fenced by its partition's epoch (the runtime fences by the group)."""
+        return self
+
+    async def commit(self, parts: Sequence[PartitionCommit]) -> list[int]:
+        (commit,) = parts
+        assert commit.partition == self.partition
         part = self.cluster.parts[self.partition]
         if self.epoch != part.epoch:
             raise Fenced(f"epoch {self.epoch} < {part.epoch}")
         if self.crash_before_commit:
             raise Crash("before commit")
-        part.changelog.extend(entries)
-        for destination, records in relays.items():
+        part.changelog.extend(commit.entries)
+        for destination, records in commit.relays.items():
             self.cluster.parts[destination].log.extend(records)
         if self.crash_before_checkpoint:
             raise Crash("after commit, before checkpoint")
-        return len(part.changelog) - 1
+        return [len(part.changelog) - 1]
 
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
         self.store.apply(entries, changelog_offset)

@@ -1,0 +1,190 @@
+"""The worker's one writer to the ledger's topics: a transactional producer whose transactions span its partitions.
+
+A Kafka transaction costs the broker about 2.2 ms of CPU whatever it holds (`bench.transaction_cost`): one per
+partition per commit made transactions most of the cost of single-transfer requests. So a commit is one
+transaction for every partition in its group, as in Kafka Streams' exactly-once v2 (KIP-447):
+
+* The transactional id is fixed per worker (`{app}-ledger-{group instance id}`): a worker started again takes it
+  over, which fences its previous incarnation and aborts the transaction that one left open.
+* A worker that lost partitions to another is fenced by the consumer group: each transaction commits the consumed
+  offsets under the generation and member of the assignment its sessions were opened in (a `Tenure`), which the
+  group coordinator refuses once the group has moved on (`txn_offsets`). The offsets are sent after every record
+  of the transaction was acknowledged, so a transaction that passed that check before a rebalance is in the log
+  when the new owner opens, and the new owner waits for it to end (`kafka_session.LogReader.stable_end`).
+* The producer's transactions time out after `transaction_timeout_s` (longer than the group's session timeout): a
+  worker paused or cut off in the middle of one holds a new owner up no longer than that, and is fenced when it
+  comes back (the broker aborted its transaction and bumped its epoch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
+
+from payments_app.domain.checks import require
+from payments_app.runtime.commit import Fenced, PartitionCommit
+from payments_app.runtime.faust_fixes import track_topics
+from payments_app.runtime.txn_offsets import GroupMember, StaleMember, commit_offsets
+
+log = logging.getLogger(__name__)
+
+#: the producer's batches: large, so a group's changelog writes cost few requests (the broker takes up to 1 MiB)
+MAX_BATCH_BYTES = 900_000
+PRODUCER_FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+STOP_TIMEOUT_S = 5.0
+
+
+class StaleAssignment(Fenced):
+    """The group has moved on from the assignment: its partitions are being handed out again."""
+
+
+class WriterStopped(Fenced):
+    """The worker is stopping: its partitions' next owner applies what this commit held."""
+
+
+class ProducerReplaced(Fenced):
+    """The producer's epoch is over (its transaction timed out, or a newer incarnation took the id); the writer
+    starts a new producer, and the partitions still assigned here are opened again on it."""
+
+
+class LedgerWriter:
+    """One transaction at a time, for every partition this worker writes; a new producer after a fence."""
+
+    def __init__(self, bootstrap: str, transactional_id: str, topics: list[str], transaction_timeout_s: float) -> None:
+        self.bootstrap = bootstrap
+        self.transactional_id = transactional_id
+        self.topics = topics
+        self.transaction_timeout_s = transaction_timeout_s
+        #: a commit not done by then stops the worker (a stuck send must not hang forever); past the transaction
+        #: timeout, so that a worker cut off from the broker for longer learns on its return that the transaction
+        #: was aborted (it is fenced) instead of stopping
+        self.commit_timeout_s = 2 * transaction_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._stopped = False
+
+    async def ready(self) -> None:
+        """Hold the transactional id (InitProducerId): an earlier incarnation of this worker can commit nothing
+        more, and a transaction it left open is aborted."""
+        async with self._lock:
+            await self._started()
+
+    async def commit(self, parts: Sequence[PartitionCommit], member: GroupMember) -> list[int]:
+        """Every part in one transaction, with the offsets consumed as `member`; the changelog offset of each
+        part's last entry. Raises StaleAssignment or ProducerReplaced when fenced (nothing of it committed)."""
+        async with self._lock:
+            if self._stopped:
+                raise WriterStopped(f"{self.transactional_id}: the worker is stopping")
+            producer = await self._started()
+            try:
+                return await asyncio.wait_for(self._commit(producer, parts, member), self.commit_timeout_s)
+            except StaleMember as exc:
+                await self._abort(producer)
+                raise StaleAssignment(f"generation {member.generation}: {exc}") from exc
+            except PRODUCER_FENCING_ERRORS as exc:
+                await self._discard(producer)
+                raise ProducerReplaced(f"{self.transactional_id}: fenced ({exc!r})") from exc
+
+    async def _commit(
+        self, producer: AIOKafkaProducer, parts: Sequence[PartitionCommit], member: GroupMember
+    ) -> list[int]:
+        changelog, transactions = self.topics
+        sent: list[asyncio.Future[Any]] = []
+        lasts: list[tuple[asyncio.Future[Any], int]] = []
+        try:
+            await producer.begin_transaction()
+            for part in parts:
+                require(bool(part.entries), f"partition {part.partition}: a commit without changelog entries")
+                batch = producer.create_batch()
+                for key, value in part.entries:
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        sent.append(await producer.send_batch(batch, changelog, partition=part.partition))
+                        batch = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=None)
+                last = await producer.send_batch(batch, changelog, partition=part.partition)
+                sent.append(last)
+                lasts.append((last, batch.record_count()))
+                for destination, records in part.relays.items():
+                    for record in records:
+                        sent.append(await producer.send(transactions, value=record, partition=destination))
+            await asyncio.gather(*sent)  # every record in the log before the offsets are checked
+            consumed = {TopicPartition(transactions, part.partition): part.consumed for part in parts}
+            await commit_offsets(producer, member, consumed)
+            await producer.commit_transaction()
+        finally:
+            for future in sent:  # a failed commit fails these too; the commit's own error says why
+                future.add_done_callback(_retrieve)
+        return [future.result().offset + count - 1 for future, count in lasts]  # base offset, plus its records
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                transactional_id=self.transactional_id,
+                transaction_timeout_ms=int(self.transaction_timeout_s * 1000),
+                acks="all",
+                max_batch_size=MAX_BATCH_BYTES,
+                request_timeout_ms=int(self.transaction_timeout_s * 1000),
+            )
+            await producer.start()
+            await track_topics(producer, self.topics)
+            self._producer = producer
+        return self._producer
+
+    async def _abort(self, producer: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), self.transaction_timeout_s)
+        except PRODUCER_FENCING_ERRORS as exc:
+            await self._discard(producer)
+            raise ProducerReplaced(f"{self.transactional_id}: fenced while aborting ({exc!r})") from exc
+
+    async def _discard(self, producer: AIOKafkaProducer) -> None:
+        self._producer = None
+        try:
+            await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_S)
+        except (KafkaError, TimeoutError):
+            log.warning("a fenced producer did not stop cleanly", exc_info=True)
+
+    async def stop(self) -> None:
+        """Stop after the commit under way, if any; no commit goes through this writer afterwards."""
+        async with self._lock:
+            self._stopped = True
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
+
+
+@dataclass(eq=False)
+class Tenure:
+    """One assignment's right to write: the worker's writer and the group member the assignment was given to. The
+    sessions of one assignment share it, so a group of their records commits in one transaction; once fenced, it
+    commits nothing more."""
+
+    writer: LedgerWriter
+    member: GroupMember
+    fenced: Fenced | None = None
+
+    async def commit(self, parts: Sequence[PartitionCommit]) -> list[int]:
+        if self.fenced is not None:
+            raise type(self.fenced)(f"already fenced: {self.fenced}")
+        try:
+            return await self.writer.commit(parts, self.member)
+        except Fenced as exc:
+            self.fenced = exc
+            raise
+
+    @property
+    def replaced(self) -> bool:
+        """Fenced because the producer was replaced, not because the assignment is over."""
+        return isinstance(self.fenced, ProducerReplaced)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,86 @@
+"""How the ledger writer reads a failed commit: a refused assignment aborts the transaction and fences the tenure;
+a fenced producer is replaced and its partitions are to be opened again; any other failure is raised as is.
+
+The producer is a stand-in that records what the writer asked of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaError, ProducerFenced, UnknownError
+
+from payments_app.runtime import ledger_writer
+from payments_app.runtime.commit import Fenced, PartitionCommit
+from payments_app.runtime.ledger_writer import LedgerWriter, ProducerReplaced, StaleAssignment, Tenure
+from payments_app.runtime.txn_offsets import GroupMember, StaleMember
+
+MEMBER = GroupMember("payments", 7, "member-1", "worker-a")
+PART = PartitionCommit(0, [(b"0/m", b"{}")], {}, 1)
+
+
+class RecordingProducer:
+    def __init__(self, fail_begin: Exception | None = None) -> None:
+        self.fail_begin = fail_begin
+        self.calls: list[str] = []
+
+    async def begin_transaction(self) -> None:
+        self.calls.append("begin")
+        if self.fail_begin is not None:
+            raise self.fail_begin
+
+    async def abort_transaction(self) -> None:
+        self.calls.append("abort")
+
+    async def commit_transaction(self) -> None:
+        self.calls.append("commit")
+
+    async def stop(self) -> None:
+        self.calls.append("stop")
+
+
+def writer_with(producer: RecordingProducer) -> LedgerWriter:
+    writer = LedgerWriter("127.0.0.1:1", "payments-ledger-worker-a", ["changelog", "transactions"], 15.0)
+    writer._producer = producer  # type: ignore[assignment]
+    return writer
+
+
+async def test_a_refused_assignment_aborts_the_transaction_and_fences_the_tenure(monkeypatch: Any) -> None:
+    async def refused(producer: Any, member: GroupMember, offsets: Any) -> None:
+        raise StaleMember("error codes [22]")
+
+    async def nothing_to_send(self: Any, producer: Any, parts: Any, member: GroupMember) -> list[int]:
+        await producer.begin_transaction()
+        await ledger_writer.commit_offsets(producer, member, {})
+        return [0]
+
+    monkeypatch.setattr(ledger_writer, "commit_offsets", refused)
+    monkeypatch.setattr(LedgerWriter, "_commit", nothing_to_send)
+    producer = RecordingProducer()
+    tenure = Tenure(writer_with(producer), MEMBER)
+    with pytest.raises(StaleAssignment):
+        await tenure.commit([PART])
+    assert producer.calls == ["begin", "abort"]
+    assert not tenure.replaced
+    with pytest.raises(StaleAssignment):  # nothing more commits under it, and the producer is not asked
+        await tenure.commit([PART])
+    assert producer.calls == ["begin", "abort"]
+
+
+async def test_a_fenced_producer_is_replaced_and_its_tenure_says_so() -> None:
+    producer = RecordingProducer(fail_begin=ProducerFenced())
+    writer = writer_with(producer)
+    tenure = Tenure(writer, MEMBER)
+    with pytest.raises(ProducerReplaced):
+        await tenure.commit([PART])
+    assert producer.calls == ["begin", "stop"]
+    assert writer._producer is None  # the next commit starts a new producer
+    assert tenure.replaced and isinstance(tenure.fenced, Fenced)
+
+
+async def test_any_other_failure_is_raised_as_is_and_fences_nothing() -> None:
+    writer = writer_with(RecordingProducer(fail_begin=UnknownError()))
+    tenure = Tenure(writer, MEMBER)
+    with pytest.raises(KafkaError):
+        await tenure.commit([PART])
+    assert tenure.fenced is None
