@@ -56,7 +56,7 @@ def load_settings() -> Settings:
         rocksdb_block_cache_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_CACHE_BYTES", str(16 * 2**20))),
         rocksdb_write_buffer_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_WRITE_BUFFER_BYTES", str(16 * 2**20))),
         session_timeout_s=session_timeout_s,
-        transaction_timeout_s=float(os.environ.get("PAYMENTS_TRANSACTION_TIMEOUT_S", str(session_timeout_s + 5))),
+        transaction_timeout_s=float(os.environ.get("PAYMENTS_TRANSACTION_TIMEOUT_S", str(session_timeout_s))),
         submit_linger_ms=float(os.environ.get("PAYMENTS_SUBMIT_LINGER_MS", "10")),
         forward_linger_ms=float(os.environ.get("PAYMENTS_FORWARD_LINGER_MS", "2")),
         standby_replicas=int(os.environ.get("PAYMENTS_STANDBY_REPLICAS", "1")),

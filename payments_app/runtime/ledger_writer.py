@@ -11,9 +11,11 @@ transaction for every partition in its group, as in Kafka Streams' exactly-once 
   group coordinator refuses once the group has moved on (`txn_offsets`). The offsets are sent after every record
   of the transaction was acknowledged, so a transaction that passed that check before a rebalance is in the log
   when the new owner opens, and the new owner waits for it to end (`kafka_session.LogReader.stable_end`).
-* The producer's transactions time out after `transaction_timeout_s` (longer than the group's session timeout): a
-  worker paused or cut off in the middle of one holds a new owner up no longer than that, and is fenced when it
-  comes back (the broker aborted its transaction and bumped its epoch).
+* The producer's transactions time out after `transaction_timeout_s` (the group's session timeout by default): a
+  worker killed, paused or cut off in the middle of one holds a new owner up no longer than that, which is about
+  when the group notices it is gone; when it comes back it is fenced (the broker aborted its transaction and
+  bumped its epoch), replaces its producer and opens its partitions again if they are still its own. A commit
+  that outlives the timeout on a live worker (a broker restart) ends the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 900_000
 PRODUCER_FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
 STOP_TIMEOUT_S = 5.0
+MIN_COMMIT_TIMEOUT_S = 30.0
 
 
 class StaleAssignment(Fenced):
@@ -61,10 +64,10 @@ class LedgerWriter:
         self.transactional_id = transactional_id
         self.topics = topics
         self.transaction_timeout_s = transaction_timeout_s
-        #: a commit not done by then stops the worker (a stuck send must not hang forever); past the transaction
-        #: timeout, so that a worker cut off from the broker for longer learns on its return that the transaction
-        #: was aborted (it is fenced) instead of stopping
-        self.commit_timeout_s = 2 * transaction_timeout_s
+        #: a commit not done by then stops the worker (a stuck send must not hang forever); well past the
+        #: transaction timeout, so that a worker cut off from the broker for longer learns on its return that the
+        #: transaction was aborted (it is fenced) instead of stopping
+        self.commit_timeout_s = max(MIN_COMMIT_TIMEOUT_S, 2 * transaction_timeout_s)
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._stopped = False

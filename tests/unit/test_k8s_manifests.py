@@ -25,6 +25,7 @@ from faust.assignor.leader_assignor import LeaderAssignor
 from kubernetes_validate import utils as kv_utils
 
 import payments_app.topics
+from payments_app.runtime.ledger_writer import MIN_COMMIT_TIMEOUT_S
 from payments_app.settings import SETTINGS
 from payments_app.worker import app
 
@@ -448,7 +449,7 @@ def test_a_stopping_worker_leaves_the_service_first_and_has_time_to_finish_its_c
     assert command[0] == "sleep"
     pre_stop_s = int(command[1])
     assert 1 <= pre_stop_s <= 15
-    assert pod_spec()["terminationGracePeriodSeconds"] >= pre_stop_s + SETTINGS.transaction_timeout_s + 10
+    assert pod_spec()["terminationGracePeriodSeconds"] >= pre_stop_s + MIN_COMMIT_TIMEOUT_S + 10
 
 
 def test_resources_are_requested_and_memory_is_limited() -> None:
