@@ -70,8 +70,14 @@ DECISION_SECONDS = Histogram(
 )
 PARTITION_OPEN_SECONDS = Histogram(
     "payments_partition_open_seconds",
-    "opening a ledger partition: fencing its earlier writers, restoring its store's tail, catching up",
+    "opening a ledger partition: waiting out its earlier writer, restoring its store's tail, catching up",
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+
+COMMIT_SECONDS = Histogram(
+    "payments_commit_duration_seconds",
+    "a group's Kafka transaction, from its start to the broker's answer to EndTxn (committed or fenced)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
 

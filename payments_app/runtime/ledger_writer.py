@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import require
+from payments_app.metrics import COMMIT_SECONDS
 from payments_app.runtime.commit import Fenced, PartitionCommit
 from payments_app.runtime.faust_fixes import track_topics
 from payments_app.runtime.txn_offsets import GroupMember, StaleMember, commit_offsets
@@ -86,7 +87,8 @@ class LedgerWriter:
                 raise WriterStopped(f"{self.transactional_id}: the worker is stopping")
             producer = await self._started()
             try:
-                return await asyncio.wait_for(self._commit(producer, parts, member), self.commit_timeout_s)
+                with COMMIT_SECONDS.time():
+                    return await asyncio.wait_for(self._commit(producer, parts, member), self.commit_timeout_s)
             except StaleMember as exc:
                 await self._abort(producer)
                 raise StaleAssignment(f"generation {member.generation}: {exc}") from exc
