@@ -1,15 +1,19 @@
-"""Faults in the middle of a load: a worker SIGKILLed (restarted, or its partitions taken over) or paused past its
-session timeout. Afterwards every accepted transaction is decided exactly once and money is conserved."""
+"""Faults in the middle of a load: a worker SIGKILLed (restarted, or its partitions taken over), paused past its
+session timeout, or its transactional producer fenced while it keeps its partitions. Afterwards every accepted
+transaction is decided exactly once and money is conserved."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import socket
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from payments_app.cluster import WorkerProcess
+from payments_app.local_kafka import parse_broker_url
 from tests.integration.cluster import AppCluster, admin_session, call
 from tests.integration.ledger_checks import assert_invariants, statuses, wait_all_decided
 
@@ -155,6 +159,34 @@ async def test_a_worker_paused_past_its_session_timeout_writes_nothing_once_fenc
             await asyncio.sleep(14)
             victim.resume()
         await running
+        await assert_kept_through_a_full_restart(session, cluster, load, funded)
+
+
+async def test_a_worker_whose_producer_is_fenced_opens_its_partitions_again(cluster: AppCluster) -> None:
+    """Its transactional id taken over under load (as a broker that aborted its transaction at the timeout, or a
+    second process with its identity, would): the commit under way is dropped, the worker starts a new producer
+    and opens the partitions it still owns again, without exiting, and nothing is lost or applied twice."""
+    worker = cluster.add_worker().wait_ready()
+    cluster.wait_ready()
+    async with admin_session(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        load = Load(session, cluster.workers, batches=40)
+        await open_and_fund(session, worker.url, load.submitted)
+        funded = dict(load.submitted)
+        pid, before = worker.pid, await counters(session, worker.internal_url)
+        running = asyncio.create_task(load.run())
+        while load.sent_batches < 10:
+            await asyncio.sleep(0.05)
+        transactional_id = f"{cluster.app_id}-ledger-{socket.gethostname()}-{worker.web_port}"
+        usurper = AIOKafkaProducer(
+            bootstrap_servers=parse_broker_url(cluster.broker_url), transactional_id=transactional_id
+        )
+        await usurper.start()  # InitProducerId: the worker's producer epoch is over
+        await usurper.stop()
+        await running
+        after = await counters(session, worker.internal_url)
+        assert worker.pid == pid and worker.process is not None and worker.process.poll() is None
+        assert after["groups_fenced_total"] > before["groups_fenced_total"]
+        assert "its producer was fenced; opening it again" in worker.log_path.read_text()
         await assert_kept_through_a_full_restart(session, cluster, load, funded)
 
 
