@@ -1,0 +1,81 @@
+"""What a RocksDB put costs the worker, with the store's options and a few others: the figure behind the Kafka path's
+biggest single cost (BENCHMARKS.md, "one Kafka transaction per worker per commit").
+
+A py-spy profile of a worker on the Kafka path puts about a third of its CPU in `PartitionStore.apply`, nearly all
+of it inside RocksDB's `write`: the owner's checkpoint and the standby each write a segment entry per changed
+segment, a row per transaction and two history lines per transfer. This writes batches of 3,000 such entries
+(keys shaped like the store's) into a fresh store per option set and prints, per put, the time inside `write`
+and the process's whole CPU (background flushes and compactions included).
+
+    .venv/bin/python -m bench.rocksdb_cost
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import rocksdict
+
+from tables.ledger import StoreOptions
+
+BATCHES = 300
+PUTS_PER_BATCH = 3_000
+ACCOUNTS = 100_000
+VALUE = b'["t1","transfer",123,"acct1","acct2","applied",null,1700000000000]'
+
+Tweak = Callable[[rocksdict.Options], None]
+
+VARIANTS: list[tuple[str, Tweak]] = [
+    ("the store's options", lambda options: None),
+    ("64 MiB write buffer", lambda options: options.set_write_buffer_size(64 * 2**20)),
+    ("no compression", lambda options: options.set_compression_type(rocksdict.DBCompressionType.none())),
+    ("pipelined write", lambda options: options.set_enable_pipelined_write(True)),
+    ("no concurrent memtable write", lambda options: options.set_allow_concurrent_memtable_write(False)),
+]
+
+
+def key(rng: random.Random, batch: int, index: int) -> bytes:
+    """Two segments, a transaction row and two history lines in every five puts, as a transfer writes them."""
+    kind = index % 5
+    if kind < 2:
+        return f"3/s/acct{rng.randrange(ACCOUNTS)}/3".encode()
+    if kind == 2:
+        return f"3/t/tx-{batch}-{index}".encode()
+    return f"3/h/acct{rng.randrange(ACCOUNTS)}/{1_700_000_000_000 + batch:013d}/{index}".encode()
+
+
+def measure(path: Path, tweak: Tweak) -> tuple[float, float]:
+    """Microseconds per put: inside `write`, and of the process's CPU."""
+    options = StoreOptions().rocksdb()
+    tweak(options)
+    db = rocksdict.Rdict(str(path), options)
+    rng = random.Random(1)
+    in_write = 0.0
+    cpu_started = time.process_time()
+    for batch_no in range(BATCHES):
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for index in range(PUTS_PER_BATCH):
+            batch.put(key(rng, batch_no, index), VALUE)
+        started = time.perf_counter()
+        db.write(batch)
+        in_write += time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    db.close()
+    puts = BATCHES * PUTS_PER_BATCH
+    return 1e6 * in_write / puts, 1e6 * cpu / puts
+
+
+def main() -> None:
+    print(f"{BATCHES} batches of {PUTS_PER_BATCH:,} puts per option set")
+    with tempfile.TemporaryDirectory(prefix="rocksdb-cost-") as scratch:
+        for n, (name, tweak) in enumerate(VARIANTS):
+            in_write, cpu = measure(Path(scratch) / f"db-{n}", tweak)
+            print(f"{name:30s} write() {in_write:.2f} µs/put   process CPU {cpu:.2f} µs/put", flush=True)
+
+
+if __name__ == "__main__":
+    main()
