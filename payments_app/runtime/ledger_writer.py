@@ -75,7 +75,10 @@ class LedgerWriter:
 
     async def ready(self) -> None:
         """Hold the transactional id (InitProducerId): an earlier incarnation of this worker can commit nothing
-        more, and a transaction it left open is aborted."""
+        more, and a transaction it left open is aborted. Once held, a partition opening does not wait for the
+        commit under way."""
+        if self._producer is not None:
+            return
         async with self._lock:
             await self._started()
 
