@@ -53,8 +53,17 @@ class WriterStopped(Fenced):
 
 
 class ProducerReplaced(Fenced):
-    """The producer's epoch is over (its transaction timed out, or a newer incarnation took the id); the writer
-    starts a new producer, and the partitions still assigned here are opened again on it."""
+    """The producer's epoch is over (its transaction timed out, or a newer incarnation took the id), or the end of
+    its transaction is unknown (`EndUnknown`); the writer starts a new producer, and the partitions still assigned
+    here are opened again on it."""
+
+
+class EndUnknown(Exception):
+    """Ending the transaction failed with an error that is not a fence (aiokafka retries the retriable ones): it
+    may have committed or not, and the producer cannot go on. Kafka 4.0's coordinator answers an EndTxn that
+    crosses the InitProducerId of a newer incarnation with an internal error (UNKNOWN_SERVER_ERROR) rather than
+    PRODUCER_FENCED. Either outcome is safe to read back from the log, so it is handled as a fence: a new producer,
+    and the partitions opened again (restored from the changelog, caught up from the committed offsets)."""
 
 
 class LedgerWriter:
@@ -95,7 +104,8 @@ class LedgerWriter:
             except StaleMember as exc:
                 await self._abort(producer)
                 raise StaleAssignment(f"generation {member.generation}: {exc}") from exc
-            except PRODUCER_FENCING_ERRORS as exc:
+            except (*PRODUCER_FENCING_ERRORS, EndUnknown) as exc:
+                log.warning("%s: producer %s replaced (%r)", self.transactional_id, _epoch(producer), exc)
                 await self._discard(producer)
                 raise ProducerReplaced(f"{self.transactional_id}: fenced ({exc!r})") from exc
 
@@ -124,7 +134,7 @@ class LedgerWriter:
             await asyncio.gather(*sent)  # every record in the log before the offsets are checked
             consumed = {TopicPartition(transactions, part.partition): part.consumed for part in parts}
             await commit_offsets(producer, member, consumed)
-            await producer.commit_transaction()
+            await end_transaction(producer)
         finally:
             for future in sent:  # a failed commit fails these too; the commit's own error says why
                 future.add_done_callback(_retrieve)
@@ -140,9 +150,15 @@ class LedgerWriter:
                 max_batch_size=MAX_BATCH_BYTES,
                 request_timeout_ms=int(self.transaction_timeout_s * 1000),
             )
-            await producer.start()
+            try:  # InitProducerId: aiokafka retries it for as long as the coordinator asks
+                await asyncio.wait_for(producer.start(), self.commit_timeout_s)
+            except TimeoutError:
+                await producer.stop()
+                raise TimeoutError(f"{self.transactional_id}: the transaction coordinator gave no producer id "
+                                   f"within {self.commit_timeout_s:.0f} s") from None  # fmt: skip
             await track_topics(producer, self.topics)
             self._producer = producer
+            log.info("%s: producer %s started", self.transactional_id, _epoch(producer))
         return self._producer
 
     async def _abort(self, producer: AIOKafkaProducer) -> None:
@@ -168,6 +184,16 @@ class LedgerWriter:
                 self._producer = None
 
 
+async def end_transaction(producer: AIOKafkaProducer) -> None:
+    """Commit the producer's transaction; a failure other than a fence leaves its outcome unknown (`EndUnknown`)."""
+    try:
+        await producer.commit_transaction()
+    except PRODUCER_FENCING_ERRORS:
+        raise
+    except KafkaError as exc:
+        raise EndUnknown(f"EndTxn failed: {exc!r}") from exc
+
+
 @dataclass(eq=False)
 class Tenure:
     """One assignment's right to write: the worker's writer and the group member the assignment was given to. The
@@ -191,6 +217,11 @@ class Tenure:
     def replaced(self) -> bool:
         """Fenced because the producer was replaced, not because the assignment is over."""
         return isinstance(self.fenced, ProducerReplaced)
+
+
+def _epoch(producer: AIOKafkaProducer) -> str:
+    txn = producer._txn_manager
+    return f"id {txn.producer_id} epoch {txn.producer_epoch}"
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -60,15 +60,16 @@ class LedgerSessions:
             self._reader = LogReader(self.topics.bootstrap, self.topics.app_id)
         return self._reader
 
-    def assign(self, partitions: set[int], member: GroupMember) -> None:
-        """Open a session for every newly assigned partition, in the background, under `member`'s assignment."""
+    def assign(self, partitions: set[int], member: GroupMember, delivered: int | None = None) -> None:
+        """Open a session for every newly assigned partition, in the background, under `member`'s assignment;
+        each catches up at least to the group's committed offset, and to `delivered` when given."""
         self.assignment_known = True
         tenure = self._tenure
         if tenure is None or tenure.member != member or tenure.fenced is not None:
             tenure = self._tenure = Tenure(self.writer, member)
         for partition in sorted(partitions - set(self._opening)):
             self.standby.release(partition)
-            opening = self._open(partition, tenure)
+            opening = self._open(partition, tenure, delivered)
             self._opening[partition] = asyncio.get_running_loop().create_task(opening, name=f"open-ledger-{partition}")
 
     def revoke(self, partitions: set[int]) -> None:
@@ -84,15 +85,16 @@ class LedgerSessions:
 
     def reopen_replaced(self) -> None:
         """Open again, on the writer's new producer, the partitions still assigned here whose sessions' producer
-        was fenced (`ProducerReplaced`): their states hold work that never committed. Partitions whose assignment
-        is over wait for the group to hand them out again."""
+        was fenced (`ProducerReplaced`): their states hold work that never committed. The new session applies
+        every record the old one was handed, since the consumer does not hand them again. Partitions whose
+        assignment is over wait for the group to hand them out again."""
         for partition, task in list(self._opening.items()):
             if task.done() and not task.cancelled() and task.exception() is None:
-                tenure = task.result().writer
-                if tenure.replaced:
+                session = task.result()
+                if session.writer.replaced:
                     log.warning("partition %d: its producer was fenced; opening it again", partition)
                     self.revoke({partition})
-                    self.assign({partition}, tenure.member)
+                    self.assign({partition}, session.writer.member, session.delivered)
 
     async def session(self, partition: int) -> KafkaSession | None:
         """The open session of an assigned partition (waiting for it to open); None if not assigned here."""
@@ -119,21 +121,28 @@ class LedgerSessions:
                 return task.exception()
         return None
 
-    async def _open(self, partition: int, tenure: Tenure) -> KafkaSession:
+    async def _open(self, partition: int, tenure: Tenure, delivered: int | None) -> KafkaSession:
         started = time.monotonic()
         store = self.stores[partition]
-        session = await open_session(partition, store, self.topics, self.reader, tenure, self._catch_up)
+
+        async def catch_up(session: KafkaSession) -> None:
+            await self._catch_up(session, delivered)
+
+        session = await open_session(partition, store, self.topics, self.reader, tenure, catch_up)
         PARTITION_OPEN_SECONDS.observe(time.monotonic() - started)
         METRICS.partitions_opened_total += 1
         return session
 
-    async def _catch_up(self, session: KafkaSession) -> None:
-        """Apply records below the group's committed offset that the store lacks (see `Group.catch_up`)."""
+    async def _catch_up(self, session: KafkaSession, delivered: int | None) -> None:
+        """Apply records below the group's committed offset, and up to `delivered`, that the store lacks (see
+        `Group.catch_up`)."""
         committed = await self.reader.committed(TopicPartition(self.topics.transactions, session.partition))
-        if committed is None:
+        end = max(committed or 0, 0 if delivered is None else delivered + 1)
+        if end == 0:
             return
         group = Group(self.partitions, self.model)
-        await group.catch_up(session, committed)
+        await group.catch_up(session, end)
+        session.delivered = delivered  # if this session is replaced in turn, its successor catches up as far
         result = await group.commit()
         if result.fenced:
             log.warning("partition %d was taken by another worker while it was being opened", session.partition)

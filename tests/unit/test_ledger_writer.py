@@ -1,10 +1,12 @@
 """How the ledger writer reads a failed commit: a refused assignment aborts the transaction and fences the tenure;
-a fenced producer is replaced and its partitions are to be opened again; any other failure is raised as is.
+a fenced producer, or one whose transaction's end is unknown, is replaced and its partitions are to be opened again;
+any other failure is raised as is.
 
 The producer is a stand-in that records what the writer asked of it."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,9 +22,11 @@ PART = PartitionCommit(0, [(b"0/m", b"{}")], {}, 1)
 
 
 class RecordingProducer:
-    def __init__(self, fail_begin: Exception | None = None) -> None:
+    def __init__(self, fail_begin: Exception | None = None, fail_end: Exception | None = None) -> None:
         self.fail_begin = fail_begin
+        self.fail_end = fail_end
         self.calls: list[str] = []
+        self._txn_manager = SimpleNamespace(producer_id=1, producer_epoch=0)
 
     async def begin_transaction(self) -> None:
         self.calls.append("begin")
@@ -34,6 +38,8 @@ class RecordingProducer:
 
     async def commit_transaction(self) -> None:
         self.calls.append("commit")
+        if self.fail_end is not None:
+            raise self.fail_end
 
     async def stop(self) -> None:
         self.calls.append("stop")
@@ -76,6 +82,30 @@ async def test_a_fenced_producer_is_replaced_and_its_tenure_says_so() -> None:
     assert producer.calls == ["begin", "stop"]
     assert writer._producer is None  # the next commit starts a new producer
     assert tenure.replaced and isinstance(tenure.fenced, Fenced)
+
+
+async def test_a_transaction_whose_end_failed_replaces_the_producer(monkeypatch: Any) -> None:
+    """Kafka 4.0 answers an EndTxn crossing a newer incarnation's InitProducerId with UNKNOWN_SERVER_ERROR: the
+    outcome is unknown, so the partitions are read back from the log on a new producer, as after a fence."""
+
+    async def accepted(producer: Any, member: GroupMember, offsets: Any) -> None:
+        producer.calls.append("offsets")
+
+    async def nothing_to_send(self: Any, producer: Any, parts: Any, member: GroupMember) -> list[int]:
+        await producer.begin_transaction()
+        await ledger_writer.commit_offsets(producer, member, {})
+        await ledger_writer.end_transaction(producer)
+        return [0]
+
+    monkeypatch.setattr(ledger_writer, "commit_offsets", accepted)
+    monkeypatch.setattr(LedgerWriter, "_commit", nothing_to_send)
+    producer = RecordingProducer(fail_end=KafkaError("Unexpected error during batch delivery"))
+    writer = writer_with(producer)
+    tenure = Tenure(writer, MEMBER)
+    with pytest.raises(ProducerReplaced):
+        await tenure.commit([PART])
+    assert producer.calls == ["begin", "offsets", "commit", "stop"]
+    assert writer._producer is None and tenure.replaced
 
 
 async def test_any_other_failure_is_raised_as_is_and_fences_nothing() -> None:
