@@ -40,6 +40,8 @@ from payments_app.domain.routing import CONCURRENT, decided_in, home_of
 from payments_app.local_kafka import LocalKafka, configured_broker_url, free_port, parse_broker_url
 
 POLL_S = 0.05
+#: a catch-up whose decided count stands still this long has stopped (its start, restores included, takes seconds)
+CATCH_UP_STALL_S = 180.0
 CATCH_UP = "catch-up"
 PATHS = ("kafka", "http", CATCH_UP)
 
@@ -447,14 +449,21 @@ async def drive_catch_up(
     nothing_decided_at = time.monotonic()
     cpu_before: dict[str, float] = {}
     healthy_polls = decided = 0
+    progressed_at = time.monotonic()
     while decided < written:
         await asyncio.sleep(POLL_S)
+        if time.monotonic() - progressed_at > CATCH_UP_STALL_S:
+            stalled = f"{decided:,} of {written:,} decided, and no more for {CATCH_UP_STALL_S:.0f} s"
+            raise TimeoutError(f"catch-up: {stalled}")
         try:
             _, totals = await ledger.progress()
         except aiohttp.ClientError:  # the restarted workers' web servers are not up yet
             continue
         now = time.monotonic()
-        decided = sum(totals.get(f"transactions_{what}_total", 0) for what in ("applied", "rejected", "duplicate"))
+        before, decided = decided, sum(totals.get(f"transactions_{what}_total", 0)
+                                       for what in ("applied", "rejected", "duplicate"))  # fmt: skip
+        if decided > before:
+            progressed_at = now
         if not decided:
             nothing_decided_at = now
         if clock is None:

@@ -40,7 +40,7 @@ async def apply_transactions(stream: faust.StreamT) -> None:
                         spacing_s=COMMIT_SPACING_S)  # fmt: skip
     async for event in stream.events():
         try:
-            session = await owned_session(event.message.partition)
+            session = await owned_session(event.message.partition, event.message.offset)
             if session is None:
                 METRICS.records_not_owned_total += 1  # revoked: its new owner applies it
                 continue
@@ -66,6 +66,9 @@ def report(result: GroupResult) -> None:
         count(outcomes)
     for partition, records in result.transactions.items():
         INTAKE.decided(partition, records)
+
+
+LEDGER.on_committed = report  # a partition's catch-up when it opens is reported like the agent's groups
 
 
 def count(outcomes: list[BatchOutcome]) -> None:

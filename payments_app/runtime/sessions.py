@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import TopicPartition
 
 from payments_app.codec import store_entries
 from payments_app.metrics import METRICS, PARTITION_OPEN_SECONDS
-from payments_app.runtime.commit import Group
+from payments_app.runtime.commit import Group, GroupResult
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics, LogReader, open_session
 from payments_app.runtime.ledger_writer import LedgerWriter, Tenure
 from payments_app.runtime.standby import StandbyFollower
@@ -52,7 +53,10 @@ class LedgerSessions:
         self._reader: LogReader | None = None
         self._tenure: Tenure | None = None
         self._opening: dict[int, asyncio.Task[KafkaSession]] = {}
+        self._handed: dict[int, int] = {}  # per partition, the last offset the consumer handed the agent
         self.assignment_known = False  # false until the group first gives this worker an assignment
+        #: told of every catch-up group's result, as the agent is of its own (counted, waiting clients answered)
+        self.on_committed: Callable[[GroupResult], None] | None = None
 
     @property
     def reader(self) -> LogReader:
@@ -60,19 +64,32 @@ class LedgerSessions:
             self._reader = LogReader(self.topics.bootstrap, self.topics.app_id)
         return self._reader
 
-    def assign(self, partitions: set[int], member: GroupMember, delivered: int | None = None) -> None:
-        """Open a session for every newly assigned partition, in the background, under `member`'s assignment;
-        each catches up at least to the group's committed offset, and to `delivered` when given."""
+    def assign(self, partitions: set[int], member: GroupMember) -> None:
+        """Open a session for every newly assigned partition, in the background, under `member`'s assignment."""
         self.assignment_known = True
         tenure = self._tenure
         if tenure is None or tenure.member != member or tenure.fenced is not None:
             tenure = self._tenure = Tenure(self.writer, member)
         for partition in sorted(partitions - set(self._opening)):
             self.standby.release(partition)
-            opening = self._open(partition, tenure, delivered)
-            self._opening[partition] = asyncio.get_running_loop().create_task(opening, name=f"open-ledger-{partition}")
+            opening = self._open(partition, tenure)
+            task = asyncio.get_running_loop().create_task(opening, name=f"open-ledger-{partition}")
+            task.add_done_callback(self._reopen_if_replaced)
+            self._opening[partition] = task
+
+    def handing(self, partition: int, offset: int) -> None:
+        """The consumer hands the agent this record of the partition (noted before the agent looks its session
+        up): a session opened again applies every record handed so far, since none is handed twice."""
+        if offset > self._handed.get(partition, -1):
+            self._handed[partition] = offset
 
     def revoke(self, partitions: set[int]) -> None:
+        """The partitions' assignment is over: retire their sessions."""
+        for partition in partitions:
+            self._handed.pop(partition, None)
+        self._retire(partitions)
+
+    def _retire(self, partitions: set[int]) -> None:
         """Retire the partitions' sessions now: no new group uses them, and none writes its store again."""
         for partition in partitions:
             task = self._opening.pop(partition, None)
@@ -86,15 +103,21 @@ class LedgerSessions:
     def reopen_replaced(self) -> None:
         """Open again, on the writer's new producer, the partitions still assigned here whose sessions' producer
         was fenced (`ProducerReplaced`): their states hold work that never committed. The new session applies
-        every record the old one was handed, since the consumer does not hand them again. Partitions whose
-        assignment is over wait for the group to hand them out again."""
+        every record handed so far (`handing`). Partitions whose assignment is over wait for the group to hand
+        them out again."""
         for partition, task in list(self._opening.items()):
             if task.done() and not task.cancelled() and task.exception() is None:
                 session = task.result()
                 if session.writer.replaced:
                     log.warning("partition %d: its producer was fenced; opening it again", partition)
-                    self.revoke({partition})
-                    self.assign({partition}, session.writer.member, session.delivered)
+                    self._retire({partition})
+                    self.assign({partition}, session.writer.member)
+
+    def _reopen_if_replaced(self, task: asyncio.Task[KafkaSession]) -> None:
+        """A session whose producer was replaced while it opened (its catch-up commit was dropped) opens again at
+        once: no later commit of the agent's may come to notice it."""
+        if not task.cancelled() and task.exception() is None and task.result().writer.replaced:
+            self.reopen_replaced()
 
     async def session(self, partition: int) -> KafkaSession | None:
         """The open session of an assigned partition (waiting for it to open); None if not assigned here."""
@@ -121,31 +144,26 @@ class LedgerSessions:
                 return task.exception()
         return None
 
-    async def _open(self, partition: int, tenure: Tenure, delivered: int | None) -> KafkaSession:
+    async def _open(self, partition: int, tenure: Tenure) -> KafkaSession:
         started = time.monotonic()
         store = self.stores[partition]
-
-        async def catch_up(session: KafkaSession) -> None:
-            await self._catch_up(session, delivered)
-
-        session = await open_session(partition, store, self.topics, self.reader, tenure, catch_up)
+        session = await open_session(partition, store, self.topics, self.reader, tenure, self._catch_up)
         PARTITION_OPEN_SECONDS.observe(time.monotonic() - started)
         METRICS.partitions_opened_total += 1
         return session
 
-    async def _catch_up(self, session: KafkaSession, delivered: int | None) -> None:
-        """Apply records below the group's committed offset, and up to `delivered`, that the store lacks (see
-        `Group.catch_up`)."""
+    async def _catch_up(self, session: KafkaSession) -> None:
+        """Apply the records that the store lacks below the group's committed offset (see `Group.catch_up`), and
+        those handed to an earlier session of this assignment (`handing`)."""
         committed = await self.reader.committed(TopicPartition(self.topics.transactions, session.partition))
-        end = max(committed or 0, 0 if delivered is None else delivered + 1)
+        end = max(committed or 0, self._handed.get(session.partition, -1) + 1)
         if end == 0:
             return
         group = Group(self.partitions, self.model)
         await group.catch_up(session, end)
-        session.delivered = delivered  # if this session is replaced in turn, its successor catches up as far
         result = await group.commit()
-        if result.fenced:
-            log.warning("partition %d was taken by another worker while it was being opened", session.partition)
+        if self.on_committed is not None:
+            self.on_committed(result)
 
     async def stop(self) -> None:
         self.revoke(set(self._opening))

@@ -55,11 +55,14 @@ def owned_partitions() -> set[int]:
     return ledger_partitions(app.assignor.assigned_actives())
 
 
-async def owned_session(partition: int) -> KafkaSession | None:
-    """The session of a partition assigned here (None if it is not). Faust can hand the agent a partition's
-    records before it announces the assignment (`on_partitions_assigned`); the session is then opened now."""
+async def owned_session(partition: int, offset: int) -> KafkaSession | None:
+    """The session of a partition assigned here (None if it is not), for the record at `offset`. Faust can hand
+    the agent a partition's records before it announces the assignment (`on_partitions_assigned`); the session is
+    then opened now."""
     if partition not in LEDGER.assigned() and partition in owned_partitions() and GROUP_LEASE.member is not None:
         LEDGER.assign({partition}, GROUP_LEASE.member)
+    if partition in LEDGER.assigned():
+        LEDGER.handing(partition, offset)
     return await LEDGER.session(partition)
 
 

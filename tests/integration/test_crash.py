@@ -130,14 +130,15 @@ async def test_sigkill_and_takeover_by_the_standby(cluster: AppCluster) -> None:
 
 
 async def snapshot(session: aiohttp.ClientSession, url: str, ids: list[str]) -> tuple[dict, dict]:
-    """Every status and every balance, as one worker answers them."""
+    """Every status and every account's money, as one worker answers them: its balance and what is in flight
+    between its segments (the reconciler may be moving some at either moment)."""
     records = await statuses(session, url, ids)
-    balances = {}
+    money = {}
     for account in ACCOUNTS:
         status, body = await call(session, "GET", f"{url}/accounts/{account}")
         assert status == 200, body
-        balances[account] = body["balance"]
-    return records, balances
+        money[account] = body["balance"] + body["in_flight"]
+    return records, money
 
 
 async def test_a_worker_paused_past_its_session_timeout_writes_nothing_once_fenced(cluster: AppCluster) -> None:
@@ -176,18 +177,28 @@ async def test_a_worker_whose_producer_is_fenced_opens_its_partitions_again(clus
         running = asyncio.create_task(load.run())
         while load.sent_batches < 10:
             await asyncio.sleep(0.05)
-        transactional_id = f"{cluster.app_id}-ledger-{socket.gethostname()}-{worker.web_port}"
-        usurper = AIOKafkaProducer(
-            bootstrap_servers=parse_broker_url(cluster.broker_url), transactional_id=transactional_id
-        )
-        await usurper.start()  # InitProducerId: the worker's producer epoch is over
-        await usurper.stop()
+        await take_transactional_id(cluster, worker)
         await running
+        # Idle, fenced again, then one last batch: the records its old sessions were handed are the only ones
+        # left, and the partitions opened again must apply them with nothing more arriving.
+        await wait_all_decided(session, worker.url, list(load.submitted))
+        await take_transactional_id(cluster, worker)
+        await load.send(load.batch(load.batches))
         after = await counters(session, worker.internal_url)
         assert worker.pid == pid and worker.process is not None and worker.process.poll() is None
         assert after["groups_fenced_total"] > before["groups_fenced_total"]
         assert "its producer was fenced; opening it again" in worker.log_path.read_text()
         await assert_kept_through_a_full_restart(session, cluster, load, funded)
+
+
+async def take_transactional_id(cluster: AppCluster, worker: WorkerProcess) -> None:
+    """InitProducerId with the worker's transactional id: the worker's producer epoch is over."""
+    transactional_id = f"{cluster.app_id}-ledger-{socket.gethostname()}-{worker.web_port}"
+    usurper = AIOKafkaProducer(
+        bootstrap_servers=parse_broker_url(cluster.broker_url), transactional_id=transactional_id
+    )
+    await usurper.start()
+    await usurper.stop()
 
 
 async def assert_kept_through_a_full_restart(
