@@ -174,6 +174,7 @@ class LedgerWriter:
             await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_S)
         except (KafkaError, TimeoutError):
             log.warning("a fenced producer did not stop cleanly", exc_info=True)
+        _retrieve_failures(producer)
 
     async def stop(self) -> None:
         """Stop after the commit under way, if any; no commit goes through this writer afterwards."""
@@ -222,6 +223,19 @@ class Tenure:
 def _epoch(producer: AIOKafkaProducer) -> str:
     txn = producer._txn_manager
     return f"id {txn.producer_id} epoch {txn.producer_epoch}"
+
+
+def _retrieve_failures(producer: AIOKafkaProducer) -> None:
+    """Mark as seen the fence that aiokafka's sender set on the discarded producer's own futures (the batches it
+    had not sent, their drain waiters, its transaction waiter), which nobody awaits: else each is logged as an
+    ERROR, "Future exception was never retrieved", when it is collected."""
+    accumulator = producer._message_accumulator
+    queued = [batch for queue in accumulator._batches.values() for batch in queue]
+    batches = [*queued, *accumulator._pending_batches]
+    futures = [future for batch in batches for future in (batch.future, batch._drain_waiter)]
+    for future in [*futures, producer._txn_manager._transaction_waiter]:
+        if future.done():
+            _retrieve(future)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -26,7 +26,9 @@ class RecordingProducer:
         self.fail_begin = fail_begin
         self.fail_end = fail_end
         self.calls: list[str] = []
-        self._txn_manager = SimpleNamespace(producer_id=1, producer_epoch=0)
+        waiter = SimpleNamespace(done=lambda: False)
+        self._txn_manager = SimpleNamespace(producer_id=1, producer_epoch=0, _transaction_waiter=waiter)
+        self._message_accumulator = SimpleNamespace(_batches={}, _pending_batches=[])
 
     async def begin_transaction(self) -> None:
         self.calls.append("begin")
