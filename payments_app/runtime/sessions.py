@@ -79,8 +79,9 @@ class LedgerSessions:
 
     def handing(self, partition: int, offset: int) -> None:
         """The consumer hands the agent this record of the partition (noted before the agent looks its session
-        up): a session opened again applies every record handed so far, since none is handed twice."""
-        if offset > self._handed.get(partition, -1):
+        up): a session opened again applies every record handed so far, since none is handed twice. Records of
+        partitions not assigned here are not noted."""
+        if partition in self._opening and offset > self._handed.get(partition, -1):
             self._handed[partition] = offset
 
     def revoke(self, partitions: set[int]) -> None:

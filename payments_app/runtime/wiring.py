@@ -61,8 +61,7 @@ async def owned_session(partition: int, offset: int) -> KafkaSession | None:
     then opened now."""
     if partition not in LEDGER.assigned() and partition in owned_partitions() and GROUP_LEASE.member is not None:
         LEDGER.assign({partition}, GROUP_LEASE.member)
-    if partition in LEDGER.assigned():
-        LEDGER.handing(partition, offset)
+    LEDGER.handing(partition, offset)
     return await LEDGER.session(partition)
 
 

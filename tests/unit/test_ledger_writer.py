@@ -47,6 +47,14 @@ class RecordingProducer:
         self.calls.append("stop")
 
 
+async def nothing_to_send(self: Any, producer: Any, parts: Any, member: GroupMember) -> list[int]:
+    """`LedgerWriter._commit` with no records: begin, the offsets, the end."""
+    await producer.begin_transaction()
+    await ledger_writer.commit_offsets(producer, member, {})
+    await ledger_writer.end_transaction(producer)
+    return [0]
+
+
 def writer_with(producer: RecordingProducer) -> LedgerWriter:
     writer = LedgerWriter("127.0.0.1:1", "payments-ledger-worker-a", ["changelog", "transactions"], 15.0)
     writer._producer = producer  # type: ignore[assignment]
@@ -56,11 +64,6 @@ def writer_with(producer: RecordingProducer) -> LedgerWriter:
 async def test_a_refused_assignment_aborts_the_transaction_and_fences_the_tenure(monkeypatch: Any) -> None:
     async def refused(producer: Any, member: GroupMember, offsets: Any) -> None:
         raise StaleMember("error codes [22]")
-
-    async def nothing_to_send(self: Any, producer: Any, parts: Any, member: GroupMember) -> list[int]:
-        await producer.begin_transaction()
-        await ledger_writer.commit_offsets(producer, member, {})
-        return [0]
 
     monkeypatch.setattr(ledger_writer, "commit_offsets", refused)
     monkeypatch.setattr(LedgerWriter, "_commit", nothing_to_send)
@@ -92,12 +95,6 @@ async def test_a_transaction_whose_end_failed_replaces_the_producer(monkeypatch:
 
     async def accepted(producer: Any, member: GroupMember, offsets: Any) -> None:
         producer.calls.append("offsets")
-
-    async def nothing_to_send(self: Any, producer: Any, parts: Any, member: GroupMember) -> list[int]:
-        await producer.begin_transaction()
-        await ledger_writer.commit_offsets(producer, member, {})
-        await ledger_writer.end_transaction(producer)
-        return [0]
 
     monkeypatch.setattr(ledger_writer, "commit_offsets", accepted)
     monkeypatch.setattr(LedgerWriter, "_commit", nothing_to_send)
