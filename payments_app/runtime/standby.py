@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 POLL_MS = 500
 MAX_RECORDS = 10_000
 IDLE_S = 1.0
+#: a standby's fetch waits for this much changelog, or FETCH_WAIT_MS: with the broker answering at the first byte,
+#: each commit's handful of entries was a fetch of its own, whose Python (aiokafka's request and response) cost the
+#: worker ~145 µs per single-transfer request (BENCHMARKS.md). A standby then lags by up to the wait, which a
+#: takeover reads from the changelog like any other gap.
+FETCH_MIN_BYTES = 256 * 1024
+FETCH_WAIT_MS = 500
 
 
 def standby_partitions(owners: Mapping[int, str], me: str, replicas: int) -> set[int]:
@@ -55,7 +61,12 @@ class StandbyFollower:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
         await consumer.start()
         assigned: set[int] = set()
