@@ -13,7 +13,7 @@ from payments_app.domain.commands import Command, from_dict, to_dict
 from payments_app.domain.ledger import (
     PENDING,
     history_accounts,
-    history_position,
+    history_positions,
     history_prefix,
     transaction_key,
     transactions_key,
@@ -75,11 +75,11 @@ def _store_rows(prefix: str, offset: int, decided_ms: int, rows: list[list[Any]]
     """A row per id, and per decided row a history entry for each account it shows for: the key says where it
     sorts, the value is only the id (a history read looks the row up; this runs for every transfer, twice)."""
     entries = [((prefix + transaction_key(row[0])).encode(), orjson.dumps(row)) for row in rows]
-    partition = int(prefix[:-1])
+    position_of = history_positions(decided_ms, int(prefix[:-1]), offset)
     for index, row in enumerate(rows):
         if row[2] == PENDING:
             continue
-        position = history_position(decided_ms, partition, offset, index)
+        position = position_of(index)
         tx_id = row[0].encode()
         for account in history_accounts(row):
             entries.append(((prefix + history_prefix(account) + position).encode(), tx_id))

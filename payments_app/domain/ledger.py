@@ -56,10 +56,12 @@ def history_prefix(account: str) -> str:
     return f"h/{account}/"
 
 
-def history_position(decided_ms: int, partition: int, offset: int, index: int) -> str:
-    """Where a history entry sorts among all of an account's entries, in every partition: by decision time,
-    then partition, offset and place in the commit. Fixed width, so text order is that order; also the cursor."""
-    return f"{decided_ms:013d}.{partition:04d}.{offset:012d}.{index:05d}"
+def history_positions(decided_ms: int, partition: int, offset: int) -> Callable[[int], str]:
+    """Where each history entry of one commit sorts among all of an account's entries, in every partition: by
+    decision time, then partition, offset and (the argument) place in the commit. Fixed width, so text order is
+    that order; also the cursor. The shared part is formatted once: this runs for every transfer, twice."""
+    stem = f"{decided_ms:013d}.{partition:04d}.{offset:012d}."
+    return lambda index: stem + str(index).zfill(5)
 
 
 def transactions_key(offset: int) -> str:
