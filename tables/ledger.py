@@ -35,6 +35,15 @@ def as_is(key: bytes, value: bytes) -> Iterable[tuple[bytes, bytes]]:
 
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
+    """RocksDB's settings for a partition store.
+
+    No write-ahead log: the changelog is the log. A store that was not closed (a crash) reopens as of its last
+    flushed memtable, which is still a committed prefix with its own checkpoint (a write batch never spans two
+    memtables), and the restore replays the changelog from there; a closed store flushed everything. Kafka
+    Streams runs its RocksDB stores the same way. Without the log a put costs about a quarter less CPU
+    (`bench.rocksdb_cost`), and a transfer makes about ten of them.
+    """
+
     block_cache_bytes: int = 16 * 2**20
     write_buffer_bytes: int = 16 * 2**20
 
@@ -48,6 +57,12 @@ class StoreOptions:
         options.set_block_based_table_factory(table)
         return options
 
+    @staticmethod
+    def writes() -> rocksdict.WriteOptions:
+        write_options = rocksdict.WriteOptions()
+        write_options.disable_wal = True
+        return write_options
+
 
 class PartitionStore:
     """One partition's entries and the changelog offset they reflect; written only with committed changes."""
@@ -56,10 +71,14 @@ class PartitionStore:
         self.path = path
         self._options = options
         self._expand = expand
+        self._writes = options.writes()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = rocksdict.Rdict(str(path), options.rocksdb())
+        self._db = self._open()
         raw = self._db.get(CHECKPOINT_KEY)
         self.checkpoint = NOTHING_APPLIED if raw is None else int(raw)
+
+    def _open(self) -> rocksdict.Rdict:
+        return rocksdict.Rdict(str(self.path), self._options.rocksdb())
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
@@ -92,7 +111,7 @@ class PartitionStore:
             require(key != CHECKPOINT_KEY, "a ledger entry cannot use the checkpoint key")
             batch.put(key, value)
         batch.put(CHECKPOINT_KEY, str(changelog_offset).encode())
-        self._db.write(batch)
+        self._db.write(batch, self._writes)
         self.checkpoint = changelog_offset
 
     def apply_log(self, records: Sequence[tuple[int, bytes, bytes]]) -> int:
@@ -126,7 +145,7 @@ class PartitionStore:
         self._db.close()
         rocksdict.Rdict.destroy(str(self.path))
         shutil.rmtree(self.path, ignore_errors=True)
-        self._db = rocksdict.Rdict(str(self.path), self._options.rocksdb())
+        self._db = self._open()
         self.checkpoint = NOTHING_APPLIED
 
     def close(self) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -84,4 +88,33 @@ def test_an_account_history_reads_back_newest_first_a_page_at_a_time(tmp_path: P
     rest = store.scan_back(prefix, first[-1][0][len(prefix) :], 10)
     assert [value for _, value in rest] == [b"t2", b"t1", b"t0"]
     assert store.scan_back(prefix, rest[-1][0][len(prefix) :], 10) == []
+    store.close()
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from tables.ledger import PartitionStore, StoreOptions
+store = PartitionStore(Path(sys.argv[1]), StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20))
+for offset in range(1_000_000):
+    store.apply([(f"0/s/{offset}".encode(), b"x" * 200), (f"0/t/{offset}".encode(), b"y" * 200)], offset)
+    if offset == 20_000:
+        print("written", flush=True)
+"""
+
+
+def test_a_store_killed_mid_write_reopens_as_a_committed_prefix(tmp_path: Path) -> None:
+    """The stores keep no write-ahead log, so a killed worker loses what RocksDB had not flushed yet; what it
+    kept must still be every batch up to its own checkpoint and none after it, or a restore would resume from
+    the wrong place."""
+    root = Path(__file__).resolve().parents[2]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "p0")], cwd=root, stdout=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    store = PartitionStore(tmp_path / "p0", OPTIONS)
+    kept = store.checkpoint
+    assert kept > 0, "nothing was flushed before the kill"
+    assert all(store.get(f"0/{kind}/{offset}".encode()) is not None for offset in range(kept + 1) for kind in "st")
+    assert store.get(f"0/s/{kept + 1}".encode()) is None and store.get(f"0/t/{kept + 1}".encode()) is None
     store.close()
