@@ -40,7 +40,7 @@ class StoreOptions:
     No write-ahead log: the changelog is the log. A store that was not closed (a crash) reopens as of its last
     flushed memtable, which is still a committed prefix with its own checkpoint (a write batch never spans two
     memtables), and the restore replays the changelog from there; a closed store flushed everything. Kafka
-    Streams runs its RocksDB stores the same way. Without the log a put costs about a quarter less CPU
+    Streams runs its RocksDB stores the same way. Without the log a put costs about a tenth less CPU
     (`bench.rocksdb_cost`), and a transfer makes about ten of them.
     """
 
