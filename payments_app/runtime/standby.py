@@ -24,9 +24,9 @@ POLL_MS = 500
 MAX_RECORDS = 10_000
 IDLE_S = 1.0
 #: a standby's fetch waits for this much changelog, or FETCH_WAIT_MS: with the broker answering at the first byte,
-#: each commit's handful of entries was a fetch of its own, whose Python (aiokafka's request and response) cost the
-#: worker ~145 µs per single-transfer request (BENCHMARKS.md). A standby then lags by up to the wait, which a
-#: takeover reads from the changelog like any other gap.
+#: each commit's handful of entries was a fetch of its own (under single-transfer requests, about 30% of a worker's
+#: fetch requests; BENCHMARKS.md). A standby then lags by up to the wait, which a takeover reads from the changelog
+#: like any other gap.
 FETCH_MIN_BYTES = 256 * 1024
 FETCH_WAIT_MS = 500
 

@@ -109,9 +109,11 @@ def test_a_store_killed_mid_write_reopens_as_a_committed_prefix(tmp_path: Path) 
     the wrong place."""
     root = Path(__file__).resolve().parents[2]
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "p0")], cwd=root, stdout=subprocess.PIPE)
-    assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
-    os.kill(writer.pid, signal.SIGKILL)
-    writer.wait()
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"written\n"
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
     store = PartitionStore(tmp_path / "p0", OPTIONS)
     kept = store.checkpoint
     assert kept > 0, "nothing was flushed before the kill"
