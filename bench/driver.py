@@ -88,7 +88,7 @@ class RunResult:
     timeline: list[tuple[float, int]]
     settings: dict[str, Any] = field(default_factory=dict)
     audit_s: float = 0.0  # how long the last GET /audit took to answer
-    refused: int = 0  # HTTP path: requests answered with an error status (a 429 is the backlog's back-pressure)
+    refused: int = 0  # HTTP path: transfers not taken (429 or 503 answers, an array's `refused` items: back-pressure)
 
 
 class Progress:
@@ -364,7 +364,7 @@ async def wrk_clients(ledger: Ledger, load: Load, accounts: list[str]) -> None:
                                  f"{uuid.uuid4().hex[:6]}-", clients=settings.in_flight_batches,
                                  duration_s=settings.duration_s, batch=settings.http_batch, rate_tps=settings.rate_tps,
                                  wait_s=settings.http_wait_s)  # fmt: skip
-    load.submitted = load.wrk.accepted(settings.http_batch)
+    load.submitted = load.wrk.accepted
 
 
 async def drive_load(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> dict:
@@ -611,7 +611,7 @@ async def measure(
         duration_s=round(load["elapsed"], 2), submitted=load["submitted"], applied=applied, rejected=rejected,
         applied_tps=round(tps, 1),
         p50_ms=round(latency[0], 1), p95_ms=round(latency[1], 1), p99_ms=round(latency[2], 1),
-        refused=wrk.non_2xx if wrk else 0,
+        refused=wrk.requests * settings.http_batch - wrk.accepted if wrk else 0,
         segment_moves=after["segment_moves_total"] - before["segment_moves_total"],
         invariants_ok=not problems, problems=problems, cpu_s=cpu, peak_rss_mb=rss,
         timeline=[(round(t, 2), n) for t, n in load["timeline"]], settings=asdict(settings),

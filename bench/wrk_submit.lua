@@ -8,7 +8,9 @@
 --   PAYMENTS_WRK_RATE     offered transfers per second over all PAYMENTS_WRK_THREADS (0: as fast as answered)
 --   PAYMENTS_WRK_WAIT     seconds for ?wait= (0: none; the answer is then the 202, not the decision)
 --   PAYMENTS_WRK_STOP_S   seconds after which no new request starts: wrk runs longer, so nothing is cut off in flight
--- done() prints one JSON line: requests, non-2xx answers, socket errors, latency percentiles in microseconds.
+-- An answer with Retry-After (429, 503, an array refused in part) pauses the thread's connections that long.
+-- done() prints one JSON line: requests, non-2xx answers, socket errors, transfers the workers took (a 2xx single
+-- request's one; an array's items not answered "refused"), latency percentiles in microseconds.
 
 local ffi = require("ffi")
 ffi.cdef [[
@@ -36,7 +38,9 @@ function setup(thread)
 end
 
 local pool, position, counter = {}, 0, 0
+taken = 0 -- a global, so that done() reads each thread's (thread:get)
 local tag, batch, headers, path, interval, next_at, stop_at
+local paused_until = 0 -- after an answer with Retry-After, this thread's connections wait as asked
 
 function init(args)
   for line in io.lines(os.getenv("PAYMENTS_WRK_POOL")) do
@@ -54,10 +58,24 @@ function init(args)
   stop_at = now_s() + tonumber(os.getenv("PAYMENTS_WRK_STOP_S"))
 end
 
+function response(status, headers, body)
+  local retry_after = tonumber(headers["Retry-After"])
+  if retry_after then -- a 429 or 503, or an array refused in part: back off, as a client should
+    paused_until = math.max(paused_until, now_s() + retry_after)
+  end
+  if batch > 1 and status >= 200 and status < 300 then
+    local _, refused = string.gsub(body, '"status":"refused"', "")
+    taken = taken + batch - refused
+  end
+end
+
 function delay()
   local now = now_s()
   if now >= stop_at then
     return 3600000 -- the run is over for this connection: no new request until wrk ends
+  end
+  if now < paused_until then
+    return (paused_until - now) * 1000
   end
   if interval == 0 then
     return 0
@@ -80,8 +98,16 @@ end
 
 function done(summary, latency, requests)
   local errors = summary.errors
+  local accepted = summary.requests - errors.status
+  if tonumber(os.getenv("PAYMENTS_WRK_BATCH")) > 1 then -- done() runs apart from the threads: init() never ran here
+    accepted = 0
+    for _, thread in ipairs(threads) do
+      accepted = accepted + thread:get("taken")
+    end
+  end
   io.write(string.format(
-    '{"requests":%d,"non_2xx":%d,"timeouts":%d,"socket_errors":%d,"p50_us":%d,"p95_us":%d,"p99_us":%d,"max_us":%d}\n',
-    summary.requests, errors.status, errors.timeout, errors.connect + errors.read + errors.write,
+    '{"requests":%d,"non_2xx":%d,"accepted":%d,"timeouts":%d,"socket_errors":%d,"p50_us":%d,"p95_us":%d,' ..
+    '"p99_us":%d,"max_us":%d}\n',
+    summary.requests, errors.status, accepted, errors.timeout, errors.connect + errors.read + errors.write,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -21,7 +22,7 @@ from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_value
 from payments_app.forwarding import FORWARDS
-from payments_app.intake import CONFLICT, INTAKE, Backlogged
+from payments_app.intake import CONFLICT, INTAKE, Answer, Backlogged
 from payments_app.queries import account_history, is_ready, owned_partitions
 from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.token_log import TokenLog
@@ -93,33 +94,65 @@ class ApiView(View):
 
 async def submit(view: View, request: Request, transactions: list[ClientTransaction], as_array: bool) -> Response:
     """Hand each partition's transactions to its owner (`intake`), which sends the new ones and answers known
-    ids from its own records; with `?wait=` the answer waits for the decisions."""
+    ids from its own records; with `?wait=` the answer waits for the decisions. An array refused in part (some
+    partitions' owners backlogged or out of reach) answers those items `refused`, to be sent again with the same
+    ids; refused whole, it answers 429 or 503 like a single transaction."""
     wait_s = parse_wait(request.query.get("wait"))
     by_partition: dict[int, list[int]] = defaultdict(list)
     for index, tx in enumerate(transactions):
         by_partition[decided_in(tx, SETTINGS.partitions, SETTINGS.model)].append(index)
 
-    answers: list[tuple[int, dict[str, Any]]] = [(0, {})] * len(transactions)
-
-    async def at_partition(partition: int, indexes: list[int]) -> None:
-        batch = [transactions[i] for i in indexes]
+    async def at_partition(partition: int, batch: list[ClientTransaction]) -> list[Answer]:
         payload = {"partition": partition, "transactions": [to_dict(tx) for tx in batch], "wait_s": wait_s}
         local = partial(INTAKE.submit, partition, batch, wait_s)
-        owner_answers = await at_owner(partition, local, "/internal/submit", payload, wait_s + REQUEST_TIMEOUT_S,
-                                       post=FORWARDS.post)  # fmt: skip
-        for i, (code, body) in zip(indexes, owner_answers, strict=True):
-            answers[i] = (code, body)
+        return await at_owner(partition, local, "/internal/submit", payload, wait_s + REQUEST_TIMEOUT_S,
+                              post=FORWARDS.post)  # fmt: skip
 
-    await asyncio.gather(*(at_partition(p, indexes) for p, indexes in by_partition.items()))
+    answers = await answers_by_partition(transactions, by_partition, at_partition)
+    refusals = [answer for answer in answers if isinstance(answer, Refusal)]
+    if len(refusals) == len(answers):
+        raise next((r for r in refusals if isinstance(r, Unavailable)), refusals[0])
     if not as_array:
-        return view.json(answers[0][1], status=answers[0][0])
-    items = [array_item(code, body, tx) for (code, body), tx in zip(answers, transactions, strict=True)]
+        code, body = answers[0]
+        return view.json(body, status=code)
+    items = [array_item(answer, tx) for answer, tx in zip(answers, transactions, strict=True)]
     decided = all(item["status"] in ("applied", "rejected", "conflict") for item in items)
-    return view.json(items, status=200 if decided else 202)
+    response = view.json(items, status=200 if decided else 202)
+    if refusals:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
-def array_item(code: int, body: dict[str, Any], tx: ClientTransaction) -> dict[str, Any]:
+Refusal = Backlogged | Unavailable
+
+
+async def answers_by_partition(
+    transactions: list[ClientTransaction], by_partition: dict[int, list[int]],
+    at_partition: Callable[[int, list[ClientTransaction]], Awaitable[list[Answer]]],
+) -> list[Answer | Refusal]:  # fmt: skip
+    """Each transaction's answer from its partition's owner, or the refusal of its whole partition. Every partition
+    is asked to the end: one partition refused does not hide what the others' owners already sent."""
+    answers: list[Answer | Refusal] = [(0, {})] * len(transactions)
+
+    async def ask(partition: int, indexes: list[int]) -> None:
+        owner_answers: list[Answer | Refusal]
+        try:
+            owner_answers = list(await at_partition(partition, [transactions[i] for i in indexes]))
+        except (Backlogged, Unavailable) as refusal:
+            owner_answers = [refusal] * len(indexes)
+        for i, answer in zip(indexes, owner_answers, strict=True):
+            answers[i] = answer
+
+    await asyncio.gather(*(ask(partition, indexes) for partition, indexes in by_partition.items()))
+    return answers
+
+
+def array_item(answer: Answer | Refusal, tx: ClientTransaction) -> dict[str, Any]:
     """An array's answer per item, kept short (arrays hold up to 10,000): id, status, and why if not applied."""
+    if isinstance(answer, Refusal):
+        code = "unavailable" if isinstance(answer, Unavailable) else "backlogged"
+        return {"id": tx.id, "status": "refused", "error": code, "detail": str(answer)}
+    code, body = answer
     if code == CONFLICT:
         return {"id": tx.id, "status": "conflict", **body}
     item = {"id": body["id"], "status": body["status"]}
