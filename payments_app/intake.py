@@ -21,9 +21,10 @@ from payments_app.metrics import DECISION_SECONDS
 from payments_app.queries import stored_value
 from payments_app.runtime.wiring import ledger_partitions
 from payments_app.sending import SUBMISSIONS
+from payments_app.settings import SETTINGS
 
 #: submissions a worker holds acknowledged but undecided before it answers 429 (the backlog bound)
-MAX_WAITING = 50_000
+MAX_WAITING = SETTINGS.max_waiting
 
 ACCEPTED, KNOWN, CONFLICT = 202, 200, 409
 

@@ -34,6 +34,7 @@ class Settings:
     transaction_timeout_s: float
     submit_linger_ms: float
     forward_linger_ms: float  # submissions for another worker's partitions, coalesced per owner (`forwarding`)
+    max_waiting: int  # submissions a worker holds acknowledged and undecided before it answers 429 (`intake`)
     standby_replicas: int
     stream_buffer_records: int
 
@@ -59,6 +60,7 @@ def load_settings() -> Settings:
         transaction_timeout_s=float(os.environ.get("PAYMENTS_TRANSACTION_TIMEOUT_S", str(session_timeout_s))),
         submit_linger_ms=float(os.environ.get("PAYMENTS_SUBMIT_LINGER_MS", "10")),
         forward_linger_ms=float(os.environ.get("PAYMENTS_FORWARD_LINGER_MS", "2")),
+        max_waiting=int(os.environ.get("PAYMENTS_MAX_WAITING", "50000")),
         standby_replicas=int(os.environ.get("PAYMENTS_STANDBY_REPLICAS", "1")),
         stream_buffer_records=int(os.environ.get("PAYMENTS_STREAM_BUFFER_RECORDS", "256")),
     )

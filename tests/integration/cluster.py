@@ -30,8 +30,12 @@ def admin_session(**options: Any) -> aiohttp.ClientSession:
 class AppCluster:
     """Workers of one app on the shared broker; stopped by pid at the end of the test, logs kept for failures."""
 
-    def __init__(self, broker_url: str, root: Path, partitions: int = PARTITIONS, model: str = CONCURRENT) -> None:
+    def __init__(
+        self, broker_url: str, root: Path, partitions: int = PARTITIONS, model: str = CONCURRENT,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.broker_url = broker_url
+        self.extra_env = extra_env or {}
         self.model = model
         self.root = root
         self.partitions = partitions
@@ -54,6 +58,7 @@ class AppCluster:
                 "PAYMENTS_MODEL": self.model,
                 "PAYMENTS_AUDIT_INTERVAL_S": "2",
                 "PAYMENTS_SESSION_TIMEOUT_S": "8",
+                **self.extra_env,
             },
         )  # fmt: skip
         self.workers.append(worker)
@@ -99,9 +104,11 @@ class AppCluster:
 
 
 @contextmanager
-def running_cluster(broker_url: str, root: Path, workers: int = 2, model: str = CONCURRENT) -> Iterator[AppCluster]:
+def running_cluster(
+    broker_url: str, root: Path, workers: int = 2, model: str = CONCURRENT, extra_env: dict[str, str] | None = None
+) -> Iterator[AppCluster]:
     """A ready cluster for a whole test module, stopped afterwards; its logs are printed if it fails."""
-    cluster = AppCluster(broker_url, root, model=model)
+    cluster = AppCluster(broker_url, root, model=model, extra_env=extra_env)
     try:
         for _ in range(workers):
             cluster.add_worker()
