@@ -92,6 +92,11 @@ class ApiView(View):
             return retry_later(self, 429, "backlogged", f"too many submissions wait for a decision: {exc}")
 
 
+#: a partition's part of a submission not taken: retry it with the same ids (an `Unavailable` part may have reached
+#: its owner before the time-out)
+Refusal = Backlogged | Unavailable
+
+
 async def submit(view: View, request: Request, transactions: list[ClientTransaction], as_array: bool) -> Response:
     """Hand each partition's transactions to its owner (`intake`), which sends the new ones and answers known
     ids from its own records; with `?wait=` the answer waits for the decisions. An array refused in part (some
@@ -121,9 +126,6 @@ async def submit(view: View, request: Request, transactions: list[ClientTransact
     if refusals:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
-
-
-Refusal = Backlogged | Unavailable
 
 
 async def answers_by_partition(
