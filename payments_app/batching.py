@@ -1,9 +1,8 @@
 """Coalescing: what callers hand over within a few milliseconds of each other goes out in one request.
 
-The broker's and the client's cost is per request, not per byte, so a submission window (`PartitionBatcher`, one
-Kafka record per partition, all in one produce request) and the hand-over of submissions to another worker
-(`payments_app.forwarding`) each send one request for everything that arrived in their window. Each caller still
-waits for its own answer: none is answered before the request it went out in.
+A request's cost is mostly per request, not per byte, so the hand-over of submissions to another worker
+(`payments_app.forwarding`) sends one request for everything that arrived in its window. Each caller still waits for
+its own answer: none is answered before the request it went out in.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
-
-from payments_app.domain.commands import Command
 
 K = TypeVar("K", bound=Hashable)
 Item = TypeVar("Item")
@@ -83,32 +80,3 @@ class Coalescer(Generic[K, Item, Result]):
                 answer.set_exception(result)
             else:
                 answer.set_result(result)
-
-
-Sender = Callable[[dict[int, list[Command]]], Awaitable[None]]
-
-
-class PartitionBatcher:
-    """Commands for any partitions, sent `linger_s` after the first (at once past `max_commands`) as one record per
-    partition, all in one send: the window is one produce request, not one per partition."""
-
-    def __init__(self, send: Sender, linger_s: float = 0.002, max_commands: int = 2_000) -> None:
-        self._send = send
-        self._coalescer: Coalescer[None, dict[int, list[Command]], None] = Coalescer(
-            self._deliver, linger_s, max_commands
-        )
-
-    async def submit(self, by_partition: dict[int, list[Command]]) -> None:
-        """Return once every command given here is in a record the broker acknowledged."""
-        size = sum(len(commands) for commands in by_partition.values())
-        if size:
-            await self._coalescer.submit(None, by_partition, size)
-
-    async def _deliver(self, _: None, handed: list[dict[int, list[Command]]]) -> list[BaseException | None]:
-        merged: dict[int, list[Command]] = {}
-        for by_partition in handed:
-            for partition, commands in by_partition.items():
-                if commands:
-                    merged.setdefault(partition, []).extend(commands)
-        await self._send(merged)
-        return [None] * len(handed)

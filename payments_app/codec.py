@@ -49,7 +49,7 @@ def decode_entry(payload: bytes | None) -> Any:
 
 
 def encode_transactions(
-    prefix: str, offset: int, rows: list[list[Any]], decided_ms: int
+    prefix: str, seq: int, rows: list[list[Any]], decided_ms: int
 ) -> tuple[tuple[bytes, bytes], list[tuple[bytes, bytes]]]:
     """A commit's transaction rows as one changelog entry, and as the store keeps them: one entry per id, and one
     history entry per account a decided transaction shows for (`history_accounts`), stamped `decided_ms`.
@@ -58,7 +58,7 @@ def encode_transactions(
     transaction: the producer, the broker and every standby handle a third fewer messages per transfer.
     """
     value = orjson.dumps([decided_ms, rows])
-    return ((prefix + transactions_key(offset)).encode(), value), _store_rows(prefix, offset, decided_ms, rows)
+    return ((prefix + transactions_key(seq)).encode(), value), _store_rows(prefix, seq, decided_ms, rows)
 
 
 def store_entries(key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
@@ -71,11 +71,11 @@ def store_entries(key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
     return _store_rows(key[:slash].decode(), int(key[slash + 2 :]), decided_ms, rows)
 
 
-def _store_rows(prefix: str, offset: int, decided_ms: int, rows: list[list[Any]]) -> list[tuple[bytes, bytes]]:
+def _store_rows(prefix: str, seq: int, decided_ms: int, rows: list[list[Any]]) -> list[tuple[bytes, bytes]]:
     """A row per id, and per decided row a history entry for each account it shows for: the key says where it
     sorts, the value is only the id (a history read looks the row up; this runs for every transfer, twice)."""
     entries = [((prefix + transaction_key(row[0])).encode(), orjson.dumps(row)) for row in rows]
-    position_of = history_positions(decided_ms, int(prefix[:-1]), offset)
+    position_of = history_positions(decided_ms, int(prefix[:-1]), seq)
     for index, row in enumerate(rows):
         if row[2] == PENDING:
             continue

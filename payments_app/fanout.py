@@ -105,15 +105,16 @@ async def read_ledger(requests: list[tuple[int, str]]) -> list[dict[str, Any] | 
     return await _through_rebalance(lambda: _read_once(requests), "a partition")
 
 
-async def wait_for_value(key: tuple[int, str], timeout_s: float = RETRY_FOR_S) -> dict[str, Any]:
-    """Poll one ledger key until an agent has written it (the command we sent was applied)."""
+async def wait_for_values(keys: list[tuple[int, str]], timeout_s: float = RETRY_FOR_S) -> list[dict[str, Any]]:
+    """Poll ledger keys until agents have written every one (the commands we sent were applied)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        (value,) = await read_ledger([key])
-        if value is not None:
-            return value
+        values = await read_ledger(keys)
+        missing = [key for key, value in zip(keys, values, strict=True) if value is None]
+        if not missing:
+            return values  # type: ignore[return-value]
         if asyncio.get_running_loop().time() > deadline:
-            raise Unavailable(f"partition {key[0]} has not applied the command within {timeout_s:.0f} s")
+            raise Unavailable(f"partition {missing[0][0]} has not applied the command within {timeout_s:.0f} s")
         await asyncio.sleep(0.01)
 
 

@@ -1,9 +1,16 @@
-"""A client submission at the worker that owns its partition: the id check, the conflict check and the wait for a
-decision all happen where that partition's records are, with no read of another worker.
+"""A client submission at the worker that owns its partition: the id check, the conflict check, the apply and the
+wait for a decision all happen where that partition's records are, with no read of another worker and no round trip
+through the transactions topic.
 
-The owner remembers every submission it acknowledged until its record is decided (`Intake._waiting`), so a
-resubmission, or a conflicting one, is told so from the moment of the first acknowledgement; after that the
-partition's store has the record. Whoever receives a request hands it to the owner (`web.views.submit`).
+The owner stages a submission straight into the ledger agent's open group (`runtime.commit.Pipeline.add_submitted`)
+and answers once that group has committed: the transactions, their effects and their records reach the changelog in
+one Kafka transaction, fenced like every other (a worker that lost the partition commits nothing, and the request
+is retried at the new owner; the ids make that safe). The transactions topic carries what producers write to it
+directly, and the relays between segments.
+
+The owner remembers every submission it staged until its record is decided (`Intake._waiting`), so a resubmission,
+or a conflicting one, is told so from the moment of the first; after that the partition's store has the record.
+Whoever receives a request hands it to the owner (`web.views.submit`).
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ from payments_app.domain.commands import ClientTransaction
 from payments_app.domain.ledger import TxRecord, transaction_key
 from payments_app.metrics import DECISION_SECONDS
 from payments_app.queries import stored_value
-from payments_app.runtime.wiring import ledger_partitions
-from payments_app.sending import SUBMISSIONS
+from payments_app.runtime.commit import Pipeline, state_of
+from payments_app.runtime.kafka_session import KafkaSession
+from payments_app.runtime.wiring import LEDGER, ledger_partitions
 from payments_app.settings import SETTINGS
 
-#: submissions a worker holds acknowledged but undecided before it answers 429 (the backlog bound)
+#: submissions a worker holds staged or committed but undecided before it answers 429 (the backlog bound)
 MAX_WAITING = SETTINGS.max_waiting
 
 ACCEPTED, KNOWN, CONFLICT = 202, 200, 409
@@ -35,11 +43,12 @@ class Backlogged(RuntimeError):
 
 @dataclass(slots=True)
 class Waiting:
-    """A transaction acknowledged here and not yet decided, and the future its decision resolves."""
+    """A transaction submitted here and not yet decided, and the future its decision resolves."""
 
     tx: ClientTransaction | None  # None: only a reader waits (its record came another way)
     decided: asyncio.Future[TxRecord | None]
-    acknowledged: float | None = None  # when Kafka acknowledged the submission (monotonic seconds)
+    committed: asyncio.Future[bool] | None = None  # its batch's commit: True once committed, False if dropped
+    since: float = 0.0  # when it reached this owner (monotonic seconds)
 
 
 Answer = tuple[int, dict[str, Any]]
@@ -54,18 +63,23 @@ class Intake:
     def __init__(self) -> None:
         self._waiting: dict[int, dict[str, Waiting]] = defaultdict(dict)
         self.size = 0
+        #: the ledger agent's group commit, which applies submissions too (set where the agent is defined)
+        self.pipeline: Pipeline | None = None
 
     async def submit(self, partition: int, transactions: list[ClientTransaction], wait_s: float) -> list[Answer]:
-        """Send the new ones to the partition (acknowledged by the broker) and answer each: 202 sent now, 200
-        known (its record, or pending), 409 its id holds another transaction. Raises LookupError if the partition
-        is not open here, Backlogged past `MAX_WAITING`."""
+        """Apply the new ones (committed before this returns) and answer each: 202 submitted now, 200 known (its
+        record, or pending), 409 its id holds another transaction; the record as it stands, or as decided within
+        `wait_s`. Raises LookupError if the partition is not open here (or left before the commit), Backlogged
+        past `MAX_WAITING`."""
         waiting = self._waiting[partition]
         answers: list[Answer] = []
         futures: dict[str, asyncio.Future[TxRecord | None]] = {}
         new: list[ClientTransaction] = []
         for tx in transactions:
             held = waiting.get(tx.id)
-            if held is not None and held.tx is not None:
+            if held is not None and held.tx is not None and held.committed is not None:
+                if not await asyncio.shield(held.committed):
+                    raise LookupError(f"partition {partition}: left this worker before {tx.id!r} was committed")
                 known = TxRecord.pending(held.tx).to_dict()
                 answers.append((KNOWN, known) if held.tx == tx else conflict(tx, known))
                 futures[tx.id] = held.decided
@@ -78,46 +92,65 @@ class Intake:
             answers.append((ACCEPTED, TxRecord.pending(tx).to_dict()))
             new.append(tx)
         if new:
-            await self._send(partition, new, futures)
-        if wait_s <= 0 or not futures:
-            return answers
-        await asyncio.wait([asyncio.shield(f) for f in futures.values()], timeout=wait_s)
-        return [self._settled(answer, futures) for answer in answers]
+            await self._apply(partition, new, futures)
+        if wait_s > 0 and futures:
+            await asyncio.wait([asyncio.shield(f) for f in futures.values()], timeout=wait_s)
+        return [self._settled(answer, futures, waited=wait_s > 0) for answer in answers]
 
-    async def _send(
+    async def _apply(
         self, partition: int, new: list[ClientTransaction], futures: dict[str, asyncio.Future[TxRecord | None]]
     ) -> None:
-        """Remember, then send: the record may be decided before the broker's acknowledgement arrives."""
+        """Remember, then stage and commit: a resubmission meanwhile waits for the same commit. The commit goes on
+        if the client goes away."""
         if self.size + len(new) > MAX_WAITING:
             raise Backlogged(f"{self.size:,} submissions wait for a decision on this worker")
+        session = LEDGER.opened(partition)
+        if session is None or self.pipeline is None:
+            raise LookupError(f"partition {partition} is not open on this worker")
+        commit = asyncio.ensure_future(self._commit(self.pipeline, session, new))
         waiting = self._waiting[partition]
-        loop = asyncio.get_running_loop()
+        loop, now = asyncio.get_running_loop(), time.monotonic()
         for tx in new:
             reader = waiting.get(tx.id)
-            held = waiting[tx.id] = Waiting(tx, reader.decided if reader is not None else loop.create_future())
-            futures[tx.id] = held.decided
+            decided = reader.decided if reader is not None else loop.create_future()
+            waiting[tx.id] = Waiting(tx, decided, commit, now)
+            futures[tx.id] = decided
         self.size += len(new)
+        if not await asyncio.shield(commit):
+            raise LookupError(f"partition {partition}: left this worker before its commit; nothing was applied")
+
+    async def _commit(self, pipeline: Pipeline, session: KafkaSession, new: list[ClientTransaction]) -> bool:
+        """Stage `new` in the agent's open group; whether that group committed it here."""
+        partition = session.partition
         try:
-            await SUBMISSIONS.submit({partition: new})
-            now = time.monotonic()
-            for tx in new:
-                held = waiting.get(tx.id)
-                if held is not None and held.tx is tx:
-                    held.acknowledged = now
+            result = await pipeline.add_submitted(session, new)
         except BaseException:
-            for tx in new:
-                if waiting.get(tx.id) is not None and waiting[tx.id].tx is tx:
-                    del waiting[tx.id]
-                    self.size -= 1
+            self._forget(partition, new)
             raise
+        if partition not in result.committed:
+            self._forget(partition, new)
+            return False
+        state = state_of(session)  # an id staged from the log as well was decided there, not in this batch
+        self.decided(partition, [record for tx in new if (record := state.transaction(tx.id)) is not None])
+        return True
+
+    def _forget(self, partition: int, new: list[ClientTransaction]) -> None:
+        """Submissions whose batch was not committed here: unknown again."""
+        waiting = self._waiting.get(partition, {})
+        for tx in new:
+            held = waiting.get(tx.id)
+            if held is not None and held.tx is tx:
+                del waiting[tx.id]
+                self.size -= 1
 
     @staticmethod
-    def _settled(answer: Answer, futures: dict[str, asyncio.Future[TxRecord | None]]) -> Answer:
+    def _settled(answer: Answer, futures: dict[str, asyncio.Future[TxRecord | None]], waited: bool) -> Answer:
+        """The answer with the transaction's decision, if it has one; 200 if the client asked to wait for it."""
         code, body = answer
         future = futures.get(body["id"]) if code != CONFLICT else None
         if future is None or not future.done() or future.result() is None:
             return answer
-        return KNOWN, future.result().to_dict()
+        return KNOWN if waited else code, future.result().to_dict()
 
     async def lookup(self, partition: int, tx_id: str, wait_s: float) -> dict[str, Any] | None:
         """The transaction's record (None if unknown here); a pending one waited for up to `wait_s`."""
@@ -144,8 +177,8 @@ class Intake:
                 held = waiting.pop(record.id, None)
                 if held is not None:
                     self.size -= held.tx is not None
-                    if held.acknowledged is not None:
-                        DECISION_SECONDS.observe(time.monotonic() - held.acknowledged)
+                    if held.tx is not None:
+                        DECISION_SECONDS.observe(time.monotonic() - held.since)
                     if not held.decided.done():
                         held.decided.set_result(record)
 

@@ -1,13 +1,12 @@
-"""Send commands from outside the ledger agent (web views, reconciler) to the transactions topic, acknowledged."""
+"""Send commands from outside the ledger agent (account opening, the reconciler) to the transactions topic,
+acknowledged."""
 
 from __future__ import annotations
 
 import asyncio
 
-from payments_app.batching import PartitionBatcher
 from payments_app.codec import encode_records
 from payments_app.domain.commands import Command
-from payments_app.settings import SETTINGS
 from payments_app.topics import transactions_topic
 
 
@@ -20,7 +19,3 @@ async def send_commands(by_partition: dict[int, list[Command]]) -> None:
         for record in records
     ]
     await asyncio.gather(*futures)
-
-
-#: client submissions from the web views, grouped per partition for a couple of milliseconds
-SUBMISSIONS = PartitionBatcher(send_commands, linger_s=SETTINGS.submit_linger_ms / 1000)

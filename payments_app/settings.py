@@ -32,9 +32,8 @@ class Settings:
     session_timeout_s: float
     #: a worker paused in a Kafka transaction holds up the next owner of its partitions at most this long
     transaction_timeout_s: float
-    submit_linger_ms: float
     forward_linger_ms: float  # submissions for another worker's partitions, coalesced per owner (`forwarding`)
-    max_waiting: int  # submissions a worker holds acknowledged and undecided before it answers 429 (`intake`)
+    max_waiting: int  # submissions a worker holds taken and undecided before it answers 429 (`intake`)
     standby_replicas: int
     stream_buffer_records: int
 
@@ -58,7 +57,6 @@ def load_settings() -> Settings:
         rocksdb_write_buffer_bytes=int(os.environ.get("PAYMENTS_ROCKSDB_WRITE_BUFFER_BYTES", str(16 * 2**20))),
         session_timeout_s=session_timeout_s,
         transaction_timeout_s=float(os.environ.get("PAYMENTS_TRANSACTION_TIMEOUT_S", str(session_timeout_s))),
-        submit_linger_ms=float(os.environ.get("PAYMENTS_SUBMIT_LINGER_MS", "10")),
         forward_linger_ms=float(os.environ.get("PAYMENTS_FORWARD_LINGER_MS", "2")),
         max_waiting=int(os.environ.get("PAYMENTS_MAX_WAITING", "50000")),
         standby_replicas=int(os.environ.get("PAYMENTS_STANDBY_REPLICAS", "1")),

@@ -159,7 +159,7 @@ def gauges() -> dict[str, tuple[str, float]]:
         "owned_partitions": ("ledger partitions this worker owns", len(owned_partitions())),
         "ready": ("1 when every partition assigned here is open and the group is in touch", int(is_ready())),
         "consumer_lag_records": ("offsets in the owned transactions partitions past the last applied", lag()),
-        "submissions_waiting": ("submissions acknowledged here and not decided yet (429 past the bound)", INTAKE.size),
+        "submissions_waiting": ("submissions taken here and not decided yet (429 past the bound)", INTAKE.size),
     }
 
 

@@ -20,7 +20,7 @@ from payments_app.domain.invariants import AuditReport, audit_ledger
 from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
-from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_value
+from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_values
 from payments_app.forwarding import FORWARDS
 from payments_app.intake import CONFLICT, INTAKE, Answer, Backlogged
 from payments_app.queries import account_history, is_ready, owned_partitions
@@ -167,12 +167,15 @@ def array_item(answer: Answer | Refusal, tx: ClientTransaction) -> dict[str, Any
 class Accounts(ApiView):
     async def post(self, request: Request) -> Response:
         account = parse_new_account(await read_body(request))
-        key = (partition_of(account, SETTINGS.partitions), segment_key(account))
-        (existing,) = await read_ledger([key])
+        home = partition_of(account, SETTINGS.partitions)
+        (existing,) = await read_ledger([(home, segment_key(account))])
         if existing is None:
             token = uuid.uuid4().hex
             await send_commands({p: [OpenAccount(account, token)] for p in range(SETTINGS.partitions)})
-            existing = await wait_for_value(key)
+            # Open in every partition before 201: a submission is applied at its owner at once, not behind this in
+            # the partition's log, and must find the account there.
+            segments = await wait_for_values([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
+            existing = segments[home]
             if existing.get("opened_by") == token:
                 return self.json({"id": account}, status=201)
         return error(self, 409, "account_exists", f"account {account!r} already exists")

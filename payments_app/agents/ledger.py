@@ -28,27 +28,6 @@ GROUP_COMMANDS = int(os.environ.get("PAYMENTS_GROUP_COMMANDS", "1000"))
 COMMIT_SPACING_S = float(os.environ.get("PAYMENTS_COMMIT_SPACING_MS", "5")) / 1000
 
 
-@app.agent(transactions_topic, concurrency=1)
-async def apply_transactions(stream: faust.StreamT) -> None:
-    """Stage records into the open group while the previous one commits (group commit, runtime.commit.Pipeline).
-
-    Faust acks a group's events when this body moves on, which can be before their commit: a record acked and
-    never committed (the worker died, or was fenced) is applied by whoever opens the partition next, since an
-    opening session applies every record below the group's committed offset that its store lacks.
-    """
-    pipeline = Pipeline(SETTINGS.partitions, SETTINGS.model, report, stop_worker, GROUP_RECORDS, GROUP_COMMANDS,
-                        spacing_s=COMMIT_SPACING_S)  # fmt: skip
-    async for event in stream.events():
-        try:
-            session = await owned_session(event.message.partition, event.message.offset)
-            if session is None:
-                METRICS.records_not_owned_total += 1  # revoked: its new owner applies it
-                continue
-            await pipeline.add(session, event.message.offset, event.value)
-        except Exception as exc:  # noqa: BLE001 - any failure stops the worker
-            stop_worker(exc)
-
-
 def stop_worker(exc: BaseException) -> None:
     """Never apply past a record that could not be applied or committed: stop, and start again from the
     committed state (the supervisor restarts the worker)."""
@@ -68,7 +47,29 @@ def report(result: GroupResult) -> None:
         INTAKE.decided(partition, records)
 
 
+PIPELINE = Pipeline(SETTINGS.partitions, SETTINGS.model, report, stop_worker, GROUP_RECORDS, GROUP_COMMANDS,
+                    spacing_s=COMMIT_SPACING_S)  # fmt: skip
+INTAKE.pipeline = PIPELINE  # client submissions are staged in the same groups as the topic's records
 LEDGER.on_committed = report  # a partition's catch-up when it opens is reported like the agent's groups
+
+
+@app.agent(transactions_topic, concurrency=1)
+async def apply_transactions(stream: faust.StreamT) -> None:
+    """Stage records into the open group while the previous one commits (group commit, runtime.commit.Pipeline).
+
+    Faust acks a group's events when this body moves on, which can be before their commit: a record acked and
+    never committed (the worker died, or was fenced) is applied by whoever opens the partition next, since an
+    opening session applies every record below the group's committed offset that its store lacks.
+    """
+    async for event in stream.events():
+        try:
+            session = await owned_session(event.message.partition, event.message.offset)
+            if session is None:
+                METRICS.records_not_owned_total += 1  # revoked: its new owner applies it
+                continue
+            await PIPELINE.add(session, event.message.offset, event.value)
+        except Exception as exc:  # noqa: BLE001 - any failure stops the worker
+            stop_worker(exc)
 
 
 def count(outcomes: list[BatchOutcome]) -> None:

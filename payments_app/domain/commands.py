@@ -1,7 +1,7 @@
 """What flows through a partition of the transactions topic: client transactions and the relays between segments.
 
 Every command is a small frozen dataclass with a plain-dict form for the wire (the codec turns lists of these
-dicts into bytes). Relays carry a `relay` id, `(source partition, source offset, index)`, so the receiving
+dicts into bytes). Relays carry a `relay` id, `(source partition, the source's batch number, index)`, so the receiving
 partition recognises one it has already applied when the sender replays after a crash.
 """
 

@@ -7,7 +7,11 @@ before it left, and one rule makes replays safe:
 
 * The partition's meta entry carries the offset of the last record applied. A record at or below it is done,
   and applying it again changes nothing and relays nothing (its relays were committed with its writes).
-* Relays carry an id (source partition, offset, index); a receiver drops one it has already applied.
+* A batch may also come straight from a client at the partition's owner, not from the log (`offset` None); its
+  transactions' ids make it safe to resend.
+* Every batch applied gets the next number of the partition's sequence (`PartitionMeta.seq`, at least the
+  record's offset). Relays carry an id (source partition, sequence number, index); a receiver drops one it has
+  already applied.
 """
 
 from __future__ import annotations
@@ -56,19 +60,19 @@ def history_prefix(account: str) -> str:
     return f"h/{account}/"
 
 
-def history_positions(decided_ms: int, partition: int, offset: int) -> Callable[[int], str]:
+def history_positions(decided_ms: int, partition: int, seq: int) -> Callable[[int], str]:
     """Where each history entry of one commit sorts among all of an account's entries, in every partition: by
-    decision time, then partition, offset and (the argument) place in the commit. Fixed width, so text order is
+    decision time, then partition, sequence number and (the argument) place in the commit. Fixed width, so text order is
     that order; also the cursor. The shared part is formatted once: this runs for every transfer, twice."""
-    stem = f"{decided_ms:013d}.{partition:04d}.{offset:012d}."
+    stem = f"{decided_ms:013d}.{partition:04d}.{seq:012d}."
     return lambda index: stem + str(index).zfill(5)
 
 
-def transactions_key(offset: int) -> str:
-    """A changelog entry holding the rows of every transaction one commit created or decided, up to `offset`
-    (unique: each commit applies records past the previous one's). A store keeps those rows under their
+def transactions_key(seq: int) -> str:
+    """A changelog entry holding the rows of every transaction one commit created or decided, up to the batch
+    numbered `seq` (unique: each commit applies batches past the previous one's). A store keeps those rows under their
     `transaction_key`s instead (`codec.store_entries`)."""
-    return f"r/{offset}"
+    return f"r/{seq}"
 
 
 #: a transaction record's fields after id, kind, status and reason, in its row form, by kind
@@ -155,9 +159,11 @@ class TxRecord:
 
 @dataclass(slots=True)
 class PartitionMeta:
-    """Per-partition totals for the audit, the last applied offset, and the last relay seen from each source."""
+    """Per-partition totals for the audit, the last applied offset and batch, and the last relay seen from each
+    source."""
 
-    offset: int = -1
+    offset: int = -1  # of the transactions partition: the last record applied
+    seq: int = -1  # the last batch applied, from the log or straight from a client
     deposits: int = 0
     withdrawals: int = 0
     moved_in: int = 0
@@ -184,11 +190,11 @@ Loader = Callable[[str], Any]  # an entry's decoded JSON: a dict, or a transacti
 @dataclass(slots=True)
 class Writes:
     """A partition's changes for one commit: entries as dicts, and the transaction records it created or decided,
-    as of `offset`, the last record applied."""
+    as of `seq`, the last batch applied."""
 
     entries: list[tuple[str, dict[str, Any]]]
     transactions: list[TxRecord]
-    offset: int
+    seq: int
 
 
 class PartitionState:
@@ -255,7 +261,7 @@ class PartitionState:
             entries.append((META_KEY, self._meta.to_dict()))
         records = [transactions[tx_id] for tx_id in self._dirty_transactions]
         self._dirty_segments, self._dirty_transactions, self._meta_dirty = {}, {}, False
-        return Writes(entries, records, self.meta().offset)  # type: ignore[arg-type]
+        return Writes(entries, records, self.meta().seq)  # type: ignore[arg-type]
 
     def trim(self, max_segments: int) -> None:
         """Let go of what the store holds anyway: every clean transaction record (an id is rarely read twice),
@@ -281,16 +287,19 @@ class BatchOutcome:
 
 
 def process_batch(
-    state: PartitionState, partition: int, partitions: int, offset: int, commands: Sequence[Command], model: str
+    state: PartitionState, partition: int, partitions: int, offset: int | None, commands: Sequence[Command], model: str
 ) -> BatchOutcome:
-    """Apply `commands`, read from `partition` at `offset`, to the staged state, by the rules of `model`."""
+    """Apply `commands`, read from `partition` at `offset` (None: submitted here by clients, not read from the
+    log), to the staged state, by the rules of `model`."""
     meta = state.meta()
-    if meta.offset >= offset:
+    if offset is not None and meta.offset >= offset:
         return BatchOutcome(replayed=True)
-    batch = _Batch(state, meta, partition, partitions, offset, require_model(model))
+    meta.seq = meta.seq + 1 if offset is None else max(meta.seq + 1, offset)
+    batch = _Batch(state, meta, partition, partitions, meta.seq, require_model(model))
     for command in commands:
         batch.handle(command)
-    meta.offset = offset
+    if offset is not None:
+        meta.offset = offset
     state.put_meta(meta)
     return batch.outcome
 
@@ -304,13 +313,13 @@ class _Batch:
     """
 
     def __init__(
-        self, state: PartitionState, meta: PartitionMeta, partition: int, partitions: int, offset: int, model: str
+        self, state: PartitionState, meta: PartitionMeta, partition: int, partitions: int, seq: int, model: str
     ) -> None:
         self.state = state
         self.meta = meta
         self.partition = partition
         self.partitions = partitions
-        self.offset = offset
+        self.seq = seq
         self.segmented = model != BASELINE
         self.outcome = BatchOutcome()
 
@@ -603,12 +612,12 @@ class _Batch:
         """Drop a relay already applied; relays from one source arrive in the order they were made."""
         if relay is None:
             return False
-        source, offset, index = relay
+        source, seq, index = relay
         last = self.meta.relay_seen.get(str(source))
-        if last is not None and (offset, index) <= (last[0], last[1]):
+        if last is not None and (seq, index) <= (last[0], last[1]):
             return True
-        self.meta.relay_seen[str(source)] = [offset, index]
+        self.meta.relay_seen[str(source)] = [seq, index]
         return False
 
     def _next_relay_id(self) -> RelayId:
-        return (self.partition, self.offset, len(self.outcome.relays))
+        return (self.partition, self.seq, len(self.outcome.relays))

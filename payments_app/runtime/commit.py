@@ -110,7 +110,7 @@ def encode_writes(partition: int, writes: Writes) -> tuple[list[tuple[bytes, byt
     if not writes.transactions:
         return entries, entries
     rows = [record.to_row() for record in writes.transactions]
-    changelog_entry, stored = encode_transactions(prefix, writes.offset, rows, time.time_ns() // 1_000_000)
+    changelog_entry, stored = encode_transactions(prefix, writes.seq, rows, time.time_ns() // 1_000_000)
     return [changelog_entry, *entries], [*stored, *entries]
 
 
@@ -165,6 +165,8 @@ class Group:
         self.commands = 0  # staged so far, across partitions
         self.sealed = False
         self.committed = False
+        #: the commit's result, for those who staged batches submitted here (created by the first of them)
+        self.result: asyncio.Future[GroupResult] | None = None
 
     def _part(self, session: Session) -> StagedPartition:
         require(not self.sealed, "a record staged into a sealed group")
@@ -200,8 +202,15 @@ class Group:
             for offset, value in await session.read_range(applied + 1, end):
                 self._stage(staged, offset, value)
 
+    def add_submitted(self, session: Session, commands: Sequence[Command]) -> None:
+        """Stage a batch that clients submitted to this owner: it is in no log until this group commits."""
+        self._apply(self._part(session), None, commands)
+        self.records += 1
+
     def _stage(self, staged: StagedPartition, offset: int, value: bytes) -> None:
-        commands = decode_batch(value)
+        self._apply(staged, offset, decode_batch(value))
+
+    def _apply(self, staged: StagedPartition, offset: int | None, commands: Sequence[Command]) -> None:
         self.commands += len(commands)
         outcome = process_batch(staged.state, staged.session.partition, self.partitions, offset, commands, self.model)
         staged.relays.extend(outcome.relays)
@@ -311,6 +320,24 @@ class Pipeline:
             self._room.clear()
         self._start_next()
 
+    async def add_submitted(self, session: Session, commands: Sequence[Command]) -> GroupResult:
+        """Stage a batch clients submitted to this owner in the open group (waiting while it is full), and wait for
+        that group's commit: its result says whether the batch is committed (`GroupResult.committed` holds its
+        partition) or was dropped (`fenced`)."""
+        while not self._room.is_set():
+            await self._room.wait()
+        self._raise_failure()
+        if self._open is None:
+            self._open = Group(self.partitions, self.model, self._previous)
+        group = self._open
+        group.add_submitted(session, commands)
+        if group.result is None:
+            group.result = asyncio.get_running_loop().create_future()
+        if group.records >= self.max_records or group.commands >= self.max_commands:
+            self._room.clear()
+        self._start_next()
+        return await asyncio.shield(group.result)
+
     async def drain(self) -> None:
         """Wait until every record added so far is committed (or its commit failed, which raises here)."""
         self._start_next(at_once=True)
@@ -349,9 +376,14 @@ class Pipeline:
             for partition in result.committed:  # their entries are in the stores now
                 group.staged[partition].state.trim(self.max_segments)
             self.on_committed(result)
+            if group.result is not None:
+                group.result.set_result(result)
         except Exception as exc:  # noqa: BLE001 - kept, and raised from the next add or drain
             self._failure = exc
             self._room.set()
+            if group.result is not None:
+                group.result.set_exception(exc)
+                group.result.exception()  # raised to whoever still waits; not logged as unretrieved
             self.on_failed(exc)
         finally:
             self._committing = None

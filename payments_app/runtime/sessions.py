@@ -125,12 +125,17 @@ class LedgerSessions:
         task = self._opening.get(partition)
         return None if task is None else await task
 
-    def store(self, partition: int) -> PartitionStore | None:
-        """The store of an assigned partition whose session is open, for reads; None otherwise."""
+    def opened(self, partition: int) -> KafkaSession | None:
+        """The session of an assigned partition, once open; None otherwise."""
         task = self._opening.get(partition)
         if task is None or not task.done() or task.cancelled() or task.exception() is not None:
             return None
-        return task.result().store
+        return task.result()
+
+    def store(self, partition: int) -> PartitionStore | None:
+        """The store of an assigned partition whose session is open, for reads; None otherwise."""
+        session = self.opened(partition)
+        return None if session is None else session.store
 
     def open_partitions(self) -> set[int]:
         return {p for p in self._opening if self.store(p) is not None}

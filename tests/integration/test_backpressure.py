@@ -1,5 +1,5 @@
 """Back-pressure through the HTTP API: one worker whose backlog bound is two submissions. An array spread over
-four partitions is taken for the first two and refused for the others, which its owner never sent."""
+four partitions is taken for the first two and refused for the others, which its owner never applied."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def one_id_per_partition(prefix: str) -> list[str]:
     return [ids[p] for p in range(PARTITIONS)]
 
 
-async def test_an_array_refused_in_part_names_the_refused_items_and_sends_none_of_them(session, url) -> None:
+async def test_an_array_refused_in_part_names_the_refused_items_and_applies_none_of_them(session, url) -> None:
     for account in ("bp-a", "bp-b"):
         assert (await call(session, "POST", f"{url}/accounts", {"id": account}))[0] == 201
     assert (await call(session, "POST", f"{url}/deposits", {"id": "bp-d", "account": "bp-a", "amount": 400}))[0] == 202
@@ -46,7 +46,8 @@ async def test_an_array_refused_in_part_names_the_refused_items_and_sends_none_o
         status, retry_after, body = response.status, response.headers.get("Retry-After"), await response.json()
     assert status == 202 and retry_after is not None
     taken, refused = ids[:MAX_WAITING], ids[MAX_WAITING:]  # the partitions are asked in the array's order
-    assert [item["status"] for item in body] == ["pending"] * len(taken) + ["refused"] * len(refused)
+    assert {item["status"] for item in body[: len(taken)]} <= {"pending", "applied"}  # pending: collecting funds
+    assert [item["status"] for item in body[len(taken) :]] == ["refused"] * len(refused)
     assert {item["error"] for item in body[MAX_WAITING:]} == {"backlogged"}
 
     assert [(await settled(session, url, tx_id))["status"] for tx_id in taken] == ["applied"] * len(taken)
@@ -55,6 +56,6 @@ async def test_an_array_refused_in_part_names_the_refused_items_and_sends_none_o
     assert (await call(session, "GET", f"{url}/accounts/bp-b"))[1]["balance"] == len(taken)
 
     status, body = await call(session, "POST", f"{url}/transfers", items[MAX_WAITING:])  # sent again, same ids
-    assert status == 202 and [item["status"] for item in body] == ["pending"] * len(refused)
+    assert status in (200, 202) and {item["status"] for item in body} <= {"pending", "applied"}
     assert [(await settled(session, url, tx_id))["status"] for tx_id in refused] == ["applied"] * len(refused)
     assert (await call(session, "GET", f"{url}/accounts/bp-b"))[1]["balance"] == len(ids)

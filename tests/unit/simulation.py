@@ -4,6 +4,7 @@ Partitions are logs of records, changelogs are lists, stores are dicts with a ch
 order in which partitions make progress and what goes wrong: a worker dies before its commit, or after its
 commit and before its checkpoint; another worker takes over with an empty store; the consumer's committed offset
 lags (records replayed) or runs ahead of what was applied (records skipped); a zombie commits after being fenced.
+Client transactions reach a partition through its log, or straight from a client at its owner (`submit_direct`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,29 @@ class SimCluster:
         """Append a client transaction to the partition the model routes it to (or to `partition`)."""
         p = decided_in(command, self.partitions, self.model) if partition is None else partition
         self.parts[p].log.append(encode_batch([command]))
+
+    def submit_direct(self, command: ClientTransaction, fault: str | None = None) -> bool:
+        """A client's transaction applied at its partition's owner as `payments_app.intake` does it: staged in the
+        owner's open group and committed, never in the log. `fault`: "before_commit" or "before_checkpoint" kills
+        the owner; "zombie" submits to an owner another has fenced. Returns whether the owner said committed (the
+        client retries, with the same id, until it does)."""
+        p = decided_in(command, self.partitions, self.model)
+        session = self.session(p)
+        if fault == "zombie":
+            self.parts[p].session = None
+            self.session(p)  # the new owner opens, which fences this one
+        session.crash_before_commit = fault == "before_commit"
+        session.crash_before_checkpoint = fault == "before_checkpoint"
+
+        async def attempt() -> bool:
+            pipeline = Pipeline(self.partitions, self.model, lambda result: None, lambda exc: None)
+            return p in (await pipeline.add_submitted(session, [command])).committed
+
+        try:
+            return asyncio.run(attempt())
+        except Crash:
+            self.crash(p)
+            return False
 
     def pending(self) -> list[int]:
         return [p for p, part in enumerate(self.parts) if self.applied(p) + 1 < len(part.log)]

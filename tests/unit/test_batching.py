@@ -1,5 +1,4 @@
-"""The web layer's batcher: one send per linger window, one record per partition in it, and nobody answered before
-the broker."""
+"""Coalescing: one delivery per linger window and key, nobody answered before it; and records cut to size."""
 
 from __future__ import annotations
 
@@ -7,63 +6,55 @@ import asyncio
 
 import pytest
 
-from payments_app.batching import PartitionBatcher
+from payments_app.batching import Coalescer
 from payments_app.codec import MAX_COMMANDS_PER_RECORD, chunks, encode_batch
-from payments_app.domain.commands import Command, Deposit, Transfer
+from payments_app.domain.commands import Command, Transfer
 from payments_app.domain.money import MAX_AMOUNT_MINOR
-
-
-def deposit(n: int) -> Deposit:
-    return Deposit(f"d{n}", "alice", 1)
 
 
 class Recorder:
     def __init__(self, fail: bool = False) -> None:
-        self.records: list[dict] = []
+        self.deliveries: list[tuple[str, list[int]]] = []
         self.fail = fail
         self.release = asyncio.Event()
 
-    async def send(self, by_partition: dict) -> None:
+    async def deliver(self, key: str, items: list[int]) -> list[int | BaseException]:
         await self.release.wait()
         if self.fail:
-            raise ConnectionError("broker gone")
-        self.records.append(by_partition)
+            raise ConnectionError("owner gone")
+        self.deliveries.append((key, items))
+        return [item * 10 for item in items]
 
 
-async def test_requests_within_the_window_share_one_send_with_one_record_per_partition() -> None:
+async def test_items_within_the_window_share_one_delivery_per_key() -> None:
     recorder = Recorder()
-    batcher = PartitionBatcher(recorder.send, linger_s=0.01)
-    calls = [
-        asyncio.create_task(batcher.submit({0: [deposit(1)], 1: [deposit(2)]})),
-        asyncio.create_task(batcher.submit({0: [deposit(3), deposit(4)]})),
-    ]
+    coalescer: Coalescer[str, int, int] = Coalescer(recorder.deliver, linger_s=0.01, max_size=100)
+    calls = [asyncio.create_task(coalescer.submit(key, item)) for key, item in [("a", 1), ("b", 2), ("a", 3)]]
     await asyncio.sleep(0.05)
-    assert not any(call.done() for call in calls), "answered before the broker acknowledged"
-    later = asyncio.create_task(batcher.submit({1: [deposit(5)]}))  # the next window
+    assert not any(call.done() for call in calls), "answered before the delivery"
+    later = asyncio.create_task(coalescer.submit("a", 4))  # the next window
     await asyncio.sleep(0.05)
     recorder.release.set()
-    await asyncio.gather(*calls, later)
-    assert recorder.records == [{0: [deposit(1), deposit(3), deposit(4)], 1: [deposit(2)]}, {1: [deposit(5)]}]
+    assert await asyncio.gather(*calls, later) == [10, 20, 30, 40]
+    assert sorted(recorder.deliveries) == [("a", [1, 3]), ("a", [4]), ("b", [2])]
 
 
-async def test_a_full_buffer_is_sent_without_waiting_for_the_window() -> None:
+async def test_a_full_window_is_delivered_without_waiting_for_it_to_end() -> None:
     recorder = Recorder()
     recorder.release.set()
-    batcher = PartitionBatcher(recorder.send, linger_s=60, max_commands=3)
-    await asyncio.wait_for(batcher.submit({0: [deposit(1), deposit(2), deposit(3)]}), timeout=1)
-    assert recorder.records == [{0: [deposit(1), deposit(2), deposit(3)]}]
+    coalescer: Coalescer[str, int, int] = Coalescer(recorder.deliver, linger_s=60, max_size=3)
+    assert await asyncio.wait_for(coalescer.submit("a", 1, size=3), timeout=1) == 10
+    assert recorder.deliveries == [("a", [1])]
 
 
-async def test_a_failed_send_fails_every_request_in_it() -> None:
+async def test_a_failed_delivery_fails_every_item_in_it() -> None:
     recorder = Recorder(fail=True)
     recorder.release.set()
-    batcher = PartitionBatcher(recorder.send, linger_s=0.001)
-    results = await asyncio.gather(
-        batcher.submit({0: [deposit(1)]}), batcher.submit({0: [deposit(2)]}), return_exceptions=True
-    )
+    coalescer: Coalescer[str, int, int] = Coalescer(recorder.deliver, linger_s=0.001, max_size=100)
+    results = await asyncio.gather(coalescer.submit("a", 1), coalescer.submit("a", 2), return_exceptions=True)
     assert all(isinstance(result, ConnectionError) for result in results)
     with pytest.raises(ConnectionError):
-        await batcher.submit({2: [deposit(3)]})
+        await coalescer.submit("b", 3)
 
 
 def test_a_long_list_of_commands_is_cut_into_records_in_order() -> None:

@@ -1,9 +1,11 @@
-"""The owner's side of a submission, with its store and the broker replaced by dicts: conflicts, resubmissions,
-waits for a decision, the backlog bound, and partitions that leave."""
+"""The owner's side of a submission, with its store and the agent's group commit replaced by dicts: conflicts,
+resubmissions, answers after the commit, waits for a decision, the backlog bound, and partitions that leave."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,20 +14,47 @@ from payments_app import intake
 from payments_app.domain.commands import Command, Deposit, Transfer
 from payments_app.domain.ledger import APPLIED, TxRecord, transaction_key
 from payments_app.intake import ACCEPTED, CONFLICT, KNOWN, Backlogged, Intake
+from payments_app.runtime.commit import GroupResult
 
 PARTITION = 3
 T1 = Transfer("t1", "alice", "bob", 100)
 
 
-class FakeBroker:
-    def __init__(self) -> None:
-        self.sent: list[Command] = []
-        self.fail = False
+@dataclass
+class FakeSession:
+    partition: int = PARTITION
 
-    async def submit(self, by_partition: dict[int, list[Command]]) -> None:
-        if self.fail:
-            raise ConnectionError("broker down")
-        self.sent.extend(by_partition[PARTITION])
+
+class FakeState:
+    def __init__(self) -> None:
+        self.records: dict[str, TxRecord] = {}
+
+    def transaction(self, tx_id: str) -> TxRecord | None:
+        return self.records.get(tx_id)
+
+
+class FakePipeline:
+    """Commits every batch it is given (or drops it, `fenced`), once `gate` is open; `decide` says what each
+    transaction's record is after its commit (pending when absent)."""
+
+    def __init__(self, owner: Intake, state: FakeState) -> None:
+        self.owner = owner
+        self.state = state
+        self.staged: list[Command] = []
+        self.fenced = False
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.decide: dict[str, TxRecord] = {}
+
+    async def add_submitted(self, session: FakeSession, commands: Sequence[Command]) -> GroupResult:
+        self.staged.extend(commands)
+        await self.gate.wait()
+        if self.fenced:
+            return GroupResult(fenced=[session.partition])
+        records = [self.decide.get(tx.id) or TxRecord.pending(tx) for tx in commands]  # type: ignore[arg-type]
+        self.state.records.update((record.id, record) for record in records)
+        self.owner.decided(session.partition, records)  # as the agent's report does, before the result
+        return GroupResult(committed={session.partition: []}, transactions={session.partition: records})
 
 
 @pytest.fixture
@@ -36,27 +65,48 @@ def store(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 
 
 @pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
-    fake = FakeBroker()
-    monkeypatch.setattr(intake, "SUBMISSIONS", fake)
-    return fake
+def owner(monkeypatch: pytest.MonkeyPatch) -> Intake:
+    state = FakeState()
+    session = FakeSession()
+    monkeypatch.setattr(intake.LEDGER, "opened", lambda partition: session if partition == PARTITION else None)
+    monkeypatch.setattr(intake, "state_of", lambda session: state)
+    owner = Intake()
+    owner.pipeline = FakePipeline(owner, state)  # type: ignore[assignment]
+    return owner
+
+
+def pipeline(owner: Intake) -> FakePipeline:
+    return owner.pipeline  # type: ignore[return-value]
 
 
 def applied(tx: Transfer) -> TxRecord:
     return TxRecord(tx.id, "transfer", APPLIED, None, {"payer": tx.payer, "payee": tx.payee, "amount": tx.amount})
 
 
-async def test_a_new_transaction_is_sent_and_a_resubmission_is_known_before_it_is_applied(store, broker) -> None:
-    owner = Intake()
+async def test_a_new_transaction_is_answered_once_committed_with_its_record_as_the_commit_left_it(store, owner) -> None:
+    pipeline(owner).decide["t1"] = applied(T1)
     ((code, body),) = await owner.submit(PARTITION, [T1], wait_s=0)
+    assert (code, body) == (ACCEPTED, applied(T1).to_dict())
+    t2 = Transfer("t2", "alice", "bob", 5)  # parked in a collection round: still pending after its commit
+    ((code, body),) = await owner.submit(PARTITION, [t2], wait_s=0)
     assert code == ACCEPTED and body["status"] == "pending" and body["payer"] == "alice"
-    ((code, body),) = await owner.submit(PARTITION, [T1], wait_s=0)
-    assert code == KNOWN and body["status"] == "pending"
-    assert broker.sent == [T1] and owner.size == 1
+    assert pipeline(owner).staged == [T1, t2] and owner.size == 1
 
 
-async def test_the_same_id_with_another_body_is_a_conflict_before_and_after_the_decision(store, broker) -> None:
-    owner = Intake()
+async def test_a_resubmission_during_the_commit_waits_for_it_and_is_known(store, owner) -> None:
+    pipeline(owner).gate.clear()
+    first = asyncio.create_task(owner.submit(PARTITION, [T1], wait_s=0))
+    await asyncio.sleep(0.01)
+    again = asyncio.create_task(owner.submit(PARTITION, [T1], wait_s=0))
+    await asyncio.sleep(0.01)
+    assert not first.done() and not again.done()
+    pipeline(owner).gate.set()
+    assert (await first)[0][0] == ACCEPTED
+    assert (await again)[0] == (KNOWN, TxRecord.pending(T1).to_dict())
+    assert pipeline(owner).staged == [T1]
+
+
+async def test_the_same_id_with_another_body_is_a_conflict_before_and_after_the_decision(store, owner) -> None:
     await owner.submit(PARTITION, [T1], wait_s=0)
     other = Transfer("t1", "alice", "bob", 999)
     ((code, body),) = await owner.submit(PARTITION, [other], wait_s=0)
@@ -68,12 +118,12 @@ async def test_the_same_id_with_another_body_is_a_conflict_before_and_after_the_
         assert code == CONFLICT and body["existing"]["status"] == APPLIED
     ((code, body),) = await owner.submit(PARTITION, [T1], wait_s=0)
     assert (code, body) == (KNOWN, applied(T1).to_dict())
-    assert broker.sent == [T1] and owner.size == 0
+    assert pipeline(owner).staged == [T1] and owner.size == 0
 
 
-async def test_a_wait_ends_with_the_decision(store, broker) -> None:
-    owner = Intake()
+async def test_a_wait_ends_with_the_decision(store, owner) -> None:
     submitted = asyncio.create_task(owner.submit(PARTITION, [T1], wait_s=5))
+    await asyncio.sleep(0.01)
     looked_up = asyncio.create_task(owner.lookup(PARTITION, "t1", wait_s=5))
     await asyncio.sleep(0.01)
     assert not submitted.done() and not looked_up.done()
@@ -82,35 +132,38 @@ async def test_a_wait_ends_with_the_decision(store, broker) -> None:
     assert await looked_up == applied(T1).to_dict()
 
 
-async def test_a_wait_ends_at_its_deadline_with_pending(store, broker) -> None:
-    owner = Intake()
+async def test_a_wait_ends_at_its_deadline_with_pending(store, owner) -> None:
     ((code, body),) = await owner.submit(PARTITION, [T1], wait_s=0.05)
     assert code == ACCEPTED and body["status"] == "pending"
     assert (await owner.lookup(PARTITION, "t1", wait_s=0.05))["status"] == "pending"
     assert await owner.lookup(PARTITION, "unknown", wait_s=0.05) is None
 
 
-async def test_a_partition_that_leaves_ends_its_waits_and_forgets_them(store, broker) -> None:
-    owner = Intake()
+async def test_a_partition_that_leaves_ends_its_waits_and_forgets_them(store, owner) -> None:
     waiting = asyncio.create_task(owner.submit(PARTITION, [T1], wait_s=5))
     await asyncio.sleep(0.01)
     owner.release({PARTITION})
     assert (await waiting)[0][1]["status"] == "pending" and owner.size == 0
 
 
-async def test_past_the_backlog_bound_nothing_is_sent(store, broker, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_past_the_backlog_bound_nothing_is_staged(store, owner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(intake, "MAX_WAITING", 1)
-    owner = Intake()
     await owner.submit(PARTITION, [T1], wait_s=0)
     with pytest.raises(Backlogged):
         await owner.submit(PARTITION, [Transfer("t2", "alice", "bob", 1)], wait_s=0)
-    assert broker.sent == [T1]
+    assert pipeline(owner).staged == [T1]
 
 
-async def test_a_send_that_fails_forgets_its_transactions(store, broker) -> None:
-    owner = Intake()
-    broker.fail = True
-    with pytest.raises(ConnectionError):
+async def test_a_batch_dropped_by_a_fence_is_forgotten_and_the_request_goes_to_the_next_owner(store, owner) -> None:
+    pipeline(owner).fenced = True
+    with pytest.raises(LookupError, match="before its commit"):
         await owner.submit(PARTITION, [T1], wait_s=0)
-    broker.fail = False
+    assert owner.size == 0
+    pipeline(owner).fenced = False
     assert (await owner.submit(PARTITION, [T1], wait_s=0))[0][0] == ACCEPTED and owner.size == 1
+
+
+async def test_a_partition_not_open_here_is_looked_up_elsewhere(store, owner) -> None:
+    with pytest.raises(LookupError, match="not open"):
+        await owner.submit(PARTITION + 1, [T1], wait_s=0)
+    assert owner.size == 0 and pipeline(owner).staged == []

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from payments_app.codec import decode_entry, encode_entry
-from payments_app.domain.commands import Deposit, Transfer, Withdrawal
+from payments_app.domain.commands import ClientTransaction, Deposit, Transfer, Withdrawal
 from payments_app.domain.ledger import (
     APPLIED,
     INSUFFICIENT_FUNDS,
@@ -254,12 +254,21 @@ def test_any_interleaving_and_crashes_conserve_money_and_decide_everything(
     for n, op in enumerate(ops):
         tx_id = f"tx-{n}"
         ids.append(tx_id)
+        tx: ClientTransaction
         if op[0] == "deposit":
-            cluster.submit(Deposit(tx_id, op[1], op[2]))
+            tx = Deposit(tx_id, op[1], op[2])
         elif op[0] == "withdraw":
-            cluster.submit(Withdrawal(tx_id, op[1], op[2]))
+            tx = Withdrawal(tx_id, op[1], op[2])
         else:
-            cluster.submit(Transfer(tx_id, op[1], op[2], op[3]))
+            tx = Transfer(tx_id, op[1], op[2], op[3])
+        if rng.random() < 0.5:
+            cluster.submit(tx)
+        else:  # at the owner; a client retries until an answer says committed, and may send it again after
+            faults = [None, "before_commit", "before_checkpoint", "zombie"]
+            while not cluster.submit_direct(tx, rng.choice(faults) if rng.random() < fault_rate else None):
+                pass
+            if rng.random() < 0.2:
+                assert cluster.submit_direct(tx)
         if model == CONCURRENT and rng.random() < 0.2:
             cluster.rebalance(rng.choice(ACCOUNTS))
         if rng.random() < 0.3:
