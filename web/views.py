@@ -72,7 +72,7 @@ async def read_body(request: Request) -> Any:
 
 
 class ApiView(View):
-    """Turns the domain's and the edge's exceptions into JSON errors; nothing has been sent when they happen."""
+    """Turns the domain's and the edge's exceptions into JSON errors; nothing has been applied when they happen."""
 
     async def dispatch(self, request: Any) -> Any:
         try:
@@ -98,7 +98,7 @@ Refusal = Backlogged | Unavailable
 
 
 async def submit(view: View, request: Request, transactions: list[ClientTransaction], as_array: bool) -> Response:
-    """Hand each partition's transactions to its owner (`intake`), which sends the new ones and answers known
+    """Hand each partition's transactions to its owner (`intake`), which applies the new ones and answers known
     ids from its own records; with `?wait=` the answer waits for the decisions. An array refused in part (some
     partitions' owners backlogged or out of reach) answers those items `refused`, to be sent again with the same
     ids; refused whole, it answers 429 or 503 like a single transaction."""
@@ -133,7 +133,7 @@ async def answers_by_partition(
     at_partition: Callable[[int, list[ClientTransaction]], Awaitable[list[Answer]]],
 ) -> list[Answer | Refusal]:  # fmt: skip
     """Each transaction's answer from its partition's owner, or the refusal of its whole partition. Every partition
-    is asked to the end: one partition refused does not hide what the others' owners already sent."""
+    is asked to the end: one partition refused does not hide what the others' owners already applied."""
     answers: list[Answer | Refusal] = [(0, {})] * len(transactions)
 
     async def ask(partition: int, indexes: list[int]) -> None:

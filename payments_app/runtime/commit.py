@@ -203,9 +203,10 @@ class Group:
                 self._stage(staged, offset, value)
 
     def add_submitted(self, session: Session, commands: Sequence[Command]) -> None:
-        """Stage a batch that clients submitted to this owner: it is in no log until this group commits."""
+        """Stage a batch that clients submitted to this owner: it is in no log until this group commits. Not
+        counted as a record: a group holds as many as its bound on commands lets it (an array of 50 spread over 8
+        partitions is 8 batches)."""
         self._apply(self._part(session), None, commands)
-        self.records += 1
 
     def _stage(self, staged: StagedPartition, offset: int, value: bytes) -> None:
         self._apply(staged, offset, decode_batch(value))

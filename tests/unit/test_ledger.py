@@ -360,3 +360,21 @@ def test_commits_are_spaced_so_records_arriving_meanwhile_share_one() -> None:
 
     assert commits(0.0) == 10
     assert 2 <= commits(0.5) <= 3  # 3 only if the ten records took longer than the interval to arrive
+
+
+def test_submissions_at_the_owner_share_a_commit_bounded_by_commands_not_records() -> None:
+    """Client batches staged at the owner (an array of 50 is one per partition it spans) fill a group up to its
+    bound on commands: a bound of 2 records would have cut these 8 batches into several commits."""
+    cluster = funded(1, {"alice": 100, "bob": 0})
+    session = cluster.session(0)
+    results: list[GroupResult] = []
+
+    async def submit_all() -> list[GroupResult]:
+        pipeline = Pipeline(1, CONCURRENT, results.append, lambda exc: None, max_records=2, spacing_s=0.5)
+        batches = [[Transfer(f"s{n}", "alice", "bob", 1)] for n in range(8)]
+        return await asyncio.gather(*(pipeline.add_submitted(session, batch) for batch in batches))
+
+    answers = asyncio.run(submit_all())
+    assert all(0 in answer.committed for answer in answers)
+    assert len(results) == 2  # the first commits at once; the other seven, arriving meanwhile, share the next
+    assert (cluster.balance("alice"), cluster.balance("bob")) == (92, 8) and cluster.audit().ok
