@@ -307,37 +307,39 @@ class Pipeline:
 
     async def add(self, session: Session, offset: int, value: bytes) -> None:
         """Stage one record in the open group (waiting while it is full); it commits with that group."""
-        while not self._room.is_set():
-            await self._room.wait()
-        self._raise_failure()
-        if self._open is None:
-            self._open = Group(self.partitions, self.model, self._previous)
+        group = await self._open_group()
         self._adding = True
         try:
-            await self._open.add(session, offset, value)
+            await group.add(session, offset, value)
         finally:
             self._adding = False
-        if self._open.records >= self.max_records or self._open.commands >= self.max_commands:
-            self._room.clear()
-        self._start_next()
+        self._staged(group)
 
     async def add_submitted(self, session: Session, commands: Sequence[Command]) -> GroupResult:
         """Stage a batch clients submitted to this owner in the open group (waiting while it is full), and wait for
         that group's commit: its result says whether the batch is committed (`GroupResult.committed` holds its
         partition) or was dropped (`fenced`)."""
+        group = await self._open_group()
+        group.add_submitted(session, commands)
+        if group.result is None:
+            group.result = asyncio.get_running_loop().create_future()
+        result = group.result
+        self._staged(group)
+        return await asyncio.shield(result)
+
+    async def _open_group(self) -> Group:
+        """The group to stage into, once it has room."""
         while not self._room.is_set():
             await self._room.wait()
         self._raise_failure()
         if self._open is None:
             self._open = Group(self.partitions, self.model, self._previous)
-        group = self._open
-        group.add_submitted(session, commands)
-        if group.result is None:
-            group.result = asyncio.get_running_loop().create_future()
+        return self._open
+
+    def _staged(self, group: Group) -> None:
         if group.records >= self.max_records or group.commands >= self.max_commands:
             self._room.clear()
         self._start_next()
-        return await asyncio.shield(group.result)
 
     async def drain(self) -> None:
         """Wait until every record added so far is committed (or its commit failed, which raises here)."""
