@@ -52,6 +52,10 @@ EMPTY_VOLUME_READY_TIMEOUT_S = 900.0
 ACCOUNTS = 10_000
 
 
+#: the API's share of the load under faults: lanes each sending one array at a time, retried until taken
+API_LANES, API_ARRAY, API_TRIES, API_RETRY_S = 2, 20, 3_000, 0.2
+
+
 @dataclass
 class SoakSettings:
     history: int = 1_000_000
@@ -79,6 +83,7 @@ class SoakResult:
     decide_after_change_s: list[float] = field(default_factory=list)
     decide_after_change_full_load_s: list[float] = field(default_factory=list)
     full_load_tps: float = 0.0
+    api_submitted: int = 0  # transfers sent through the HTTP API during the faults (applied at their owner)
     watchdog_exits: int = 0
     unexpected_exits: list[int] = field(default_factory=list)  # exit codes of workers that stopped by themselves
     submitted_ids: int = 0
@@ -248,6 +253,9 @@ class Soak:
         """Faults while a steady load runs; returns the transfers sent."""
         load = Load(run)
         senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(4)]
+        api_source = TransferSource(source.settings, source.accounts, tag="a")
+        api_stop = asyncio.Event()
+        api_senders = [asyncio.create_task(self.api_sender(ledger, api_source, api_stop)) for _ in range(API_LANES)]
         try:
             for n in range(self.settings.kills):
                 victim = self.rng.choice(self.workers)
@@ -268,10 +276,47 @@ class Soak:
                 self.progress.show(f"faults: leave/join {n + 1}/{self.settings.leave_join_cycles}")
         finally:
             load.stop_at = 0.0
+            api_stop.set()
             await asyncio.gather(*senders, return_exceptions=True)
+        self.result.api_submitted = sum(await asyncio.gather(*api_senders))
         self.result.watchdog_exits = sum(w.log_path.read_text(errors="replace").count("exiting for a restart")
                                          for w in self.workers)  # fmt: skip
-        return load.submitted
+        return load.submitted + self.result.api_submitted
+
+    async def api_sender(self, ledger: Ledger, source: TransferSource, stop: asyncio.Event) -> int:
+        """Arrays of transfers through the HTTP API, to a worker chosen at random, while the faults run; returns the
+        transfers sent. Each array's items are sent again, with the same ids, until a worker has taken every one,
+        so each id counts among those that must be decided once."""
+        sent = 0
+        while not stop.is_set():
+            _, batch = source.next_batch(API_ARRAY)
+            items = [{"id": t.id, "payer": t.payer, "payee": t.payee, "amount": t.amount} for t in batch]
+            await self.until_taken(ledger, items)
+            sent += len(items)
+        return sent
+
+    async def until_taken(self, ledger: Ledger, items: list[dict[str, Any]]) -> None:
+        assert ledger.session is not None
+        waiting = items
+        for _ in range(API_TRIES):
+            worker = self.rng.choice([w for w in self.workers if w.process is not None] or self.workers)
+            try:
+                async with ledger.session.post(f"{worker.url}/transfers", json=waiting) as response:
+                    status, body = response.status, await response.json(content_type=None)
+            except (OSError, TimeoutError, aiohttp.ClientError):
+                status, body = 0, None
+            if status in (200, 202):
+                conflicts = [item for item in body if item["status"] == "conflict"]
+                if conflicts:
+                    self.result.problems.append(f"an id sent again answered as a conflict: {conflicts[0]}")
+                refused = {item["id"] for item in body if item["status"] == "refused"}
+                waiting = [item for item in waiting if item["id"] in refused]
+                if not waiting:
+                    return
+            elif status not in (0, 429, 503):
+                raise RuntimeError(f"{worker.url}/transfers answered {status}: {body}")
+            await asyncio.sleep(API_RETRY_S)
+        raise TimeoutError(f"no worker took {len(waiting)} transfers in {API_TRIES} tries")
 
     async def leave_and_join(self, ledger: Ledger, cycle: int) -> list[float]:
         """One worker leaves cleanly, then joins again; the seconds until every partition decides after each."""
@@ -386,6 +431,8 @@ def summary(result: SoakResult) -> str:
         f"{len(full)} changes |",
         f"| watchdog exits; workers that exited by themselves (codes) | {result.watchdog_exits}; "
         f"{result.unexpected_exits or 'none'} |",
+        f"| transfers sent through the HTTP API during the faults (each array again until taken) | "
+        f"{result.api_submitted:,} |",
         f"| distinct ids submitted / decided | {result.submitted_ids:,} / {result.decided:,} |",
         f"| audit ok, problems | {result.audit_ok}, {result.problems or 'none'} |",
     ]  # fmt: skip
