@@ -26,7 +26,7 @@ from payments_app.domain.commands import ClientTransaction
 from payments_app.domain.ledger import TxRecord, transaction_key
 from payments_app.metrics import DECISION_SECONDS
 from payments_app.queries import stored_value
-from payments_app.runtime.commit import Pipeline, state_of
+from payments_app.runtime.commit import Pipeline
 from payments_app.runtime.kafka_session import KafkaSession
 from payments_app.runtime.wiring import LEDGER, ledger_partitions
 from payments_app.settings import SETTINGS
@@ -130,9 +130,7 @@ class Intake:
         if partition not in result.committed:
             self._forget(partition, new)
             return False
-        state = state_of(session)  # an id staged from the log as well was decided there, not in this batch
-        self.decided(partition, [record for tx in new if (record := state.transaction(tx.id)) is not None])
-        return True
+        return True  # the agent's report of the commit has resolved the waits of those it decided
 
     def _forget(self, partition: int, new: list[ClientTransaction]) -> None:
         """Submissions whose batch was not committed here: unknown again."""

@@ -25,21 +25,12 @@ class FakeSession:
     partition: int = PARTITION
 
 
-class FakeState:
-    def __init__(self) -> None:
-        self.records: dict[str, TxRecord] = {}
-
-    def transaction(self, tx_id: str) -> TxRecord | None:
-        return self.records.get(tx_id)
-
-
 class FakePipeline:
     """Commits every batch it is given (or drops it, `fenced`), once `gate` is open; `decide` says what each
     transaction's record is after its commit (pending when absent)."""
 
-    def __init__(self, owner: Intake, state: FakeState) -> None:
+    def __init__(self, owner: Intake) -> None:
         self.owner = owner
-        self.state = state
         self.staged: list[Command] = []
         self.fenced = False
         self.gate = asyncio.Event()
@@ -52,7 +43,6 @@ class FakePipeline:
         if self.fenced:
             return GroupResult(fenced=[session.partition])
         records = [self.decide.get(tx.id) or TxRecord.pending(tx) for tx in commands]  # type: ignore[arg-type]
-        self.state.records.update((record.id, record) for record in records)
         self.owner.decided(session.partition, records)  # as the agent's report does, before the result
         return GroupResult(committed={session.partition: []}, transactions={session.partition: records})
 
@@ -66,12 +56,10 @@ def store(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 
 @pytest.fixture
 def owner(monkeypatch: pytest.MonkeyPatch) -> Intake:
-    state = FakeState()
     session = FakeSession()
     monkeypatch.setattr(intake.LEDGER, "opened", lambda partition: session if partition == PARTITION else None)
-    monkeypatch.setattr(intake, "state_of", lambda session: state)
     owner = Intake()
-    owner.pipeline = FakePipeline(owner, state)  # type: ignore[assignment]
+    owner.pipeline = FakePipeline(owner)  # type: ignore[assignment]
     return owner
 
 
