@@ -151,7 +151,13 @@ class Intake:
         return KNOWN if waited else code, future.result().to_dict()
 
     async def lookup(self, partition: int, tx_id: str, wait_s: float) -> dict[str, Any] | None:
-        """The transaction's record (None if unknown here); a pending one waited for up to `wait_s`."""
+        """The transaction's record (None if unknown here); a pending one waited for up to `wait_s`.
+
+        A transaction staged here is shown once its commit is: a batch a fence drops was never acknowledged, so
+        its record was never there (LookupError: the next owner answers)."""
+        held = self._waiting[partition].get(tx_id)
+        if held is not None and held.committed is not None and not await asyncio.shield(held.committed):
+            raise LookupError(f"partition {partition}: left this worker before {tx_id!r} was committed")
         row = stored_value(partition, transaction_key(tx_id))
         record = None if row is None else TxRecord.from_row(row).to_dict()
         held = self._waiting[partition].get(tx_id)

@@ -120,6 +120,30 @@ async def test_a_wait_ends_with_the_decision(store, owner) -> None:
     assert await looked_up == applied(T1).to_dict()
 
 
+async def test_a_lookup_during_the_commit_answers_as_the_commit_does(store, owner) -> None:
+    """Not `pending` before the commit ends: a batch a fence drops was never there, and the next owner answers."""
+    for fenced in (False, True):
+        tx = Transfer(f"t-{fenced}", "alice", "bob", 1)
+        pipeline(owner).gate.clear()
+        pipeline(owner).fenced = fenced
+        pipeline(owner).decide[tx.id] = applied(tx)
+        submitted = asyncio.create_task(owner.submit(PARTITION, [tx], wait_s=0))
+        await asyncio.sleep(0.01)
+        looked_up = asyncio.create_task(owner.lookup(PARTITION, tx.id, wait_s=0))
+        await asyncio.sleep(0.01)
+        assert not looked_up.done()
+        if not fenced:
+            store[transaction_key(tx.id)] = applied(tx).to_row()  # the commit's checkpoint, before its report
+        pipeline(owner).gate.set()
+        if fenced:
+            for answer in (submitted, looked_up):
+                with pytest.raises(LookupError, match="before"):
+                    await answer
+        else:
+            assert (await submitted)[0] == (ACCEPTED, applied(tx).to_dict())
+            assert await looked_up == applied(tx).to_dict()
+
+
 async def test_a_wait_ends_at_its_deadline_with_pending(store, owner) -> None:
     ((code, body),) = await owner.submit(PARTITION, [T1], wait_s=0.05)
     assert code == ACCEPTED and body["status"] == "pending"
