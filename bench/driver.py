@@ -15,6 +15,7 @@ generator's CPU is off the cores while they drain (how Kafka Streams application
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import random
@@ -40,6 +41,8 @@ from payments_app.domain.routing import CONCURRENT, decided_in, home_of
 from payments_app.local_kafka import LocalKafka, configured_broker_url, free_port, parse_broker_url
 
 POLL_S = 0.05
+#: a line of the workers' /metrics counting records committed within a bound
+RECORD_BUCKET = 'payments_record_committed_seconds_bucket{le="'
 #: a catch-up whose decided count stands still this long has stopped (its start, restores included, takes seconds)
 CATCH_UP_STALL_S = 180.0
 CATCH_UP = "catch-up"
@@ -89,6 +92,10 @@ class RunResult:
     settings: dict[str, Any] = field(default_factory=dict)
     audit_s: float = 0.0  # how long the last GET /audit took to answer
     refused: int = 0  # HTTP path: transfers not taken (429 or 503 answers, an array's `refused` items: back-pressure)
+    #: the workers' own view (`payments_record_committed_seconds`): a transactions record's timestamp to its commit,
+    #: without the harness's poll; per bucket, so within a bucket's width. The Kafka path's records; NaN if none
+    record_p50_ms: float = float("nan")
+    record_p99_ms: float = float("nan")
 
 
 class Progress:
@@ -208,14 +215,32 @@ class Ledger:
         assert self.session is not None
         applied: dict[int, int] = {}
         totals: dict[str, int] = {}
-        for worker in self.workers:
+
+        async def ask(worker: WorkerProcess) -> Any:
+            assert self.session is not None
             async with self.session.get(f"{worker.internal_url}/internal/progress") as response:
-                body = await response.json()
+                return await response.json()
+
+        for body in await asyncio.gather(*map(ask, self.workers)):  # side by side: a busy worker delays only itself
             for partition, offset in body["applied"].items():
                 applied[int(partition)] = max(applied.get(int(partition), -1), offset)
             for name, value in body["metrics"].items():
                 totals[name] = totals.get(name, 0) + value
         return applied, totals
+
+    async def record_buckets(self) -> dict[float, float]:
+        """The workers' `payments_record_committed_seconds` histogram, summed: records committed per upper bound
+        (seconds, cumulative)."""
+        assert self.session is not None
+        buckets: dict[float, float] = {}
+        for worker in self.workers:
+            async with self.session.get(f"{worker.internal_url}/metrics") as response:
+                text = await response.text()
+            for line in text.splitlines():
+                if line.startswith(RECORD_BUCKET):
+                    bound = line[len(RECORD_BUCKET) : line.index('"', len(RECORD_BUCKET))]
+                    buckets[float(bound)] = buckets.get(float(bound), 0.0) + float(line.rsplit(" ", 1)[1])
+        return buckets
 
     async def audit(self, attempts: int = 5) -> dict[str, Any]:
         """The whole ledger's audit; a failed audit is a problem of the run, not a crash of the benchmark."""
@@ -489,6 +514,24 @@ async def drive_catch_up(
             "counters_before": dict.fromkeys(totals, 0)}  # fmt: skip
 
 
+def bucket_percentile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The q-quantile, in milliseconds, of what a cumulative histogram counted between two readings, interpolated
+    linearly inside its bucket (as Prometheus' histogram_quantile does); NaN if it counted nothing."""
+    bounds = sorted(after)
+    counts = [after[bound] - before.get(bound, 0.0) for bound in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank = q * counts[-1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if math.isinf(bound):
+                return 1000 * lower_bound
+            return 1000 * (lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9))
+        lower_bound, lower_count = bound, count
+    return 1000 * lower_bound
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -575,6 +618,7 @@ async def measure(
     """Drive one workload, drain, audit; CPU is counted from the start of the load to the end of draining."""
     cpu_before, _ = process_usage(pids)
     _, before = await ledger.progress()
+    records_before = await ledger.record_buckets()
     if settings.path == CATCH_UP:
         load = await drive_catch_up(ledger, settings, accounts, pids, progress)
         cpu_before, before = load["cpu_before"], load["counters_before"]
@@ -582,6 +626,8 @@ async def measure(
         load = await drive_load(ledger, settings, accounts, progress)
     audit = await settled_audit(ledger, progress)
     _, after = await ledger.progress()
+    records_after = await ledger.record_buckets()
+    live = settings.path == "kafka"  # a catch-up restarts the workers (and their histograms); HTTP has wrk's
     cpu_after, rss = process_usage(pids)
     cpu = {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after}
     applied = after["transactions_applied_total"] - before["transactions_applied_total"]
@@ -616,8 +662,11 @@ async def measure(
         invariants_ok=not problems, problems=problems, cpu_s=cpu, peak_rss_mb=rss,
         timeline=[(round(t, 2), n) for t, n in load["timeline"]], settings=asdict(settings),
         audit_s=round(ledger.last_audit_s, 2),
+        record_p50_ms=round(bucket_percentile(records_before, records_after, 0.5), 1) if live else math.nan,
+        record_p99_ms=round(bucket_percentile(records_before, records_after, 0.99), 1) if live else math.nan,
     )  # fmt: skip
-    progress.done(f"{result.applied_tps:,.0f} applied/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
+    progress.done(f"{result.applied_tps:,.0f} applied/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms "
+                  f"(at the workers, record to commit: p50 {result.record_p50_ms} ms, p99 {result.record_p99_ms} ms), "
                   f"invariants {'ok' if result.invariants_ok else 'FAILED'} (audit {result.audit_s} s)")  # fmt: skip
     return result
 

@@ -67,7 +67,7 @@ async def apply_transactions(stream: faust.StreamT) -> None:
             if session is None:
                 METRICS.records_not_owned_total += 1  # revoked: its new owner applies it
                 continue
-            await PIPELINE.add(session, event.message.offset, event.value)
+            await PIPELINE.add(session, event.message.offset, event.value, event.message.timestamp)
         except Exception as exc:  # noqa: BLE001 - any failure stops the worker
             stop_worker(exc)
 

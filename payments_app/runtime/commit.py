@@ -41,6 +41,7 @@ from payments_app.codec import (
 from payments_app.domain.checks import require
 from payments_app.domain.commands import Command
 from payments_app.domain.ledger import BatchOutcome, PartitionState, TxRecord, Writes, process_batch
+from payments_app.metrics import RECORD_SECONDS
 from tables.ledger import storage_key
 
 
@@ -162,6 +163,7 @@ class Group:
         self.previous = previous
         self.staged: dict[int, StagedPartition] = {}
         self.records = 0  # delivered and staged so far (records read to fill a gap are not counted)
+        self.created_s: list[float] = []  # the delivered records' timestamps (seconds since the epoch)
         self.commands = 0  # staged so far, across partitions
         self.sealed = False
         self.committed = False
@@ -175,8 +177,9 @@ class Group:
             staged = self.staged[session.partition] = StagedPartition(session, state_of(session))
         return staged
 
-    async def add(self, session: Session, offset: int, value: bytes) -> None:
-        """Stage one record; first the records the session has not seen between its last applied one and this."""
+    async def add(self, session: Session, offset: int, value: bytes, created_s: float) -> None:
+        """Stage one record, created at `created_s`; first the records the session has not seen between its last
+        applied one and this."""
         staged = self._part(session)
         require(staged.session is session, f"partition {session.partition}: two sessions in one group")
         if session.delivered is not None and offset <= session.delivered:
@@ -189,6 +192,7 @@ class Group:
         session.delivered = offset
         self._stage(staged, offset, value)
         self.records += 1
+        self.created_s.append(created_s)
 
     async def catch_up(self, session: Session, end: int) -> None:
         """Stage every record the partition committed to before `end` that its store has not applied yet.
@@ -305,12 +309,13 @@ class Pipeline:
         self._room.set()
         self._failure: BaseException | None = None
 
-    async def add(self, session: Session, offset: int, value: bytes) -> None:
-        """Stage one record in the open group (waiting while it is full); it commits with that group."""
+    async def add(self, session: Session, offset: int, value: bytes, created_s: float) -> None:
+        """Stage one record, created at `created_s` (its timestamp), in the open group (waiting while it is full);
+        it commits with that group."""
         group = await self._open_group()
         self._adding = True
         try:
-            await group.add(session, offset, value)
+            await group.add(session, offset, value, created_s)
         finally:
             self._adding = False
         self._staged(group)
@@ -378,6 +383,10 @@ class Pipeline:
             result = await group.commit()
             for partition in result.committed:  # their entries are in the stores now
                 group.staged[partition].state.trim(self.max_segments)
+            if not result.fenced:  # one transaction: every record of the group committed
+                committed_s = time.time()
+                for created_s in group.created_s:
+                    RECORD_SECONDS.observe(committed_s - created_s)
             self.on_committed(result)
             if group.result is not None:
                 group.result.set_result(result)

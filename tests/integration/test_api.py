@@ -232,12 +232,14 @@ async def test_health_metrics_openapi_and_audit(session, urls, module_cluster) -
     assert "payments_transactions_applied_total" in text
     assert "# HELP payments_transactions_applied_total client transactions applied" in text
     for family in ("payments_http_request_duration_seconds", "payments_submission_decided_seconds",
-                   "payments_partition_open_seconds", "payments_commit_duration_seconds"):  # fmt: skip
+                   "payments_partition_open_seconds", "payments_commit_duration_seconds",
+                   "payments_record_committed_seconds"):  # fmt: skip
         assert f"# TYPE {family} histogram" in text, family
     samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert float(samples["payments_submission_decided_seconds_count"]) > 0
     assert float(samples["payments_partition_open_seconds_count"]) >= 1
     assert float(samples["payments_commit_duration_seconds_count"]) >= 1
+    assert float(samples["payments_record_committed_seconds_count"]) >= 1  # the accounts opened through the topic
     assert float(samples["payments_rebalances_total"]) >= 1
     assert any(
         k.startswith('payments_http_request_duration_seconds_count{method="POST",route="/transfers"') for k in samples

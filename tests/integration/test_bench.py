@@ -26,6 +26,7 @@ async def test_short_runs_sharing_one_cluster_complete_with_their_invariants(bro
         assert result.submitted > 0 and result.applied + result.rejected == result.submitted
         assert result.applied_tps > 0
     assert all(result.p50_ms <= result.p99_ms for result in results[:2])
+    assert all(0 < result.record_p50_ms <= result.record_p99_ms for result in results[:2])  # the workers' own view
     assert results[1].segment_moves == 0  # every segment is funded: plain transfers never need a move
     assert results[2].submitted == 3_000 and math.isnan(results[2].p99_ms)  # the backlog, drained by restarted workers
     assert not any(tmp_path.glob("bench-*")), "a passing cluster's data is removed"

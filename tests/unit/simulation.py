@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,7 +204,7 @@ class SimCluster:
         pipeline = Pipeline(self.partitions, self.model, lambda result: None, lambda exc: None, (len(records) + 1) // 2,
                             spacing_s=0.001)  # fmt: skip
         for offset, value in records:
-            await pipeline.add(session, offset, value)
+            await pipeline.add(session, offset, value, time.time())
         await pipeline.drain()
 
     def zombie_commit(self, p: int, records: int) -> bool:
@@ -220,7 +221,7 @@ class SimCluster:
         async def attempt() -> bool:
             group = Group(self.partitions, self.model)
             for offset in range(start, start + count):
-                await group.add(zombie, offset, part.log[offset])
+                await group.add(zombie, offset, part.log[offset], time.time())
             return bool((await group.commit()).fenced) or count == 0
 
         fenced = asyncio.run(attempt())

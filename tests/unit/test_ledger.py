@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from payments_app.codec import decode_entry, encode_entry
 from payments_app.domain.commands import ClientTransaction, Deposit, Transfer, Withdrawal
@@ -350,7 +353,7 @@ def test_commits_are_spaced_so_records_arriving_meanwhile_share_one() -> None:
         async def feed() -> None:
             pipeline = Pipeline(1, CONCURRENT, results.append, lambda exc: None, 100, spacing_s=spacing_s)
             for offset in range(cluster.applied(0) + 1, len(log)):
-                await pipeline.add(session, offset, log[offset])
+                await pipeline.add(session, offset, log[offset], time.time())
                 await asyncio.sleep(0.002)
             await pipeline.drain()
 
@@ -360,6 +363,41 @@ def test_commits_are_spaced_so_records_arriving_meanwhile_share_one() -> None:
 
     assert commits(0.0) == 10
     assert 2 <= commits(0.5) <= 3  # 3 only if the ten records took longer than the interval to arrive
+
+
+def test_each_record_is_timed_from_its_timestamp_to_its_commit_and_a_fenced_group_is_not() -> None:
+    """`payments_record_committed_seconds` observes every delivered record once its group commits, as the time
+    since the record's timestamp; a group a new owner fenced committed nothing and is not timed."""
+
+    def observed() -> tuple[float, float]:
+        name = "payments_record_committed_seconds"
+        return REGISTRY.get_sample_value(f"{name}_count") or 0.0, REGISTRY.get_sample_value(f"{name}_sum") or 0.0
+
+    cluster = funded(1, {"alice": 100, "bob": 0})
+    log = cluster.parts[0].log
+
+    async def feed(session: Any, offsets: range) -> list[GroupResult]:
+        results: list[GroupResult] = []
+        pipeline = Pipeline(1, CONCURRENT, results.append, lambda exc: None, 2)
+        for offset in offsets:
+            await pipeline.add(session, offset, log[offset], time.time() - 1.5)
+        await pipeline.drain()
+        return results
+
+    for n in range(5):
+        cluster.submit(Transfer(f"t{n}", "alice", "bob", 1))
+    session = cluster.session(0)
+    count, total = observed()
+    results = asyncio.run(feed(session, range(cluster.applied(0) + 1, len(log))))
+    assert len(results) >= 2 and not any(result.fenced for result in results)
+    assert observed()[0] == count + 5 and 5 * 1.5 <= observed()[1] - total < 5 * 1.5 + 5
+    for n in range(5, 8):
+        cluster.submit(Transfer(f"t{n}", "alice", "bob", 1))
+    cluster.parts[0].session = None
+    cluster.session(0)  # a new owner opens the partition, fencing the first
+    timed = observed()
+    results = asyncio.run(feed(session, range(len(log) - 3, len(log))))
+    assert results and all(result.fenced for result in results) and observed() == timed
 
 
 def test_submissions_at_the_owner_share_a_commit_bounded_by_commands_not_records() -> None:
