@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -210,18 +211,22 @@ class Ledger:
                 return last
             tail *= 4
 
+    async def _from_each(self, path: str) -> list[bytes]:
+        """Every worker's answer to a GET of `path` on its internal port, asked side by side (a busy worker delays
+        only its own answer)."""
+
+        async def ask(worker: WorkerProcess) -> bytes:
+            assert self.session is not None
+            async with self.session.get(f"{worker.internal_url}{path}") as response:
+                return await response.read()
+
+        return await asyncio.gather(*map(ask, self.workers))
+
     async def progress(self) -> tuple[dict[int, int], dict[str, int]]:
         """Applied offset per partition, and the workers' counters summed."""
-        assert self.session is not None
         applied: dict[int, int] = {}
         totals: dict[str, int] = {}
-
-        async def ask(worker: WorkerProcess) -> Any:
-            assert self.session is not None
-            async with self.session.get(f"{worker.internal_url}/internal/progress") as response:
-                return await response.json()
-
-        for body in await asyncio.gather(*map(ask, self.workers)):  # side by side: a busy worker delays only itself
+        for body in map(orjson.loads, await self._from_each("/internal/progress")):
             for partition, offset in body["applied"].items():
                 applied[int(partition)] = max(applied.get(int(partition), -1), offset)
             for name, value in body["metrics"].items():
@@ -231,15 +236,12 @@ class Ledger:
     async def record_buckets(self) -> dict[float, float]:
         """The workers' `payments_record_committed_seconds` histogram, summed: records committed per upper bound
         (seconds, cumulative)."""
-        assert self.session is not None
         buckets: dict[float, float] = {}
-        for worker in self.workers:
-            async with self.session.get(f"{worker.internal_url}/metrics") as response:
-                text = await response.text()
-            for line in text.splitlines():
+        for text in await self._from_each("/metrics"):
+            for line in text.decode().splitlines():
                 if line.startswith(RECORD_BUCKET):
-                    bound = line[len(RECORD_BUCKET) : line.index('"', len(RECORD_BUCKET))]
-                    buckets[float(bound)] = buckets.get(float(bound), 0.0) + float(line.rsplit(" ", 1)[1])
+                    bound = float(line[len(RECORD_BUCKET) : line.index('"', len(RECORD_BUCKET))])
+                    buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
         return buckets
 
     async def audit(self, attempts: int = 5) -> dict[str, Any]:
