@@ -153,6 +153,18 @@ async def wait_for(predicate: Any, timeout_s: float = 60.0, pause_s: float = 0.2
         await asyncio.sleep(pause_s)
 
 
+async def settled_account(session: aiohttp.ClientSession, url: str, account: str) -> dict:
+    """The account once none of its money moves between its segments: a collection round marks a payer short,
+    and the reconciler may then even out its segments, so its `balance` (the segments') leaves out what is
+    `in_flight` for a moment."""
+
+    async def still() -> dict | None:
+        status, body = await call(session, "GET", f"{url}/accounts/{account}")
+        return body if status == 200 and body["in_flight"] == 0 else None
+
+    return await wait_for(still)
+
+
 async def settled(session: aiohttp.ClientSession, url: str, tx_id: str) -> dict:
     """The transaction's record once it is no longer pending."""
 

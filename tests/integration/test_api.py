@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from payments_app.domain.money import MAX_AMOUNT_MINOR
-from tests.integration.cluster import call, settled, wait_for
+from tests.integration.cluster import call, settled, settled_account
 
 pytestmark = pytest.mark.broker
 
@@ -36,8 +36,8 @@ async def test_deposit_transfer_and_status(session, urls) -> None:
     assert (await call(session, "POST", f"{urls[0]}/transfers", transfer))[0] == 202
     record = await settled(session, urls[1], "api-t1")
     assert record == {**transfer, "kind": "transfer", "status": "applied", "reason": None}
-    assert (await call(session, "GET", f"{urls[1]}/accounts/api-a"))[1]["balance"] == 300
-    assert (await call(session, "GET", f"{urls[0]}/accounts/api-b"))[1]["balance"] == 200
+    assert (await settled_account(session, urls[1], "api-a"))["balance"] == 300
+    assert (await settled_account(session, urls[0], "api-b"))["balance"] == 200
 
     status, body = await call(session, "POST", f"{urls[1]}/transfers", transfer)
     assert status == 200 and body["status"] == "applied"
@@ -45,7 +45,7 @@ async def test_deposit_transfer_and_status(session, urls) -> None:
     assert (await call(session, "POST", f"{urls[0]}/withdrawals", withdrawal))[0] == 202
     record = await settled(session, urls[0], "api-w1")
     assert (record["status"], record["reason"]) == ("rejected", "insufficient_funds")
-    assert (await call(session, "GET", f"{urls[0]}/accounts/api-b"))[1]["balance"] == 200
+    assert (await settled_account(session, urls[0], "api-b"))["balance"] == 200
 
 
 async def test_array_of_transfers_answers_each_item_in_order(session, urls) -> None:
@@ -67,12 +67,7 @@ async def test_array_of_transfers_answers_each_item_in_order(session, urls) -> N
     # twelve debits hitting four segments at once can be declined while money sits in another segment.
     assert 1 <= applied <= 10
     assert (await call(session, "GET", f"{urls[1]}/accounts/arr-b"))[1]["balance"] == 10 * applied
-
-    async def payer_settled() -> dict | None:
-        body = (await call(session, "GET", f"{urls[0]}/accounts/arr-a"))[1]
-        return body if body["in_flight"] == 0 else None
-
-    assert (await wait_for(payer_settled))["balance"] == 100 - 10 * applied
+    assert (await settled_account(session, urls[0], "arr-a"))["balance"] == 100 - 10 * applied
 
 
 async def test_an_id_reused_for_another_body_is_a_conflict_from_any_worker(session, urls) -> None:
