@@ -162,13 +162,19 @@ class Group:
         self.model = model
         self.previous = previous
         self.staged: dict[int, StagedPartition] = {}
-        self.records = 0  # delivered and staged so far (records read to fill a gap are not counted)
-        self.created_s: list[float] = []  # the delivered records' timestamps (seconds since the epoch)
+        #: the timestamps (seconds since the epoch) of the records delivered and staged so far; records read to
+        #: fill a gap are not among them
+        self.created_s: list[float] = []
         self.commands = 0  # staged so far, across partitions
         self.sealed = False
         self.committed = False
         #: the commit's result, for those who staged batches submitted here (created by the first of them)
         self.result: asyncio.Future[GroupResult] | None = None
+
+    @property
+    def records(self) -> int:
+        """Records delivered and staged so far (the bound `Pipeline.max_records` counts)."""
+        return len(self.created_s)
 
     def _part(self, session: Session) -> StagedPartition:
         require(not self.sealed, "a record staged into a sealed group")
@@ -191,7 +197,6 @@ class Group:
                     self._stage(staged, missing_offset, missing)
         session.delivered = offset
         self._stage(staged, offset, value)
-        self.records += 1
         self.created_s.append(created_s)
 
     async def catch_up(self, session: Session, end: int) -> None:
