@@ -8,10 +8,12 @@ segment, a row per transaction and two history lines per transfer. This writes b
 and the process's whole CPU (background flushes and compactions included).
 
     .venv/bin/python -m bench.rocksdb_cost
+    .venv/bin/python -m bench.rocksdb_cost --batches 1500 --only "the store's options" "4 MiB write buffer"
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import tempfile
 import time
@@ -40,6 +42,7 @@ def vector_memtable(options: rocksdict.Options) -> None:
 VARIANTS: list[tuple[str, Tweak, bool]] = [
     ("the store's options", lambda options: None, False),
     ("with a write-ahead log", lambda options: None, True),
+    ("4 MiB write buffer", lambda options: options.set_write_buffer_size(4 * 2**20), False),
     ("64 MiB write buffer", lambda options: options.set_write_buffer_size(64 * 2**20), False),
     ("no compression", lambda options: options.set_compression_type(rocksdict.DBCompressionType.none()), False),
     ("pipelined write", lambda options: options.set_enable_pipelined_write(True), False),
@@ -58,7 +61,7 @@ def key(rng: random.Random, batch: int, index: int) -> bytes:
     return f"3/h/acct{rng.randrange(ACCOUNTS)}/{1_700_000_000_000 + batch:013d}/{index}".encode()
 
 
-def measure(path: Path, tweak: Tweak, logged: bool) -> tuple[float, float]:
+def measure(path: Path, tweak: Tweak, logged: bool, batches: int = BATCHES) -> tuple[float, float]:
     """Microseconds per put: inside `write`, and of the process's CPU (building the batch, flushes and compactions
     included; the keys are made beforehand)."""
     options = StoreOptions().rocksdb()
@@ -66,7 +69,7 @@ def measure(path: Path, tweak: Tweak, logged: bool) -> tuple[float, float]:
     db = rocksdict.Rdict(str(path), options)
     writes = rocksdict.WriteOptions() if logged else StoreOptions.writes()
     rng = random.Random(1)
-    keys = [[key(rng, batch_no, index) for index in range(PUTS_PER_BATCH)] for batch_no in range(BATCHES)]
+    keys = [[key(rng, batch_no, index) for index in range(PUTS_PER_BATCH)] for batch_no in range(batches)]
     in_write = 0.0
     cpu_started = time.process_time()
     for batch_keys in keys:
@@ -78,15 +81,26 @@ def measure(path: Path, tweak: Tweak, logged: bool) -> tuple[float, float]:
         in_write += time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     db.close()
-    puts = BATCHES * PUTS_PER_BATCH
+    puts = batches * PUTS_PER_BATCH
     return 1e6 * in_write / puts, 1e6 * cpu / puts
 
 
 def main() -> None:
-    print(f"{BATCHES} batches of {PUTS_PER_BATCH:,} puts per option set")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=BATCHES,
+        help="batches per option set: a store's compactions show only once it holds millions of puts",
+    )
+    parser.add_argument("--only", nargs="+", help="the option sets to measure (by name); all when left out")
+    args = parser.parse_args()
+    print(f"{args.batches} batches of {PUTS_PER_BATCH:,} puts per option set")
     with tempfile.TemporaryDirectory(prefix="rocksdb-cost-") as scratch:
         for n, (name, tweak, logged) in enumerate(VARIANTS):
-            in_write, cpu = measure(Path(scratch) / f"db-{n}", tweak, logged)
+            if args.only and name not in args.only:
+                continue
+            in_write, cpu = measure(Path(scratch) / f"db-{n}", tweak, logged, args.batches)
             print(f"{name:30s} write() {in_write:.2f} µs/put   process CPU {cpu:.2f} µs/put", flush=True)
 
 
