@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
+from typing import Any
 
 import pytest
 
-from bench.driver import RunSettings, TransferSource, account_names, funding, opening_balances
+from bench.driver import (
+    Load,
+    RunSettings,
+    TransferSource,
+    account_names,
+    funding,
+    kafka_sender,
+    opening_balances,
+)
 from payments_app.domain.commands import Deposit
 from payments_app.domain.routing import BASELINE, CONCURRENT, MODELS, decided_in, home_of
 
@@ -48,3 +59,29 @@ def test_every_batch_goes_to_the_partition_that_decides_its_transfers(model: str
         assert batches[busiest] > 40 / 2
     else:  # spread by transaction id
         assert batches[busiest] < 40 / 2
+
+
+class SlowBroker:
+    """A ledger whose every send is acknowledged after a round trip, noting when each record was offered."""
+
+    def __init__(self, round_trip_s: float) -> None:
+        self.round_trip_s = round_trip_s
+        self.offered_at: list[float] = []
+
+    async def send(self, partition: int, batch: list[Any]) -> int:
+        self.offered_at.append(time.monotonic())
+        await asyncio.sleep(self.round_trip_s)
+        return len(self.offered_at)
+
+
+async def test_the_offered_rate_is_paced_while_acknowledgements_are_on_their_way() -> None:
+    """16 senders at 2,000 transfers a second, records of 100, acknowledged after 100 ms: a record every 50 ms,
+    never a burst of the senders that saw room before the first acknowledgement came back."""
+    settings = RunSettings(accounts=100, partitions=4, batch_size=100, rate_tps=2_000, duration_s=0.6)
+    broker, load = SlowBroker(round_trip_s=0.1), Load(settings)
+    source = TransferSource(settings, account_names(settings), tag="p-")
+    await asyncio.gather(*(kafka_sender(broker, load, source) for _ in range(16)))  # type: ignore[arg-type]
+    for sent, offered_at in enumerate(broker.offered_at):
+        allowed = settings.rate_tps * (offered_at - load.started) / settings.batch_size
+        assert sent <= allowed + 1, f"record {sent + 1} offered {offered_at - load.started:.3f} s in"
+    assert len(broker.offered_at) >= settings.rate_tps * settings.duration_s / settings.batch_size - 2
