@@ -47,9 +47,12 @@ test-broker: $(STAMP) $(CHROMEDRIVER) $(WRK)
 test-postgres: $(STAMP)
 	$(BIN)/pytest -m postgres
 
-## bench: the benchmark matrix (see BENCHMARKS.md); results in bench/results/latest.*
+## bench: the benchmark matrix (see BENCHMARKS.md); results in bench/results/latest.*, then the Concurrent model at
+## half the load it took at full speed with 2 workers (latency without a queue); results in bench/results/half-load/
 bench: $(STAMP) $(WRK)
 	$(BIN)/payments bench
+	$(BIN)/payments bench --model concurrent --workload uniform hot-payer --workers 2 --path kafka \
+		--half-of bench/results/latest.json --results-dir bench/results/half-load
 
 ## layers: each layer of a ledger agent alone (rules, codec, RocksDB, Kafka client); bench/results/layers.*
 layers: $(STAMP)

@@ -28,6 +28,18 @@ def read_json(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
     return [RunResult(**{k: v for k, v in row.items() if k in names}) for row in rows], machine
 
 
+def half_load_rate(results: list[RunResult], model: str, workload: str, workers: int) -> float:
+    """Half the TPS that the passing full-speed Kafka-path run of `model`, `workload` and `workers` applied: the
+    offered load at which issue 9 asks for latency without a queue, on the machine that measured it."""
+    for result in results:
+        full_speed = result.path == "kafka" and not result.settings.get("rate_tps")
+        if full_speed and result.invariants_ok and (result.model, result.workload, result.workers) == (
+            model, workload, workers,
+        ):  # fmt: skip
+            return round(result.applied_tps / 2)
+    raise LookupError(f"no passing full-speed Kafka-path run of {model} {workload} with {workers} worker(s)")
+
+
 def series_name(result: RunResult) -> str:
     if result.model == "postgres":
         return "postgres"

@@ -129,12 +129,16 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
     """Every model x workload x workers on the Kafka path; the HTTP path for `--http-workloads`; the
     PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
     from bench.driver import CATCH_UP, RunSettings
+    from bench.report import half_load_rate, read_json
+
+    full_speed = read_json(Path(args.half_of))[0] if args.half_of else []
 
     def settings(model: str, workload: str, workers: int, path: str, http_batch: int = 1, **more: Any) -> RunSettings:
         senders = args.http_clients if path == "http" else args.senders
+        rate = half_load_rate(full_speed, model, workload, workers) if full_speed and path == "kafka" else args.rate
         common = {"accounts": args.accounts, "duration_s": args.duration, "partitions": args.partitions,
                   "batch_size": args.batch_size, "in_flight_batches": senders, "http_batch": http_batch,
-                  "rate_tps": args.rate, "catch_up_transfers": args.catch_up_transfers}  # fmt: skip
+                  "rate_tps": rate, "catch_up_transfers": args.catch_up_transfers}  # fmt: skip
         return RunSettings(model=model, workload=workload, workers=workers, path=path, **{**common, **more})
 
     matrix = []
@@ -204,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.add_argument("--http-decided-rate", type=float, default=2_000.0,
                               help="also single transfers offered at this rate, each answered at its decision "
                               f"(?wait=, {DECIDED_CLIENTS} clients): latency to the decision; 0 skips it")  # fmt: skip
-    bench_parser.add_argument("--rate", type=float, default=0.0, help="offered transfers/s (0: as fast as taken)")
+    offered = bench_parser.add_mutually_exclusive_group()
+    offered.add_argument("--rate", type=float, default=0.0, help="offered transfers/s (0: as fast as taken)")
+    offered.add_argument("--half-of", metavar="RESULTS_JSON",
+                         help="offer each Kafka-path run half the TPS its model, workload and workers applied at full "
+                         "speed in this results file (half load, as measured on this machine)")  # fmt: skip
     bench_parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
     bench_parser.add_argument("--partitions", type=int, default=8)
     bench_parser.add_argument("--batch-size", type=int, default=500, help="transfers per Kafka record")
