@@ -349,7 +349,8 @@ class Load:
 
     def __init__(self, settings: RunSettings) -> None:
         self.settings = settings
-        self.submitted = 0
+        self.submitted = 0  # transfers handed to the producer (counted before their acknowledgement)
+        self.acked = 0  # of those, the ones the broker acknowledged
         self.decided = 0  # since the load started, as last polled
         self.latencies: list[float] = []
         self.sent: list[tuple[int, int, float, int]] = []  # kafka path: (partition, offset, acked at, transfers)
@@ -380,6 +381,7 @@ async def kafka_sender(ledger: Ledger, load: Load, source: TransferSource) -> No
         # second, at 4,000 TPS offered)
         load.submitted += len(batch)
         offset = await ledger.send(partition, list(batch))
+        load.acked += len(batch)
         load.sent.append((partition, offset, time.monotonic(), len(batch)))
 
 

@@ -28,9 +28,10 @@ def read_json(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
     return [RunResult(**{k: v for k, v in row.items() if k in names}) for row in rows], machine
 
 
-def half_load_rate(results: list[RunResult], model: str, workload: str, workers: int) -> float:
-    """Half the TPS that the passing full-speed Kafka-path run of `model`, `workload` and `workers` applied: the
-    offered load at which issue 9 asks for latency without a queue, on the machine that measured it."""
+def half_load_rate(results: list[RunResult], model: str, workload: str, workers: int) -> int:
+    """Half the TPS that the passing full-speed Kafka-path run of `model`, `workload` and `workers` applied: an
+    offered load that leaves room, so its latency is the pipeline's without a queue, on the machine that measured
+    the full speed."""
     for result in results:
         full_speed = result.path == "kafka" and not result.settings.get("rate_tps")
         if full_speed and result.invariants_ok and (result.model, result.workload, result.workers) == (

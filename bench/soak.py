@@ -388,7 +388,7 @@ async def track_backlog(ledger: Ledger, load: Load) -> None:
             for partition, offset in body["applied"].items():
                 applied[int(partition)] = max(applied.get(int(partition), -1), offset)
         load.sent[:] = [item for item in load.sent if applied.get(item[0], -1) < item[1]]
-        load.decided = load.submitted - sum(item[3] for item in load.sent)
+        load.decided = load.acked - sum(item[3] for item in load.sent)  # a record not acknowledged yet is not decided
         await asyncio.sleep(0.2)
 
 

@@ -85,3 +85,4 @@ async def test_the_offered_rate_is_paced_while_acknowledgements_are_on_their_way
         allowed = settings.rate_tps * (offered_at - load.started) / settings.batch_size
         assert sent <= allowed + 1, f"record {sent + 1} offered {offered_at - load.started:.3f} s in"
     assert len(broker.offered_at) >= settings.rate_tps * settings.duration_s / settings.batch_size - 2
+    assert load.acked == load.submitted == len(broker.offered_at) * settings.batch_size
