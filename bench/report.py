@@ -218,8 +218,8 @@ def ms(value: float) -> str:
 
 
 def workers_view(result: RunResult) -> str:
-    """The workers' own latency (a record's timestamp to its commit, `payments_record_committed_seconds`), where
-    the run has one: the Kafka path."""
+    """The workers' own latency, where the run has one (`driver.WORKERS_VIEW`): Kafka path, a record's timestamp
+    to its commit; HTTP path, a submission's arrival at its partition's owner to its decision."""
     if math.isnan(result.record_p50_ms):
         return "-"
     return f"{result.record_p50_ms} / {result.record_p99_ms}"

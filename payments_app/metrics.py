@@ -66,7 +66,7 @@ HTTP_SECONDS = Histogram(
 DECISION_SECONDS = Histogram(
     "payments_submission_decided_seconds",
     "client submissions, from their arrival at the partition's owner to their decision",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    buckets=(0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 PARTITION_OPEN_SECONDS = Histogram(
     "payments_partition_open_seconds",

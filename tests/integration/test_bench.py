@@ -47,6 +47,7 @@ async def test_each_model_and_load_path_runs(model: str, path: str, broker_url: 
     assert (result.model, result.path) == (model, path)
     assert result.applied > 0 and result.rejected > 0 and result.applied + result.rejected == result.submitted
     assert result.p50_ms > 0
+    assert 0 < result.record_p50_ms <= result.record_p99_ms  # the workers' own view, on either path
     if path == "http":  # wrk's clients: their CPU is counted, and no request was refused
         assert result.cpu_s["wrk"] > 0 and result.refused == 0
     write_plot([result], tmp_path / "latest.png")  # one path alone draws too
