@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.http_load import POOL_TRANSFERS, WrkRun, run_wrk, write_pool
 from payments_app.cluster import WorkerProcess, new_admin_token
@@ -238,13 +239,13 @@ class Ledger:
     async def histogram(self, name: str) -> dict[float, float]:
         """The workers' histogram `name` (one without labels), summed: observations per upper bound (seconds,
         cumulative)."""
-        prefix = f'{name}_bucket{{le="'
         buckets: dict[float, float] = {}
         for text in await self._from_each("/metrics"):
-            for line in text.decode().splitlines():
-                if line.startswith(prefix):
-                    bound = float(line[len(prefix) : line.index('"', len(prefix))])
-                    buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+            for family in text_string_to_metric_families(text.decode()):
+                for sample in family.samples if family.name == name else ():
+                    if sample.name == f"{name}_bucket":
+                        bound = float(sample.labels["le"])
+                        buckets[bound] = buckets.get(bound, 0.0) + sample.value
         return buckets
 
     async def audit(self, attempts: int = 5) -> dict[str, Any]:
