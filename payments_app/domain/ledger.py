@@ -185,6 +185,7 @@ class PartitionMeta:
 
 
 Loader = Callable[[str], Any]  # an entry's decoded JSON: a dict, or a transaction's row; None if absent
+_NOT_HELD: Any = object()  # not in the staged state yet: read it from the store
 
 
 @dataclass(slots=True)
@@ -216,24 +217,24 @@ class PartitionState:
         self._meta_dirty = False
 
     def segment(self, account: str) -> Segment | None:
-        try:
-            return self._segments[account]
-        except KeyError:
+        segment = self._segments.get(account, _NOT_HELD)
+        if segment is _NOT_HELD:
             raw = self.stored(segment_key(account))
             segment = self._segments[account] = None if raw is None else Segment.from_dict(raw)
-            return segment
+        return segment  # type: ignore[return-value]
 
     def put_segment(self, account: str, segment: Segment) -> None:
         self._segments[account] = segment
         self._dirty_segments[account] = None
 
     def transaction(self, tx_id: str) -> TxRecord | None:
-        try:
-            return self._transactions[tx_id]
-        except KeyError:
+        """The id's record, or None for an id never seen: the duplicate check of every new transaction, so a
+        miss is looked up without raising."""
+        record = self._transactions.get(tx_id, _NOT_HELD)
+        if record is _NOT_HELD:
             raw = self.stored(transaction_key(tx_id))
             record = self._transactions[tx_id] = None if raw is None else TxRecord.from_row(raw)
-            return record
+        return record  # type: ignore[return-value]
 
     def put_transaction(self, record: TxRecord) -> None:
         self._transactions[record.id] = record
@@ -368,7 +369,7 @@ class _Batch:
         if admitted is None:
             return
         record, segment = admitted
-        self._debit_or_park(tx.account, segment, record, Parked(tx.id, tx.amount, None, None))
+        self._debit_or_park(tx.account, segment, record, tx.amount, None)
 
     def transfer(self, tx: Transfer) -> None:
         if self._is_duplicate(tx.id):
@@ -384,7 +385,7 @@ class _Batch:
         if segment is None or self.state.segment(tx.payee) is None:
             self._reject(record, UNKNOWN_ACCOUNT)
             return
-        self._debit_or_park(tx.payer, segment, record, Parked(tx.id, tx.amount, tx.payee, None))
+        self._debit_or_park(tx.payer, segment, record, tx.amount, tx.payee)
 
     def _admit_one_account(self, tx: Deposit | Withdrawal, kind: str) -> tuple[TxRecord, Segment] | None:
         """The record and segment of a deposit or withdrawal that goes ahead; None when it is settled here."""
@@ -461,11 +462,12 @@ class _Batch:
 
     # the money moves
 
-    def _debit_or_park(self, account: str, segment: Segment, record: TxRecord, debit: Parked) -> None:
-        self.state.put_transaction(record)
-        self.state.put_segment(account, segment)
-        if segment.can_pay_now(debit.amount):
-            self._settle(segment, debit)
+    def _debit_or_park(self, account: str, segment: Segment, record: TxRecord, amount: int, payee: str | None) -> None:
+        """Pay `amount` from the segment at once, or queue it behind the segment's waiting debits (the
+        Concurrent model), or refuse it. `payee` None is a withdrawal."""
+        if segment.can_pay_now(amount):
+            self.state.put_segment(account, segment)
+            self._settle(segment, amount, payee, record)
             return
         if not self.segmented:
             self._reject(record, INSUFFICIENT_FUNDS)
@@ -473,26 +475,27 @@ class _Batch:
         if len(segment.parked) >= MAX_PARKED_PER_SEGMENT:
             self._reject(record, TOO_MANY_PENDING)
             return
-        segment.parked.append(debit)
+        self.state.put_transaction(record)
+        self.state.put_segment(account, segment)
+        segment.parked.append(Parked(record.id, amount, payee, None))
         self._drain(account, segment)
 
-    def _settle(self, segment: Segment, debit: Parked) -> None:
-        segment.debit(debit.amount)
-        if debit.payee is None:
-            self.meta.withdrawals += debit.amount
-        elif not self.segmented and home_of(debit.payee, self.partitions) != self.partition:
-            self.meta.credits_out += debit.amount
-            credit = PayeeCredit(debit.payee, debit.amount, debit.tx_id, self._next_relay_id())
-            self.outcome.relays.append((home_of(debit.payee, self.partitions), credit))
+    def _settle(self, segment: Segment, amount: int, payee: str | None, record: TxRecord) -> None:
+        if record.status != PENDING:
+            raise InvariantViolation(f"settling {amount} for {record!r}, which is decided")
+        segment.debit(amount)
+        if payee is None:
+            self.meta.withdrawals += amount
+        elif not self.segmented and home_of(payee, self.partitions) != self.partition:
+            self.meta.credits_out += amount
+            credit = PayeeCredit(payee, amount, record.id, self._next_relay_id())
+            self.outcome.relays.append((home_of(payee, self.partitions), credit))
         else:
-            payee = self.state.segment(debit.payee)
-            if payee is None:
-                raise InvariantViolation(f"payee of {debit!r} has no segment here")
-            payee.credit(debit.amount)
-            self.state.put_segment(debit.payee, payee)
-        record = self.state.transaction(debit.tx_id)
-        if record is None or record.status != PENDING:
-            raise InvariantViolation(f"settling {debit!r}, whose record is {record!r}")
+            payee_segment = self.state.segment(payee)
+            if payee_segment is None:
+                raise InvariantViolation(f"payee of {record!r} has no segment here")
+            payee_segment.credit(amount)
+            self.state.put_segment(payee, payee_segment)
         self._apply(record)
 
     def _drain(self, account: str, segment: Segment) -> None:
@@ -505,7 +508,7 @@ class _Batch:
             head = segment.parked[0]
             if head.amount <= segment.balance:
                 segment.parked.pop(0)
-                self._settle(segment, head)
+                self._settle(segment, head.amount, head.payee, self._record_of(head))
             elif segment.round is not None:
                 return
             elif head.round is not None:
@@ -564,10 +567,13 @@ class _Batch:
 
     def _refuse(self, debit: Parked) -> None:
         """A parked debit its round could not cover (already taken off the queue)."""
+        self._reject(self._record_of(debit), INSUFFICIENT_FUNDS)
+
+    def _record_of(self, debit: Parked) -> TxRecord:
         record = self.state.transaction(debit.tx_id)
         if record is None:
             raise InvariantViolation(f"parked debit {debit!r} has no record")
-        self._reject(record, INSUFFICIENT_FUNDS)
+        return record
 
     def _is_duplicate(self, tx_id: str) -> bool:
         if self.state.transaction(tx_id) is not None:
