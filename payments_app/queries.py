@@ -109,7 +109,7 @@ async def audit_owned_partitions() -> dict[int, tuple[PartitionMeta, AuditReport
         audit = PartitionAudit(partition, meta)
         prefix = storage_key(partition, segment_key(""))
         for n, (key, raw) in enumerate(view.scan(prefix), 1):
-            audit.add(key[len(prefix) :].decode(), Segment.from_dict(decode_entry(raw)))
+            audit.add(key[len(prefix) :].decode(), Segment.from_stored(decode_entry(raw)))
             if n % AUDIT_CHUNK == 0:
                 await asyncio.sleep(0)
         reports[partition] = (meta, audit.finish())

@@ -20,6 +20,7 @@ from payments_app.domain.invariants import AuditReport, audit_ledger
 from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
+from payments_app.domain.segments import Segment
 from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_values
 from payments_app.forwarding import FORWARDS
 from payments_app.intake import CONFLICT, INTAKE, Answer, Backlogged
@@ -196,13 +197,13 @@ class Account(ApiView):
         segments = await account_segments(account)
         if segments is None:
             return error(self, 404, "not_found", f"no account {account!r}")
-        present = [s or {"balance": 0, "moved_in": 0, "moved_out": 0} for s in segments]
+        present = [Segment() if s is None else Segment.from_stored(s) for s in segments]
         return self.json(
             {
                 "id": account,
-                "balance": sum(s["balance"] for s in present),
-                "segments": {str(p): s["balance"] for p, s in enumerate(present)},
-                "in_flight": sum(s["moved_out"] for s in present) - sum(s["moved_in"] for s in present),
+                "balance": sum(s.balance for s in present),
+                "segments": {str(p): s.balance for p, s in enumerate(present)},
+                "in_flight": sum(s.moved_out for s in present) - sum(s.moved_in for s in present),
             }
         )
 

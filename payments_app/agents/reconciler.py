@@ -15,7 +15,7 @@ from payments_app.app import app
 from payments_app.codec import group_by_partition
 from payments_app.domain.commands import Command, MoveRequest
 from payments_app.domain.ledger import segment_key
-from payments_app.domain.segments import plan_equalization
+from payments_app.domain.segments import Segment, plan_equalization
 from payments_app.fanout import Unavailable, read_ledger
 from payments_app.metrics import METRICS
 from payments_app.queries import audit_owned_partitions, is_ready
@@ -44,7 +44,7 @@ async def rebalance_short_accounts() -> None:
         return
     requests: list[tuple[int, Command]] = []
     for n, account in enumerate(accounts):
-        balances = [s["balance"] if s else 0 for s in segments[n * partitions : (n + 1) * partitions]]
+        balances = [Segment.from_stored(s).balance if s else 0 for s in segments[n * partitions : (n + 1) * partitions]]
         min_move = max(1, sum(balances) // (partitions * MIN_MOVE_SHARE))
         for source, destination, amount in plan_equalization(balances, min_move):
             requests.append((source, MoveRequest(account, amount, destination, None, None)))

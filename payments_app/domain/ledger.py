@@ -190,10 +190,10 @@ _NOT_HELD: Any = object()  # not in the staged state yet: read it from the store
 
 @dataclass(slots=True)
 class Writes:
-    """A partition's changes for one commit: entries as dicts, and the transaction records it created or decided,
-    as of `seq`, the last batch applied."""
+    """A partition's changes for one commit: entries in their stored form (JSON values), and the transaction
+    records it created or decided, as of `seq`, the last batch applied."""
 
-    entries: list[tuple[str, dict[str, Any]]]
+    entries: list[tuple[str, Any]]
     transactions: list[TxRecord]
     seq: int
 
@@ -220,7 +220,7 @@ class PartitionState:
         segment = self._segments.get(account, _NOT_HELD)
         if segment is _NOT_HELD:
             raw = self.stored(segment_key(account))
-            segment = self._segments[account] = None if raw is None else Segment.from_dict(raw)
+            segment = self._segments[account] = None if raw is None else Segment.from_stored(raw)
         return segment  # type: ignore[return-value]
 
     def put_segment(self, account: str, segment: Segment) -> None:
@@ -251,11 +251,11 @@ class PartitionState:
         self._meta_dirty = True
 
     def take_writes(self) -> Writes:
-        """What changed since the last call: segments and meta as dicts (meta last), transactions as records;
-        clean again afterwards."""
+        """What changed since the last call: segments and meta in their stored forms (meta last), transactions
+        as records; clean again afterwards."""
         segments, transactions = self._segments, self._transactions
-        entries: list[tuple[str, dict[str, Any]]] = [
-            (segment_key(account), segments[account].to_dict())  # type: ignore[union-attr]
+        entries: list[tuple[str, Any]] = [
+            (segment_key(account), segments[account].to_stored())  # type: ignore[union-attr]
             for account in self._dirty_segments
         ]
         if self._meta_dirty and self._meta is not None:

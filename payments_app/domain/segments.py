@@ -88,26 +88,39 @@ class Segment:
             return 0
         return min(self.balance, requested)
 
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"balance": self.balance, "moved_in": self.moved_in, "moved_out": self.moved_out}
+    def to_stored(self) -> list[Any]:
+        """The stored form, written for each segment a commit changes (about two per transfer): `[balance,
+        moved_in, moved_out]`, and a fourth item, a dict, only while debits wait, a round is open or the segment
+        names the request that opened its account. A third of the dict form's bytes, and faster both ways."""
+        data: list[Any] = [self.balance, self.moved_in, self.moved_out]
+        extras: dict[str, Any] = {}
         if self.parked:
-            data["parked"] = [p.to_dict() for p in self.parked]
+            extras["parked"] = [p.to_dict() for p in self.parked]
         if self.round is not None:
-            data["round"] = self.round.to_list()
+            extras["round"] = self.round.to_list()
         if self.opened_by is not None:
-            data["opened_by"] = self.opened_by
+            extras["opened_by"] = self.opened_by
+        if extras:
+            data.append(extras)
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Segment:
-        round_ = data.get("round")
+    def from_stored(cls, data: list[Any] | dict[str, Any]) -> Segment:
+        """From `to_stored`'s form, or from the dict form that stores and changelogs written before it hold."""
+        if isinstance(data, dict):
+            balance, moved_in, moved_out, extras = data["balance"], data["moved_in"], data["moved_out"], data
+        elif len(data) == 3:
+            return cls(data[0], data[1], data[2])
+        else:
+            balance, moved_in, moved_out, extras = data
+        round_ = extras.get("round")
         return cls(
-            balance=data["balance"],
-            moved_in=data["moved_in"],
-            moved_out=data["moved_out"],
-            parked=[Parked.from_dict(p) for p in data.get("parked", ())],
+            balance=balance,
+            moved_in=moved_in,
+            moved_out=moved_out,
+            parked=[Parked.from_dict(p) for p in extras.get("parked", ())],
             round=Round.from_list(round_) if round_ else None,
-            opened_by=data.get("opened_by"),
+            opened_by=extras.get("opened_by"),
         )
 
 

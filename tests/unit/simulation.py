@@ -286,7 +286,7 @@ class SimCluster:
         return PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
 
     def segments(self, account: str) -> list[Segment]:
-        return [Segment.from_dict(v) for p in range(self.partitions) if (v := self.value(p, segment_key(account)))]
+        return [Segment.from_stored(v) for p in range(self.partitions) if (v := self.value(p, segment_key(account)))]
 
     def balance(self, account: str) -> int:
         return sum(s.balance for s in self.segments(account))
@@ -305,7 +305,9 @@ class SimCluster:
             meta = self.meta(p)
             prefix = storage_key(p, "s/")
             latest = {key: raw for key, raw in self.parts[p].changelog if key.startswith(prefix)}
-            segs = [(key[len(prefix) :].decode(), Segment.from_dict(decode_entry(raw))) for key, raw in latest.items()]
+            segs = [
+                (key[len(prefix) :].decode(), Segment.from_stored(decode_entry(raw))) for key, raw in latest.items()
+            ]
             per_partition[p] = (meta, audit_partition(p, meta, segs))
         return audit_ledger(per_partition)
 
