@@ -14,7 +14,7 @@ import pytest
 from payments_app.codec import encode_transactions, store_entries
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import TxRecord
-from tables.ledger import PartitionStore, StoreOptions
+from tables.ledger import CHECKPOINT_KEY, PartitionStore, StoreOptions
 
 DECIDED_MS = 1_764_000_000_000
 OPTIONS = StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20)
@@ -94,7 +94,7 @@ def test_an_account_history_reads_back_newest_first_a_page_at_a_time(tmp_path: P
 WRITER = """
 import sys
 from pathlib import Path
-from tables.ledger import PartitionStore, StoreOptions
+from tables.ledger import CHECKPOINT_KEY, PartitionStore, StoreOptions
 store = PartitionStore(Path(sys.argv[1]), StoreOptions(block_cache_bytes=1 << 20, write_buffer_bytes=1 << 20))
 for offset in range(1_000_000):
     store.apply([(f"0/s/{offset}".encode(), b"x" * 200), (f"0/t/{offset}".encode(), b"y" * 200)], offset)
@@ -119,4 +119,13 @@ def test_a_store_killed_mid_write_reopens_as_a_committed_prefix(tmp_path: Path) 
     assert kept > 0, "nothing was flushed before the kill"
     assert all(store.get(f"0/{kind}/{offset}".encode()) is not None for offset in range(kept + 1) for kind in "st")
     assert store.get(f"0/s/{kept + 1}".encode()) is None and store.get(f"0/t/{kept + 1}".encode()) is None
+    store.close()
+
+
+def test_an_entry_under_the_checkpoint_key_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0", OPTIONS)
+    store.apply([(b"0/s/a", b"1")], changelog_offset=0)
+    with pytest.raises(InvariantViolation, match="checkpoint key"):
+        store.apply([(b"0/s/a", b"2"), (CHECKPOINT_KEY, b"99")], changelog_offset=1)
+    assert (store.checkpoint, store.get(b"0/s/a"), store.get(CHECKPOINT_KEY)) == (0, b"1", b"0")
     store.close()
