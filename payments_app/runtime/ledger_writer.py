@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,15 +119,8 @@ class LedgerWriter:
             await producer.begin_transaction()
             for part in parts:
                 require(bool(part.entries), f"partition {part.partition}: a commit without changelog entries")
-                batch = producer.create_batch()
-                for key, value in part.entries:
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        sent.append(await producer.send_batch(batch, changelog, partition=part.partition))
-                        batch = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
-                last = await producer.send_batch(batch, changelog, partition=part.partition)
-                sent.append(last)
-                lasts.append((last, batch.record_count()))
+                in_last_batch = await send_in_batches(producer, changelog, part.partition, part.entries, sent)
+                lasts.append((sent[-1], in_last_batch))
                 for destination, records in part.relays.items():
                     for record in records:
                         sent.append(await producer.send(transactions, value=record, partition=destination))
@@ -183,6 +176,26 @@ class LedgerWriter:
             if self._producer is not None:
                 await self._producer.stop()
                 self._producer = None
+
+
+async def send_in_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    entries: Iterable[tuple[bytes, bytes]],
+    sent: list[asyncio.Future[Any]],
+) -> int:
+    """Send `entries` to one partition through the producer's batch API, a request's worth at a time, adding each
+    batch's future to `sent`; return how many records the last batch holds. Several times cheaper per message
+    than a `send` each (`payments layers`)."""
+    batch = producer.create_batch()
+    for key, value in entries:
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            sent.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)
+    sent.append(await producer.send_batch(batch, topic, partition=partition))
+    return batch.record_count()
 
 
 async def end_transaction(producer: AIOKafkaProducer) -> None:
