@@ -176,15 +176,14 @@ class Accounts(ApiView):
             # Open in every partition before 201: a submission is applied at its owner at once, not behind this in
             # the partition's log, and must find the account there.
             segments = await wait_for_values([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
-            existing = segments[home]
-            if existing.get("opened_by") == token:
+            if Segment.from_stored(segments[home]).opened_by == token:
                 return self.json({"id": account}, status=201)
         return error(self, 409, "account_exists", f"account {account!r} already exists")
 
 
-async def account_segments(account: str) -> list[dict[str, Any] | None] | None:
-    """An account's segment in every partition (None where it has none); None for an account that does not
-    exist."""
+async def account_segments(account: str) -> list[Any] | None:
+    """An account's segment in every partition, in its stored form (None where it has none); None for an account
+    that does not exist."""
     segments = await read_ledger([(p, segment_key(account)) for p in range(SETTINGS.partitions)])
     return None if all(segment is None for segment in segments) else segments
 
