@@ -208,6 +208,29 @@ def test_the_audit_catches_invented_money() -> None:
     assert any("not conserved" in problem for problem in report.problems)
 
 
+def test_a_changelog_with_segments_in_the_older_dict_form_restores_and_takes_new_transfers() -> None:
+    """An upgrade across b68e3cf: every segment written before it is a dict in the changelog and the stores."""
+    cluster = funded(2, {"alice": 10, "bob": 0})
+    for part in cluster.parts:
+        for offset, (key, raw) in enumerate(part.changelog):
+            if b"/s/" in key:
+                balance, moved_in, moved_out, *extras = decode_entry(raw)
+                old = {
+                    "balance": balance,
+                    "moved_in": moved_in,
+                    "moved_out": moved_out,
+                    **(extras[0] if extras else {}),
+                }
+                part.changelog[offset] = (key, encode_entry(old))
+    for p in range(2):
+        cluster.take_over(p)  # an empty store: restored from that changelog
+    cluster.submit(Transfer("after-upgrade", "alice", "bob", 7))
+    cluster.run()
+    assert cluster.status("after-upgrade").status == APPLIED
+    assert (cluster.balance("alice"), cluster.balance("bob")) == (3, 7)
+    assert cluster.audit().ok and cluster.stores_match_changelogs()
+
+
 ACCOUNTS = ["a", "b", "c", "d"]
 operations = st.lists(
     st.one_of(
