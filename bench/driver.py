@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ class RunResult:
     #: its partition's owner to its decision; NaN for a catch-up (its workers restart, and their histograms)
     record_p50_ms: float = float("nan")
     record_p99_ms: float = float("nan")
+    #: the machine's pace just before the run (`bench.pace`): CPU µs per transfer of the money rules alone
+    pace_us: float = float("nan")
 
 
 class Progress:
@@ -579,7 +582,7 @@ def same_cluster(settings: RunSettings) -> tuple[Any, ...]:
 
 
 async def run_group(
-    group: list[RunSettings], broker_url: str, broker_pid: int | None, scratch: Path
+    group: list[RunSettings], broker_url: str, broker_pid: int | None, scratch: Path, pace: Callable[[], float]
 ) -> list[RunResult]:
     """Runs on one cluster of workers (a fresh app id: topics, group, changelog), opened and funded once.
 
@@ -614,7 +617,7 @@ async def run_group(
                 await ledger.send(0, [MoveCredit(accounts[0], 1, 1, None, None)])
             for settings in group:
                 progress.label = f"{settings.model}/{settings.workload}/{settings.workers}w/{settings.path}"
-                results.append(await measure(ledger, settings, accounts, funded, pids, progress))
+                results.append(await measure(ledger, settings, accounts, funded, pids, progress, pace()))
     finally:
         for worker in workers:
             worker.stop()
@@ -624,9 +627,16 @@ async def run_group(
 
 
 async def measure(
-    ledger: Ledger, settings: RunSettings, accounts: list[str], funded: int, pids: dict[str, int], progress: Progress
+    ledger: Ledger,
+    settings: RunSettings,
+    accounts: list[str],
+    funded: int,
+    pids: dict[str, int],
+    progress: Progress,
+    pace_us: float,
 ) -> RunResult:
-    """Drive one workload, drain, audit; CPU is counted from the start of the load to the end of draining."""
+    """Drive one workload, drain, audit; CPU is counted from the start of the load to the end of draining.
+    `pace_us` is the machine's pace measured just before (`bench.pace`)."""
     cpu_before, _ = process_usage(pids)
     _, before = await ledger.progress()
     view = WORKERS_VIEW.get(settings.path)  # a catch-up restarts the workers, and their histograms
@@ -674,11 +684,12 @@ async def measure(
         timeline=[(round(t, 2), n) for t, n in load["timeline"]], settings=asdict(settings),
         audit_s=round(ledger.last_audit_s, 2),
         record_p50_ms=round(bucket_percentile(view_before, view_after, 0.5), 1),
-        record_p99_ms=round(bucket_percentile(view_before, view_after, 0.99), 1),
+        record_p99_ms=round(bucket_percentile(view_before, view_after, 0.99), 1), pace_us=pace_us,
     )  # fmt: skip
     progress.done(f"{result.applied_tps:,.0f} applied/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms "
                   f"(at the workers: p50 {result.record_p50_ms} ms, p99 {result.record_p99_ms} ms), "
-                  f"invariants {'ok' if result.invariants_ok else 'FAILED'} (audit {result.audit_s} s)")  # fmt: skip
+                  f"invariants {'ok' if result.invariants_ok else 'FAILED'} (audit {result.audit_s} s, "
+                  f"pace {pace_us} µs)")  # fmt: skip
     return result
 
 
@@ -697,6 +708,7 @@ async def settled_audit(ledger: Ledger, progress: Progress, timeout_s: float = 6
 
 async def run_matrix(matrix: list[RunSettings], scratch: Path) -> list[RunResult]:
     """Run each setting in turn: Kafka runs on one broker (ours unless BROKER_URL is set), the peer on its own."""
+    from bench.pace import Pace
     from bench.postgres_peer import run_postgres
 
     configured = configured_broker_url()
@@ -706,12 +718,14 @@ async def run_matrix(matrix: list[RunSettings], scratch: Path) -> list[RunResult
         await asyncio.to_thread(kafka.start)
     broker_url = configured or (kafka.url if kafka else "")
     results = []
+    pace = Pace()
     try:
         for group in cluster_groups(matrix):
             if group[0].model == "postgres":
-                results.extend([await run_postgres(settings, scratch / "postgres") for settings in group])
+                results.extend([await run_postgres(settings, scratch / "postgres", pace_us=pace.measure())
+                                for settings in group])  # fmt: skip
             else:
-                results.extend(await run_group(group, broker_url, kafka.pid if kafka else None, scratch))
+                results.extend(await run_group(group, broker_url, kafka.pid if kafka else None, scratch, pace.measure))
     finally:
         if kafka is not None:
             kafka.stop()

@@ -465,7 +465,11 @@ async def check_ledger(conn: asyncpg.Connection, settings: RunSettings, load: Sq
 
 
 async def run_postgres(
-    settings: RunSettings, scratch: Path, *, server_settings: dict[str, str] | None = None
+    settings: RunSettings,
+    scratch: Path,
+    *,
+    server_settings: dict[str, str] | None = None,
+    pace_us: float = float("nan"),
 ) -> RunResult:
     """One run of the workload against a fresh PostgreSQL server in `scratch`, invariants checked afterwards.
 
@@ -473,6 +477,7 @@ async def run_postgres(
     is the postmaster plus all its children; its memory is the peak of the summed PSS sampled every second
     (summing each backend's peak RSS would count shared buffers once per backend). `server_settings` override
     DEFAULT_SETTINGS, e.g. {"synchronous_commit": "off"} for a ledger that, like the broker, does not fsync per commit.
+    `pace_us` is the machine's pace measured just before (`bench.pace`).
     """
     label = f"postgres/{settings.workload}/{settings.workers}w/sql"
     progress = Progress(label)
@@ -522,7 +527,7 @@ async def run_postgres(
         p99_ms=round(percentile(latencies_ms, 0.99), 1), segment_moves=0, invariants_ok=not problems,
         problems=problems, cpu_s={"postgres": round(postgres_cpu, 2), "load-generator": round(generator_cpu, 2)},
         peak_rss_mb={"postgres": round(load.peak_pss / 2**20, 1), **rss},
-        timeline=[(round(t, 2), n) for t, n in load.timeline],
+        timeline=[(round(t, 2), n) for t, n in load.timeline], pace_us=pace_us,
         settings={
             **asdict(settings),
             "model": "postgres",

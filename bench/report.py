@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.driver import RunResult
+from bench.pace import at_equal_pace
 
 RESULTS_DIR = Path(__file__).with_name("results")
 
@@ -28,16 +29,20 @@ def read_json(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
     return [RunResult(**{k: v for k, v in row.items() if k in names}) for row in rows], machine
 
 
-def half_load_rate(results: list[RunResult], model: str, workload: str, workers: int) -> int:
+def half_load_rate(
+    results: list[RunResult], model: str, workload: str, workers: int, pace_now: float = math.nan
+) -> int:
     """Half the TPS that the passing full-speed Kafka-path run of `model`, `workload` and `workers` applied: an
     offered load that leaves room, so its latency is the pipeline's without a queue, on the machine that measured
-    the full speed."""
+    the full speed. With the machine's pace then and now (`bench.pace`), half of what it would apply now: a
+    machine that has slowed to half its speed since would otherwise be offered its full speed."""
     for result in results:
         full_speed = result.path == "kafka" and not result.settings.get("rate_tps")
         if full_speed and result.invariants_ok and (result.model, result.workload, result.workers) == (
             model, workload, workers,
         ):  # fmt: skip
-            return round(result.applied_tps / 2)
+            scale = at_equal_pace(1.0, result.pace_us, pace_now)
+            return round(result.applied_tps / 2 * (1.0 if math.isnan(scale) else scale))
     raise LookupError(f"no passing full-speed Kafka-path run of {model} {workload} with {workers} worker(s)")
 
 
@@ -157,22 +162,29 @@ def per_role(by_process: dict[str, float]) -> tuple[float, float, float]:
 
 def ratio_table(results: list[RunResult]) -> str:
     """Concurrent over baseline (same workers and path: live Kafka or catch-up) and over PostgreSQL, per
-    workload."""
-    tps = {(r.model, r.workload, r.workers, r.path): r.applied_tps for r in results}
-    postgres = {r.workload: r.applied_tps for r in results if r.model == "postgres"}
+    workload; each also at equal pace (`bench.pace`), since the matrix runs the models one after the other while
+    the machine's speed drifts."""
+    runs = {(r.model, r.workload, r.workers, r.path): r for r in results}
+    postgres = {r.workload: r for r in results if r.model == "postgres"}
     lines = [
-        "| workload | workers | path | concurrent / baseline | concurrent / postgres |",
-        "|---|---|---|---:|---:|",
+        "| workload | workers | path | concurrent / baseline | at equal pace | concurrent / postgres | at equal pace |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
-    for (model, workload, workers, path), value in tps.items():
+    for (model, workload, workers, path), run in runs.items():
         if model != "concurrent" or path not in ("kafka", "catch-up"):
             continue
-        baseline = tps.get(("baseline", workload, workers, path))
-        peer = postgres.get(workload)
-        versus_baseline = f"{value / baseline:.2f}" if baseline else "-"
-        versus_postgres = f"{value / peer:.2f}" if peer else "-"
-        lines.append(f"| {workload} | {workers} | {path} | {versus_baseline} | {versus_postgres} |")
+        cells = [versus(run, runs.get(("baseline", workload, workers, path))), versus(run, postgres.get(workload))]
+        lines.append(f"| {workload} | {workers} | {path} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def versus(run: RunResult, other: RunResult | None) -> str:
+    """Two cells: `run`'s TPS over `other`'s, as measured and at equal pace ("-" where there is nothing to divide)."""
+    if other is None or not other.applied_tps:
+        return "- | -"
+    ratio = run.applied_tps / other.applied_tps
+    adjusted = at_equal_pace(ratio, run.pace_us, other.pace_us)
+    return f"{ratio:.2f} | " + ("-" if math.isnan(adjusted) else f"{adjusted:.2f}")
 
 
 SCALE_OUT_WORKERS = (4, 16, 64)
@@ -228,8 +240,9 @@ def workers_view(result: RunResult) -> str:
 def markdown_table(results: list[RunResult]) -> str:
     lines = [
         "| model | workload | workers | path | applied TPS | p50 ms | p95 ms | p99 ms | at the workers: p50 / p99 ms "
-        "| rejected | segment moves | invariants | CPU s (workers or postgres / broker / generator) | peak MB (same) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "| rejected | segment moves | invariants | CPU s (workers or postgres / broker / generator) | peak MB (same) "
+        "| pace µs |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
     ]
     for r in results:
         cpu = " / ".join(f"{value:.0f}" for value in per_role(r.cpu_s))
@@ -237,6 +250,11 @@ def markdown_table(results: list[RunResult]) -> str:
         lines.append(
             f"| {r.model} | {r.workload} | {r.workers} | {path_label(r)} | {r.applied_tps:,.0f} | {ms(r.p50_ms)} "
             f"| {ms(r.p95_ms)} | {ms(r.p99_ms)} | {workers_view(r)} | {r.rejected} | {r.segment_moves} "
-            f"| {'ok' if r.invariants_ok else 'FAILED'} | {cpu} | {memory} |"
+            f"| {'ok' if r.invariants_ok else 'FAILED'} | {cpu} | {memory} | {pace(r)} |"
         )
     return "\n".join(lines)
+
+
+def pace(result: RunResult) -> str:
+    """The machine's pace before the run (`bench.pace`); results from before it was measured have none."""
+    return "-" if math.isnan(result.pace_us) else f"{result.pace_us:.1f}"

@@ -1,0 +1,59 @@
+"""The machine's pace: CPU µs per transfer of the money rules alone, timed in the load generator just before each
+run.
+
+These two shared cores drift by up to half their speed within an hour (BENCHMARKS.md, sessions 13-16): the same
+code's PostgreSQL rows fell from 8,131 to 4,604 TPS between two matrices, and a matrix runs its Concurrent rows
+before its baseline rows. Each row therefore records the pace it ran at, so that two rows can be compared at equal
+pace, and a half-load run can offer half of what the full-speed run would apply at today's pace.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+
+from bench.driver import Progress
+from bench.layers import MemoryStore, Workload, apply_records, build_workload
+
+#: under a second a measure; with rounds of 5,000 transfers (30 ms) the best of three moved by a quarter from
+#: one measure to the next, with these by under a tenth
+PROBE_TRANSFERS = 20_000
+PROBE_ACCOUNTS = 2_000
+#: the best of a few rounds: a round that a burst of other work interrupted is not the machine's pace
+ROUNDS = 5
+
+
+class Pace:
+    """Times the money rules on a small fixed workload, built once."""
+
+    def __init__(self, transfers: int = PROBE_TRANSFERS, accounts: int = PROBE_ACCOUNTS, rounds: int = ROUNDS) -> None:
+        self._size = (transfers, accounts)
+        self._rounds = rounds
+        self._workload: Workload | None = None
+
+    def measure(self) -> float:
+        """This thread's CPU µs per transfer applied, the best of the rounds' fresh applications."""
+        if self._workload is None:
+            self._workload = build_workload(*self._size, Progress("pace"))
+        workload, best = self._workload, math.inf
+        gc.collect()
+        gc.disable()  # the collector's work depends on what else this process holds, not on the machine
+        try:
+            for _ in range(self._rounds):
+                store = MemoryStore()
+                apply_records(store, workload.seed, list, 0, lambda _: None)
+                started = time.thread_time()
+                applied = apply_records(store, workload.transfers, list, len(workload.seed), lambda _: None)[1]
+                best = min(best, 1e6 * (time.thread_time() - started) / applied)
+        finally:
+            gc.enable()
+        return round(best, 2)
+
+
+def at_equal_pace(ratio: float, pace: float, other_pace: float) -> float:
+    """A throughput ratio corrected for the machine's drift between the two runs: each run's TPS scaled to the same
+    pace (TPS times µs per unit of work is the run's work per second of this machine). NaN without both paces."""
+    if math.isnan(pace) or math.isnan(other_pace):
+        return math.nan
+    return ratio * pace / other_pace
