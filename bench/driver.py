@@ -617,7 +617,8 @@ async def run_group(
                 await ledger.send(0, [MoveCredit(accounts[0], 1, 1, None, None)])
             for settings in group:
                 progress.label = f"{settings.model}/{settings.workload}/{settings.workers}w/{settings.path}"
-                results.append(await measure(ledger, settings, accounts, funded, pids, progress, pace()))
+                pace_us = await asyncio.to_thread(pace)
+                results.append(await measure(ledger, settings, accounts, funded, pids, progress, pace_us))
     finally:
         for worker in workers:
             worker.stop()
@@ -722,8 +723,9 @@ async def run_matrix(matrix: list[RunSettings], scratch: Path) -> list[RunResult
     try:
         for group in cluster_groups(matrix):
             if group[0].model == "postgres":
-                results.extend([await run_postgres(settings, scratch / "postgres", pace_us=pace.measure())
-                                for settings in group])  # fmt: skip
+                for settings in group:
+                    pace_us = await asyncio.to_thread(pace.measure)
+                    results.append(await run_postgres(settings, scratch / "postgres", pace_us=pace_us))
             else:
                 results.extend(await run_group(group, broker_url, kafka.pid if kafka else None, scratch, pace.measure))
     finally:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import threading
 
 from bench.driver import RunResult
-from bench.pace import Pace, at_equal_pace
+from bench.pace import Pace, at_equal_pace, wait_until_quiet
 from bench.report import markdown_table, ratio_table
 
 
@@ -18,9 +19,28 @@ def run(model: str, tps: float, pace_us: float, path: str = "kafka") -> RunResul
 
 
 def test_the_pace_is_the_rules_cpu_per_transfer_on_this_machine() -> None:
-    pace = Pace(transfers=2_000, accounts=500, rounds=2)
+    pace = Pace(transfers=2_000, accounts=500, rounds=2, quiet_wait_s=1.0)
     first, second = pace.measure(), pace.measure()
     assert 0.5 < first < 1_000 and 0.5 < second < 1_000  # µs per transfer: tens here, never zero or seconds
+
+
+def test_waiting_for_quiet_ends_by_its_deadline_on_a_busy_machine() -> None:
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        waited = wait_until_quiet(1.5)
+    finally:
+        stop.set()
+        for spinner in spinners:
+            spinner.join()
+    assert 1.5 <= waited < 3.0
 
 
 def test_a_ratio_at_equal_pace_scales_each_side_by_the_pace_it_ran_at() -> None:
