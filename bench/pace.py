@@ -2,9 +2,9 @@
 run.
 
 These two shared cores drift by up to half their speed within an hour (BENCHMARKS.md, sessions 13-16): the same
-code's PostgreSQL rows fell from 8,131 to 4,604 TPS between two matrices, and a matrix runs its Concurrent rows
-before its baseline rows. Each row therefore records the pace it ran at, so that two rows can be compared at equal
-pace, and a half-load run can offer half of what the full-speed run would apply at today's pace.
+code's PostgreSQL rows fell from 8,131 to 3,790 TPS between two matrices, with about as much CPU per run. Each row
+records the pace it ran at, so that a reader can tell a matrix run in a slow hour. The probe moves by a tenth or
+more from one measure to the next, so it tells a machine at half speed, not one at 90%: it corrects nothing.
 """
 
 from __future__ import annotations
@@ -76,11 +76,3 @@ def wait_until_quiet(at_most_s: float) -> float:
         if psutil.cpu_percent(interval=QUIET_WINDOW_S) < 100 * QUIET_SHARE:
             break
     return time.monotonic() - started
-
-
-def at_equal_pace(ratio: float, pace: float, other_pace: float) -> float:
-    """A throughput ratio corrected for the machine's drift between the two runs: each run's TPS scaled to the same
-    pace (TPS times µs per unit of work is the run's work per second of this machine). NaN without both paces."""
-    if math.isnan(pace) or math.isnan(other_pace):
-        return math.nan
-    return ratio * pace / other_pace

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.driver import RunResult
-from bench.pace import at_equal_pace
 
 RESULTS_DIR = Path(__file__).with_name("results")
 
@@ -29,20 +28,16 @@ def read_json(path: Path) -> tuple[list[RunResult], dict[str, Any]]:
     return [RunResult(**{k: v for k, v in row.items() if k in names}) for row in rows], machine
 
 
-def half_load_rate(
-    results: list[RunResult], model: str, workload: str, workers: int, pace_now: float = math.nan
-) -> int:
+def half_load_rate(results: list[RunResult], model: str, workload: str, workers: int) -> int:
     """Half the TPS that the passing full-speed Kafka-path run of `model`, `workload` and `workers` applied: an
     offered load that leaves room, so its latency is the pipeline's without a queue, on the machine that measured
-    the full speed. With the machine's pace then and now (`bench.pace`), half of what it would apply now: a
-    machine that has slowed to half its speed since would otherwise be offered its full speed."""
+    the full speed."""
     for result in results:
         full_speed = result.path == "kafka" and not result.settings.get("rate_tps")
         if full_speed and result.invariants_ok and (result.model, result.workload, result.workers) == (
             model, workload, workers,
         ):  # fmt: skip
-            scale = at_equal_pace(1.0, result.pace_us, pace_now)
-            return round(result.applied_tps / 2 * (1.0 if math.isnan(scale) else scale))
+            return round(result.applied_tps / 2)
     raise LookupError(f"no passing full-speed Kafka-path run of {model} {workload} with {workers} worker(s)")
 
 
@@ -162,29 +157,22 @@ def per_role(by_process: dict[str, float]) -> tuple[float, float, float]:
 
 def ratio_table(results: list[RunResult]) -> str:
     """Concurrent over baseline (same workers and path: live Kafka or catch-up) and over PostgreSQL, per
-    workload; each also at equal pace (`bench.pace`), since the matrix runs the models one after the other while
-    the machine's speed drifts."""
-    runs = {(r.model, r.workload, r.workers, r.path): r for r in results}
-    postgres = {r.workload: r for r in results if r.model == "postgres"}
+    workload."""
+    tps = {(r.model, r.workload, r.workers, r.path): r.applied_tps for r in results}
+    postgres = {r.workload: r.applied_tps for r in results if r.model == "postgres"}
     lines = [
-        "| workload | workers | path | concurrent / baseline | at equal pace | concurrent / postgres | at equal pace |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| workload | workers | path | concurrent / baseline | concurrent / postgres |",
+        "|---|---|---|---:|---:|",
     ]
-    for (model, workload, workers, path), run in runs.items():
+    for (model, workload, workers, path), value in tps.items():
         if model != "concurrent" or path not in ("kafka", "catch-up"):
             continue
-        cells = [versus(run, runs.get(("baseline", workload, workers, path))), versus(run, postgres.get(workload))]
-        lines.append(f"| {workload} | {workers} | {path} | " + " | ".join(cells) + " |")
+        baseline = tps.get(("baseline", workload, workers, path))
+        peer = postgres.get(workload)
+        versus_baseline = f"{value / baseline:.2f}" if baseline else "-"
+        versus_postgres = f"{value / peer:.2f}" if peer else "-"
+        lines.append(f"| {workload} | {workers} | {path} | {versus_baseline} | {versus_postgres} |")
     return "\n".join(lines)
-
-
-def versus(run: RunResult, other: RunResult | None) -> str:
-    """Two cells: `run`'s TPS over `other`'s, as measured and at equal pace ("-" where there is nothing to divide)."""
-    if other is None or not other.applied_tps:
-        return "- | -"
-    ratio = run.applied_tps / other.applied_tps
-    adjusted = at_equal_pace(ratio, run.pace_us, other.pace_us)
-    return f"{ratio:.2f} | " + ("-" if math.isnan(adjusted) else f"{adjusted:.2f}")
 
 
 SCALE_OUT_WORKERS = (4, 16, 64)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
@@ -130,17 +129,13 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
     """Every model x workload x workers on the Kafka path; the HTTP path for `--http-workloads`; the
     PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
     from bench.driver import CATCH_UP, RunSettings
-    from bench.pace import Pace
     from bench.report import half_load_rate, read_json
 
     full_speed = read_json(Path(args.half_of))[0] if args.half_of else []
-    paced = any(not math.isnan(result.pace_us) for result in full_speed)
-    pace_now = Pace().measure() if paced else math.nan
 
     def settings(model: str, workload: str, workers: int, path: str, http_batch: int = 1, **more: Any) -> RunSettings:
         senders = args.http_clients if path == "http" else args.senders
-        half = full_speed and path == "kafka"
-        rate = half_load_rate(full_speed, model, workload, workers, pace_now) if half else args.rate
+        rate = half_load_rate(full_speed, model, workload, workers) if full_speed and path == "kafka" else args.rate
         common = {"accounts": args.accounts, "duration_s": args.duration, "partitions": args.partitions,
                   "batch_size": args.batch_size, "in_flight_batches": senders, "http_batch": http_batch,
                   "rate_tps": rate, "catch_up_transfers": args.catch_up_transfers}  # fmt: skip
@@ -217,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     offered.add_argument("--rate", type=float, default=0.0, help="offered transfers/s (0: as fast as taken)")
     offered.add_argument("--half-of", metavar="RESULTS_JSON",
                          help="offer each Kafka-path run half the TPS its model, workload and workers applied at full "
-                         "speed in this results file, scaled by the machine's pace then and now (half load, as "
-                         "measured on this machine)")  # fmt: skip
+                         "speed in this results file (half load, as measured on this machine)")  # fmt: skip
     bench_parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
     bench_parser.add_argument("--partitions", type=int, default=8)
     bench_parser.add_argument("--batch-size", type=int, default=500, help="transfers per Kafka record")

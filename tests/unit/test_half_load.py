@@ -4,7 +4,6 @@ workers applied at full speed in the results just written, so the figure means t
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,11 @@ from bench.report import half_load_rate, write_json
 from payments_app.cli import bench_matrix
 
 
-def kafka_run(
-    workload: str, workers: int, tps: float, rate: float = 0.0, ok: bool = True, pace_us: float = math.nan
-) -> RunResult:
+def kafka_run(workload: str, workers: int, tps: float, rate: float = 0.0, ok: bool = True) -> RunResult:
     return RunResult(
         model="concurrent", workload=workload, workers=workers, path="kafka", duration_s=20.0, submitted=0,
         applied=0, rejected=0, applied_tps=tps, p50_ms=1.0, p95_ms=1.0, p99_ms=1.0, segment_moves=0,
         invariants_ok=ok, problems=[], cpu_s={}, peak_rss_mb={}, timeline=[], settings={"rate_tps": rate},
-        pace_us=pace_us,
     )  # fmt: skip
 
 
@@ -48,14 +44,3 @@ def test_bench_half_of_offers_each_kafka_run_its_own_half(tmp_path: Path) -> Non
         catch_up_transfers=0, catch_up_workloads=[], http_workloads=[], http_batch=[1], http_decided_rate=0.0,
     )  # fmt: skip
     assert [(run.workload, run.rate_tps) for run in bench_matrix(args)] == [("uniform", 7_500), ("hot-payer", 6_000)]
-
-
-def test_half_load_is_half_of_what_the_machine_would_apply_at_its_pace_now() -> None:
-    """Measured at 10 µs per transfer of the rules and now at 20: the machine runs at half the speed it had, so
-    half load is a quarter of what it applied then."""
-    paced = [kafka_run("uniform", 2, 20_000.0, pace_us=10.0)]
-    assert half_load_rate(paced, "concurrent", "uniform", 2, pace_now=20.0) == 5_000
-    assert half_load_rate(paced, "concurrent", "uniform", 2, pace_now=8.0) == 12_500
-    assert half_load_rate(paced, "concurrent", "uniform", 2) == 10_000  # no pace now: as measured
-    unpaced = [kafka_run("uniform", 2, 20_000.0)]  # a results file from before the pace was measured
-    assert half_load_rate(unpaced, "concurrent", "uniform", 2, pace_now=20.0) == 10_000
