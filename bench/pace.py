@@ -19,7 +19,7 @@ from bench.driver import Progress
 from bench.layers import MemoryStore, Workload, apply_records, build_workload
 
 #: under a second a measure; with rounds of 5,000 transfers (30 ms) the best of three moved by a quarter from
-#: one measure to the next, with these by under a tenth
+#: one measure to the next, with these by about a tenth either way
 PROBE_TRANSFERS = 20_000
 PROBE_ACCOUNTS = 2_000
 #: the best of a few rounds: a round that a burst of other work interrupted is not the machine's pace
