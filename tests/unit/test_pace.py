@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-import threading
+import multiprocessing
+import os
+from multiprocessing.synchronize import Event as EventType
 
 from bench.driver import RunResult
 from bench.pace import Pace, wait_until_quiet
@@ -24,14 +26,15 @@ def test_the_pace_is_the_rules_cpu_per_transfer_on_this_machine() -> None:
     assert 0.5 < first < 1_000 and 0.5 < second < 1_000  # µs per transfer: tens here, never zero or seconds
 
 
+def spin(stop: EventType) -> None:
+    while not stop.is_set():
+        pass
+
+
 def test_waiting_for_quiet_ends_by_its_deadline_on_a_busy_machine() -> None:
-    stop = threading.Event()
-
-    def spin() -> None:
-        while not stop.is_set():
-            pass
-
-    spinners = [threading.Thread(target=spin) for _ in range(2)]
+    """Every core busy (processes, not threads: one GIL would keep a machine of many cores mostly idle)."""
+    stop = multiprocessing.Event()
+    spinners = [multiprocessing.Process(target=spin, args=(stop,)) for _ in range(os.cpu_count() or 2)]
     for spinner in spinners:
         spinner.start()
     try:
