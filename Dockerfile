@@ -21,9 +21,6 @@ COPY pyproject.toml README.md ./
 COPY payments_app ./payments_app
 COPY tables ./tables
 COPY web ./web
-# `payments` (payments_app/cli.py) imports the workload names from bench/__init__.py when it starts; the
-# benchmark itself (bench/driver.py and the rest) stays out of the image.
-COPY bench/__init__.py ./bench/__init__.py
 # The project, built by the locked setuptools: no build isolation and no index, so nothing unpinned is fetched.
 RUN pip --python /opt/venv/bin/python install --no-deps --no-build-isolation --no-index .
 

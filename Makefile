@@ -6,10 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-unit test-broker test-postgres bench layers soak clean
 
+# The venv, with the project editable and its dev tools; `payments` (devtools/cli.py: run, bench, layers, soak) is a
+# dev command, so it is put in the venv here rather than declared in pyproject.toml, which the image installs.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	printf '#!/bin/sh\nexec "$$(dirname "$$0")/python" -m devtools.cli "$$@"\n' > $(BIN)/payments
+	chmod +x $(BIN)/payments
 	touch $(STAMP)
 
 ## run: the local Kafka broker (unless BROKER_URL is set) and one worker answering on 127.0.0.1:6066
@@ -32,10 +36,11 @@ $(WRK):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk
 
-## test: lint, then every test, including those against a real local broker
+## test: lint, the import contracts (pyproject.toml), then every test, including those against a real local broker
 test: $(STAMP) $(CHROMEDRIVER) $(WRK)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 test-unit: $(STAMP)

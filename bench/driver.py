@@ -37,11 +37,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.http_load import POOL_TRANSFERS, WrkRun, run_wrk, write_pool
-from payments_app.cluster import WorkerProcess, new_admin_token
-from payments_app.codec import encode_batch
+from devtools.cluster import WorkerProcess, new_admin_token
+from devtools.local_kafka import free_port
 from payments_app.domain.commands import Command, Deposit, MoveCredit, OpenAccount, Transfer
 from payments_app.domain.routing import CONCURRENT, decided_in, home_of
-from payments_app.local_kafka import LocalKafka, configured_broker_url, free_port, parse_broker_url
+from payments_app.settings import bootstrap_servers
+from tables.codec import encode_batch
 
 POLL_S = 0.05
 #: the workers' own latency histogram, by path: a transactions record's timestamp to its commit; a client
@@ -161,7 +162,7 @@ class Ledger:
 
     def __init__(self, broker_url: str, app_id: str, workers: list[WorkerProcess], partitions: int) -> None:
         self.topic = f"{app_id}-transactions"
-        self.bootstrap = parse_broker_url(broker_url)
+        self.bootstrap = bootstrap_servers(broker_url)
         self.workers = workers
         self.partitions = partitions
         self.producer: AIOKafkaProducer | None = None
@@ -705,43 +706,6 @@ async def settled_audit(ledger: Ledger, progress: Progress, timeout_s: float = 6
             return audit
         progress.show(f"audit: {audit.get('in_flight')} minor units in flight; draining again")
         await asyncio.sleep(0.5)
-
-
-async def run_matrix(matrix: list[RunSettings], scratch: Path) -> list[RunResult]:
-    """Run each setting in turn: Kafka runs on one broker (ours unless BROKER_URL is set), the peer on its own."""
-    from bench.pace import Pace
-    from bench.postgres_peer import run_postgres
-
-    configured = configured_broker_url()
-    kafka: LocalKafka | None = None
-    if configured is None and any(settings.model != "postgres" for settings in matrix):
-        kafka = LocalKafka(scratch / "kafka", heap="1g")
-        await asyncio.to_thread(kafka.start)
-    broker_url = configured or (kafka.url if kafka else "")
-    results = []
-    pace = Pace()
-    try:
-        for group in cluster_groups(matrix):
-            if group[0].model == "postgres":
-                for settings in group:
-                    pace_us = await asyncio.to_thread(pace.measure)
-                    results.append(await run_postgres(settings, scratch / "postgres", pace_us=pace_us))
-            else:
-                results.extend(await run_group(group, broker_url, kafka.pid if kafka else None, scratch, pace.measure))
-    finally:
-        if kafka is not None:
-            kafka.stop()
-    if kafka is not None and all(result.invariants_ok for result in results):
-        shutil.rmtree(kafka.data_dir, ignore_errors=True)  # every run's topics: many gigabytes; kept after a failure
-    return results
-
-
-def cluster_groups(matrix: list[RunSettings]) -> list[list[RunSettings]]:
-    """The matrix in order, cut into runs that can share one cluster."""
-    groups: dict[tuple[Any, ...], list[RunSettings]] = {}
-    for settings in matrix:
-        groups.setdefault(same_cluster(settings), []).append(settings)
-    return list(groups.values())
 
 
 def machine() -> dict[str, Any]:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from bench.driver import Progress
 from bench.layers import EncodedStore, MemoryStore, Workload, apply_records, build_workload
-from payments_app.codec import decode_batch
+from payments_app.settings import SETTINGS
+from tables.codec import decode_batch
 
 LAYERS = ("domain", "domain+codec")
 COLLECTED = re.compile(rb"Collected : (\d+)")
@@ -78,7 +79,7 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
-    from payments_app.app import GC_THRESHOLD  # the workers' own setting (imports Faust: not in the child)
+    gc_threshold = SETTINGS.gc_threshold  # the workers' own setting
 
     progress = Progress("instructions")
     workload = build_workload(args.transfers, args.accounts, progress)
@@ -86,9 +87,9 @@ def main() -> None:
         path = Path(folder) / "workload.pickle"
         path.write_bytes(pickle.dumps(workload))
         progress.show(f"{args.layer}: under callgrind, applying {workload.count:,} transfers once (about a minute)")
-        once = instructions(path, args.layer, 1, GC_THRESHOLD)
+        once = instructions(path, args.layer, 1, gc_threshold)
         progress.show(f"{args.layer}: under callgrind, applying them twice")
-        twice = instructions(path, args.layer, 2, GC_THRESHOLD)
+        twice = instructions(path, args.layer, 2, gc_threshold)
     per_transfer = (twice - once) / workload.count
     progress.done(f"{args.layer}: {per_transfer:,.0f} instructions per transfer ({workload.count:,} transfers, "
                   f"{args.accounts:,} accounts, opening and funding included)")  # fmt: skip

@@ -41,13 +41,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.driver import Progress, RunSettings, TransferSource, funding, machine
-from payments_app.codec import decode_batch, decode_entry, encode_batch
+from devtools.local_kafka import LocalKafka, configured_broker_url
 from payments_app.domain.commands import Command, OpenAccount, Transfer
 from payments_app.domain.ledger import PartitionState, Writes, process_batch, transaction_key
 from payments_app.domain.routing import CONCURRENT
-from payments_app.local_kafka import LocalKafka, configured_broker_url, parse_broker_url
 from payments_app.runtime.commit import encode_writes
 from payments_app.runtime.ledger_writer import send_in_batches
+from payments_app.settings import bootstrap_servers
+from tables.codec import decode_batch, decode_entry, encode_batch
 from tables.ledger import PartitionStore, StoreOptions, storage_key
 
 PARTITIONS = RunSettings.partitions
@@ -308,7 +309,7 @@ async def measure_layers(
         await asyncio.to_thread(kafka.start)
         url = kafka.url
     try:
-        changelog = Changelog(parse_broker_url(url), written, rocks.last_written, workload.count, ack_every, progress)
+        changelog = Changelog(bootstrap_servers(url), written, rocks.last_written, workload.count, ack_every, progress)
         results.extend(await changelog.measure(kafka.pid if kafka else None))
     finally:
         if kafka is not None:

@@ -39,8 +39,8 @@ from bench.driver import (
     pick_pair,
     process_usage,
 )
-from payments_app.local_kafka import free_port
-from payments_app.processes import die_with_parent, stop_process
+from devtools.local_kafka import free_port
+from devtools.processes import die_with_parent, stop_process
 
 PG_LIB = Path("/usr/lib/postgresql")
 PG_USER = "postgres"

@@ -42,9 +42,9 @@ from bench.driver import (
     open_and_fund,
     wait_applied,
 )
-from payments_app.cluster import WorkerProcess, new_admin_token
+from devtools.cluster import WorkerProcess, new_admin_token
+from devtools.local_kafka import LocalKafka, free_port
 from payments_app.domain.commands import Deposit
-from payments_app.local_kafka import LocalKafka, free_port
 
 SESSION_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 120.0

@@ -27,7 +27,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.driver import Progress
-from payments_app.local_kafka import LocalKafka, configured_broker_url, parse_broker_url
+from devtools.local_kafka import LocalKafka, configured_broker_url
+from payments_app.settings import bootstrap_servers
 
 SENDERS = 8
 
@@ -96,7 +97,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="transaction-cost-"))
     kafka = None if url else LocalKafka(scratch / "kafka", heap="1g").start()
     try:
-        bootstrap = parse_broker_url(url or kafka.url)  # type: ignore[union-attr]
+        bootstrap = bootstrap_servers(url or kafka.url)  # type: ignore[union-attr]
         broker = psutil.Process(kafka.pid) if kafka and kafka.pid else None
         for line in asyncio.run(measure(bootstrap, broker, args.produces, args.transactions)):
             print(line)

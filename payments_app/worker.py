@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import payments_app.agents.ledger
-import payments_app.agents.reconciler
-import payments_app.agents.standby
-import payments_app.watchdog
+import payments_app.service.agents.ledger
+import payments_app.service.agents.reconciler
+import payments_app.service.agents.standby
+import payments_app.service.watchdog
 import web.internal
 import web.live
 import web.views
-from payments_app.app import app
+from payments_app.service.app import app
 
 __all__ = ["app", "payments_app", "web"]

@@ -25,7 +25,7 @@ NOTHING_APPLIED = -1
 log = logging.getLogger(__name__)
 
 #: what one changelog entry `(key, value)` becomes in a store; the ledger keeps a commit's transactions as one
-#: changelog entry but one store entry each (`payments_app.codec.store_entries`)
+#: changelog entry but one store entry each (`tables.codec.store_entries`)
 Expand = Callable[[bytes, bytes], Iterable[tuple[bytes, bytes]]]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from payments_app.local_kafka import LocalKafka, configured_broker_url
+from devtools.local_kafka import LocalKafka, configured_broker_url
 from tests.integration.cluster import AppCluster, admin_session, running_cluster
 
 

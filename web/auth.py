@@ -16,13 +16,12 @@ import orjson
 from aiohttp import web as aiohttp_web
 from aiokafka.errors import KafkaError
 
-from payments_app.app import app
 from payments_app.domain.access import READ, TOKEN_PREFIX, TRANSFER, Forbidden, Keyring, Principal, Unauthorized
-from payments_app.local_kafka import parse_broker_url
-from payments_app.processes import EXIT_ON_FAILURE
+from payments_app.exits import EXIT_ON_FAILURE
 from payments_app.runtime.token_log import TokenLog
-from payments_app.settings import SETTINGS
-from payments_app.topics import TOKENS_TOPIC, tokens_topic
+from payments_app.service.app import app
+from payments_app.service.topics import TOKENS_TOPIC, tokens_topic
+from payments_app.settings import SETTINGS, bootstrap_servers
 
 #: routes anyone may call: probes, the API's own description and the live page (it holds no data: its calls need one)
 OPEN_ROUTES = frozenset({"/health", "/health/ready", "/health/live", "/openapi.json", "/"})
@@ -52,7 +51,7 @@ class TokenService(mode.Service):
             log.critical("PAYMENTS_ADMIN_TOKEN is not usable: %s", exc)
             os._exit(EXIT_ON_FAILURE)
         await tokens_topic.maybe_declare()
-        token_log = TokenLog(parse_broker_url(SETTINGS.broker_url), TOKENS_TOPIC, keyring)
+        token_log = TokenLog(bootstrap_servers(SETTINGS.broker_url), TOKENS_TOPIC, keyring)
         await token_log.start()
         self.token_log = token_log
 

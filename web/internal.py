@@ -18,15 +18,15 @@ from aiohttp import web as aiohttp_web
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from payments_app.app import app
 from payments_app.domain.commands import ClientTransaction, from_dict
 from payments_app.domain.money import InvalidInput
-from payments_app.fanout import local_audit
-from payments_app.intake import INTAKE, Backlogged
-from payments_app.metrics import METRICS, register_collector
-from payments_app.queries import account_history, applied_offsets, is_ready, owned_partitions, read_values
+from payments_app.runtime.metrics import METRICS, register_collector
+from payments_app.service.app import app
+from payments_app.service.composition import INTAKE, READS, owned_partitions
+from payments_app.service.errors import Backlogged, NotOwner
+from payments_app.service.owners import local_audit
+from payments_app.service.topics import TRANSACTIONS_TOPIC
 from payments_app.settings import SETTINGS
-from payments_app.topics import TRANSACTIONS_TOPIC
 from web.parsing import BodyTooLarge, parse_json
 
 JSON = "application/json"
@@ -48,7 +48,7 @@ async def _owner_answer(
         return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
     try:
         return _json(await answer(args))
-    except LookupError as exc:
+    except NotOwner as exc:
         return _json({"error": "not_owner", "detail": str(exc)}, status=409)
     except Backlogged as exc:
         return _json({"error": "backlogged", "detail": str(exc)}, status=429)
@@ -61,7 +61,7 @@ async def entries(request: aiohttp_web.Request) -> aiohttp_web.Response:
         return [(int(p), str(key)) for p, key in body]
 
     async def answer(requests: list[tuple[int, str]]) -> Any:
-        return read_values(requests)
+        return READS.read_values(requests)
 
     return await _owner_answer(request, parse, answer)
 
@@ -71,7 +71,7 @@ Submission = tuple[int, list[ClientTransaction], float]
 
 async def submit(request: aiohttp_web.Request) -> aiohttp_web.Response:
     """Another worker hands over client transactions of partitions this worker owns (`intake.Intake.submit`), as
-    many submissions as it coalesced (`payments_app.forwarding`): `[{"partition", "transactions": [wire form],
+    many submissions as it coalesced (`payments_app.service.handover`): `[{"partition", "transactions": [wire form],
     "wait_s"}, ...]` -> per submission `{"answers": [[status, body], ...]}`, or `{"error": "not_owner" or
     "backlogged", "detail"}`."""
 
@@ -94,7 +94,7 @@ def parse_submission(body: Any) -> Submission:
 async def answer_one(partition: int, transactions: list[ClientTransaction], wait_s: float) -> dict[str, Any]:
     try:
         return {"answers": await INTAKE.submit(partition, transactions, wait_s)}
-    except LookupError as exc:
+    except NotOwner as exc:
         return {"error": "not_owner", "detail": str(exc)}
     except Backlogged as exc:
         return {"error": "backlogged", "detail": str(exc)}
@@ -114,7 +114,7 @@ async def lookup(request: aiohttp_web.Request) -> aiohttp_web.Response:
 
 
 async def history(request: aiohttp_web.Request) -> aiohttp_web.Response:
-    """An account's history in a partition this worker owns (`queries.account_history`):
+    """An account's history in a partition this worker owns (`queries.LocalReads.account_history`):
     `{"partition", "account", "before", "limit"}` -> `[[position, item], ...]`."""
 
     def parse(body: Any) -> tuple[int, str, str | None, int]:
@@ -122,7 +122,7 @@ async def history(request: aiohttp_web.Request) -> aiohttp_web.Response:
         return int(body["partition"]), str(body["account"]), before, int(body["limit"])
 
     async def answer(args: tuple[int, str, str | None, int]) -> Any:
-        return account_history(*args)
+        return READS.account_history(*args)
 
     return await _owner_answer(request, parse, answer)
 
@@ -135,7 +135,7 @@ def progress_report() -> dict[str, Any]:
     """The last offset this worker applied in each partition it owns, the records behind it there, and its counters
     (read by the benchmark, and by `/stats` from every worker): `{"applied": {p: offset}, "lag": {p: records},
     "metrics": {name: count}}`."""
-    applied = applied_offsets()
+    applied = READS.applied_offsets()
     return {
         "applied": {str(p): offset for p, offset in applied.items()},
         "lag": {str(p): records for p, records in partition_lag(applied).items()},
@@ -157,7 +157,7 @@ async def metrics(request: aiohttp_web.Request) -> aiohttp_web.Response:
 def gauges() -> dict[str, tuple[str, float]]:
     return {
         "owned_partitions": ("ledger partitions this worker owns", len(owned_partitions())),
-        "ready": ("1 when every partition assigned here is open and the group is in touch", int(is_ready())),
+        "ready": ("1 when every partition assigned here is open and the group is in touch", int(READS.is_ready())),
         "consumer_lag_records": ("offsets in the owned transactions partitions past the last applied", lag()),
         "submissions_waiting": ("submissions taken here and not decided yet (429 past the bound)", INTAKE.size),
     }
@@ -165,7 +165,7 @@ def gauges() -> dict[str, tuple[str, float]]:
 
 def lag() -> int:
     """Offsets in the open transactions partitions past the last one applied (transaction markers count too)."""
-    return sum(partition_lag(applied_offsets()).values())
+    return sum(partition_lag(READS.applied_offsets()).values())
 
 
 def partition_lag(applied: dict[int, int]) -> dict[int, int]:

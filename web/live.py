@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 from faust.web import Request, Response, View
 
-from payments_app.app import app
-from payments_app.fanout import get_json, partition_owners, this_worker_url
+from payments_app.service.app import app
+from payments_app.service.errors import Backlogged, NotOwner
+from payments_app.service.owners import get_json, partition_owners, this_worker_url
 from payments_app.settings import SETTINGS
 from web.internal import progress_report
 from web.views import ApiView
@@ -61,7 +62,7 @@ async def cluster_stats() -> dict[str, Any]:
             return progress_report(), None
         try:
             return await get_json(f"{host}/internal/progress", STATS_TIMEOUT_S), None
-        except (TimeoutError, LookupError, ValueError, aiohttp.ClientError) as exc:
+        except (TimeoutError, NotOwner, Backlogged, RuntimeError, ValueError, aiohttp.ClientError) as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     answers = dict(zip(hosts, await asyncio.gather(*map(one, hosts)), strict=True))

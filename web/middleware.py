@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from aiohttp import web as aiohttp_web
 
-from payments_app.app import app
-from payments_app.metrics import HTTP_SECONDS
+from payments_app.runtime.metrics import HTTP_SECONDS
+from payments_app.service.app import app
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
-from payments_app.app import app
 from payments_app.domain.access import READ, TRANSFER, Forbidden, mint, parse_grant_request
 from payments_app.domain.commands import ClientTransaction, OpenAccount, to_dict
 from payments_app.domain.invariants import AuditReport, audit_ledger
@@ -21,16 +20,16 @@ from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.domain.segments import Segment
-from payments_app.fanout import REQUEST_TIMEOUT_S, Unavailable, at_owner, audit_all, read_ledger, wait_for_values
-from payments_app.forwarding import FORWARDS
-from payments_app.intake import CONFLICT, INTAKE, Answer, Backlogged
-from payments_app.queries import account_history, is_ready, owned_partitions
-from payments_app.runtime.lease import GROUP_LEASE
 from payments_app.runtime.token_log import TokenLog
-from payments_app.runtime.wiring import LEDGER
-from payments_app.sending import send_commands
+from payments_app.service.app import GROUP_LEASE, app
+from payments_app.service.composition import INTAKE, LEDGER, READS, owned_partitions
+from payments_app.service.errors import Backlogged, Unavailable
+from payments_app.service.handover import HANDOVER
+from payments_app.service.intake import Answer, Verdict
+from payments_app.service.owners import REQUEST_TIMEOUT_S, at_owner, audit_all, read_ledger, wait_for_values
+from payments_app.service.publish import send_commands
+from payments_app.service.watchdog import routed_partitions
 from payments_app.settings import SETTINGS
-from payments_app.watchdog import routed_partitions
 from web.auth import RETRY_AFTER_S, TOKENS, principal, tokens_loaded
 from web.internal import INTERNAL_SERVER
 from web.middleware import OPENAPI_PATH
@@ -96,6 +95,8 @@ class ApiView(View):
 #: a partition's part of a submission not taken: retry it with the same ids (an `Unavailable` part may have reached
 #: its owner before the time-out)
 Refusal = Backlogged | Unavailable
+#: a single submission's answer by its verdict (`service.intake`)
+HTTP_STATUS = {Verdict.SUBMITTED: 202, Verdict.KNOWN: 200, Verdict.CONFLICT: 409}
 
 
 async def submit(view: View, request: Request, transactions: list[ClientTransaction], as_array: bool) -> Response:
@@ -112,15 +113,15 @@ async def submit(view: View, request: Request, transactions: list[ClientTransact
         payload = {"partition": partition, "transactions": [to_dict(tx) for tx in batch], "wait_s": wait_s}
         local = partial(INTAKE.submit, partition, batch, wait_s)
         return await at_owner(partition, local, "/internal/submit", payload, wait_s + REQUEST_TIMEOUT_S,
-                              post=FORWARDS.post)  # fmt: skip
+                              post=HANDOVER.post)  # fmt: skip
 
     answers = await answers_by_partition(transactions, by_partition, at_partition)
     refusals = [answer for answer in answers if isinstance(answer, Refusal)]
     if len(refusals) == len(answers):
         raise next((r for r in refusals if isinstance(r, Unavailable)), refusals[0])
     if not as_array:
-        code, body = answers[0]
-        return view.json(body, status=code)
+        verdict, body = answers[0]
+        return view.json(body, status=HTTP_STATUS[verdict])
     items = [array_item(answer, tx) for answer, tx in zip(answers, transactions, strict=True)]
     decided = all(item["status"] in ("applied", "rejected", "conflict") for item in items)
     response = view.json(items, status=200 if decided else 202)
@@ -135,7 +136,7 @@ async def answers_by_partition(
 ) -> list[Answer | Refusal]:  # fmt: skip
     """Each transaction's answer from its partition's owner, or the refusal of its whole partition. Every partition
     is asked to the end: one partition refused does not hide what the others' owners already applied."""
-    answers: list[Answer | Refusal] = [(0, {})] * len(transactions)
+    answers: list[Answer | Refusal] = [(Verdict.KNOWN, {})] * len(transactions)  # each replaced below
 
     async def ask(partition: int, indexes: list[int]) -> None:
         owner_answers: list[Answer | Refusal]
@@ -155,8 +156,8 @@ def array_item(answer: Answer | Refusal, tx: ClientTransaction) -> dict[str, Any
     if isinstance(answer, Refusal):
         code = "unavailable" if isinstance(answer, Unavailable) else "backlogged"
         return {"id": tx.id, "status": "refused", "error": code, "detail": str(answer)}
-    code, body = answer
-    if code == CONFLICT:
+    verdict, body = answer
+    if verdict == Verdict.CONFLICT:
         return {"id": tx.id, "status": "conflict", **body}
     item = {"id": body["id"], "status": body["status"]}
     if body.get("reason") is not None:
@@ -221,7 +222,7 @@ class AccountHistory(ApiView):
 
         async def at_partition(partition: int) -> list[list[Any]]:
             async def local() -> list[list[Any]]:
-                return account_history(partition, account, cursor, limit + 1)
+                return READS.account_history(partition, account, cursor, limit + 1)
 
             payload = {"partition": partition, "account": account, "before": cursor, "limit": limit + 1}
             return await at_owner(partition, local, "/internal/history", payload)
@@ -311,7 +312,7 @@ class Health(View):
             return error(self, 503, "ledger_failed", f"a ledger partition could not be opened: {failure!r}")
         if LEDGER.assignment_known and not GROUP_LEASE.held():
             return error(self, 503, "no_group_contact", "the worker has not heard from the Kafka group lately")
-        if not is_ready():
+        if not READS.is_ready():
             return error(self, 503, "starting", "the worker is joining the group or opening its ledger partitions")
         if not edge_started():
             return error(self, 503, "starting", "the worker is reading its tokens or opening its internal port")

@@ -25,8 +25,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from typing import Any
 
@@ -37,17 +35,11 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from payments_app.runtime.lease import GROUP_LEASE
+from payments_app.runtime.lease import GroupLease
 from payments_app.runtime.txn_offsets import GroupMember
 
 READ_COMMITTED = "read_committed"
 log = logging.getLogger(__name__)
-
-
-def group_instance_id(web_port: int) -> str:
-    """This worker's stable identity in the consumer group: `PAYMENTS_INSTANCE_ID`, or host name and web port (a
-    StatefulSet pod keeps its host name, a local worker its port)."""
-    return os.environ.get("PAYMENTS_INSTANCE_ID") or f"{socket.gethostname()}-{web_port}"
 
 
 MEMBER = (("member_id", String("utf-8")), ("group_instance_id", String("utf-8")))
@@ -107,17 +99,17 @@ class LedgerConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads both when it starts the consumer (fetcher and coordinator), after this constructor.
         consumer._isolation_level = READ_COMMITTED
         consumer._partition_assignment_strategy = (self.app.assignor,)
-        consumer._group_instance_id = group_instance_id(self.app.conf.web_port)
+        consumer._group_instance_id = self.app.instance_id
         return consumer
 
     async def on_start(self) -> None:
         await super().on_start()
         coordinator = self._ensure_consumer()._coordinator
         coordinator._maybe_leave_group = lambda: leave_group(coordinator)
-        renew_lease_on_heartbeats(coordinator)
+        renew_lease_on_heartbeats(coordinator, self.app.lease)
 
 
-def renew_lease_on_heartbeats(coordinator: GroupCoordinator) -> None:
+def renew_lease_on_heartbeats(coordinator: GroupCoordinator, lease: GroupLease) -> None:
     """Renew the group lease with every heartbeat the coordinator accepts and every completed join, which also
     names the member the assignment went to."""
     heartbeat, join_complete = coordinator._do_heartbeat, coordinator._on_join_complete
@@ -126,12 +118,12 @@ def renew_lease_on_heartbeats(coordinator: GroupCoordinator) -> None:
         sent_at = time.monotonic()
         accepted = await heartbeat()
         if accepted:
-            GROUP_LEASE.renewed(sent_at)
+            lease.renewed(sent_at)
         return accepted
 
     async def renewing_join_complete(generation: int, member_id: str, *args: Any) -> None:
         member = GroupMember(coordinator.group_id, generation, member_id, coordinator._group_instance_id)
-        GROUP_LEASE.joined(member, time.monotonic())
+        lease.joined(member, time.monotonic())
         await join_complete(generation, member_id, *args)
 
     coordinator._do_heartbeat = renewing_heartbeat
@@ -144,6 +136,7 @@ class LedgerConsumer(faust_aiokafka.Consumer):
 
 
 class LedgerTransport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport with the consumer above."""
+    """Faust's aiokafka transport with the consumer above. Its app has a `lease` (`runtime.lease.GroupLease`) and an
+    `instance_id` (the static membership id)."""
 
     Consumer = LedgerConsumer

@@ -20,8 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import PartitionState
-from payments_app.metrics import METRICS
 from payments_app.runtime.ledger_writer import Tenure
+from payments_app.runtime.metrics import METRICS
 from tables.ledger import PartitionStore
 
 log = logging.getLogger(__name__)

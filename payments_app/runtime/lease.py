@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 from payments_app.runtime.txn_offsets import GroupMember
-from payments_app.settings import SETTINGS
 
 #: taken off the lease, for the time between our clock reading and the coordinator's
 MARGIN_S = 1.0
@@ -35,6 +34,3 @@ class GroupLease:
 
     def held(self) -> bool:
         return time.monotonic() < self.expires_at
-
-
-GROUP_LEASE = GroupLease(SETTINGS.session_timeout_s)

@@ -30,9 +30,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import require
-from payments_app.metrics import COMMIT_SECONDS
 from payments_app.runtime.commit import Fenced, PartitionCommit
 from payments_app.runtime.faust_fixes import track_topics
+from payments_app.runtime.metrics import COMMIT_SECONDS
 from payments_app.runtime.txn_offsets import GroupMember, StaleMember, commit_offsets
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from payments_app.codec import store_entries
-from payments_app.metrics import METRICS, PARTITION_OPEN_SECONDS
 from payments_app.runtime.commit import Group, GroupResult
 from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics, LogReader, open_session
 from payments_app.runtime.ledger_writer import LedgerWriter, Tenure
+from payments_app.runtime.metrics import METRICS, PARTITION_OPEN_SECONDS
 from payments_app.runtime.standby import StandbyFollower
 from payments_app.runtime.txn_offsets import GroupMember
+from tables.codec import store_entries
 from tables.ledger import LedgerStores, PartitionStore, StoreOptions
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class LedgerSessions:
         partitions: int,
         model: str,
         writer: LedgerWriter,
+        on_committed: Callable[[GroupResult], None],
     ) -> None:
         self.topics = topics
         self.partitions = partitions
@@ -56,7 +57,7 @@ class LedgerSessions:
         self._handed: dict[int, int] = {}  # per partition, the last offset the consumer handed the agent
         self.assignment_known = False  # false until the group first gives this worker an assignment
         #: told of every catch-up group's result, as the agent is of its own (counted, waiting clients answered)
-        self.on_committed: Callable[[GroupResult], None] | None = None
+        self.on_committed = on_committed
 
     @property
     def reader(self) -> LogReader:
@@ -168,8 +169,7 @@ class LedgerSessions:
         group = Group(self.partitions, self.model)
         await group.catch_up(session, end)
         result = await group.commit()
-        if self.on_committed is not None:
-            self.on_committed(result)
+        self.on_committed(result)
 
     async def stop(self) -> None:
         self.revoke(set(self._opening))

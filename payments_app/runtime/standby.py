@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from payments_app.metrics import METRICS
+from payments_app.runtime.metrics import METRICS
 from tables.ledger import LedgerStores
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from typing import Any
 
 import aiohttp
 
-from payments_app.cluster import WorkerProcess, bearer, new_admin_token
+from devtools.cluster import WorkerProcess, bearer, new_admin_token
+from devtools.local_kafka import free_port
 from payments_app.domain.routing import CONCURRENT
-from payments_app.local_kafka import free_port
 
 PARTITIONS = 4
 #: every test cluster's admin token (each worker requires one); test sessions send it

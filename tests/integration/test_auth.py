@@ -11,10 +11,11 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from payments_app.cluster import WorkerProcess, bearer
-from payments_app.local_kafka import free_port, parse_broker_url
-from payments_app.processes import EXIT_ON_FAILURE
+from devtools.cluster import WorkerProcess, bearer
+from devtools.local_kafka import free_port
+from payments_app.exits import EXIT_ON_FAILURE
 from payments_app.runtime.topic_check import topic_problems
+from payments_app.settings import bootstrap_servers
 from tests.integration.cluster import AppCluster, call, settled, wait_for
 
 pytestmark = pytest.mark.broker
@@ -153,7 +154,7 @@ async def test_a_bad_grant_request_is_refused(session, urls) -> None:
 async def test_tokens_are_kept_as_digests_and_never_logged(session, urls, module_cluster, broker_url) -> None:
     token = (await mint(session, urls[0], ["read"], ["auth-a"]))["token"]
     secret = token.partition(".")[2]
-    consumer = AIOKafkaConsumer(bootstrap_servers=parse_broker_url(broker_url), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(broker_url), enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(f"{module_cluster.app_id}-tokens", 0)
@@ -200,7 +201,7 @@ def test_a_worker_that_may_not_create_topics_stops_when_they_are_missing(broker_
 
 async def test_the_topic_check_names_a_mis_sized_topic(module_cluster: AppCluster, broker_url: str) -> None:
     topic = f"{module_cluster.app_id}-transactions"
-    bootstrap = parse_broker_url(broker_url)
+    bootstrap = bootstrap_servers(broker_url)
     assert await topic_problems(bootstrap, {topic: 4}) == []
     assert await topic_problems(bootstrap, {topic: 8}) == [
         f"topic {topic!r} has 4 partitions; this app is configured for 8"

@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from payments_app.cluster import bearer
+from devtools.cluster import bearer
 from tests.integration.cluster import ADMIN_TOKEN, AppCluster
 
 pytestmark = pytest.mark.broker

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from payments_app.cluster import WorkerProcess
-from payments_app.local_kafka import parse_broker_url
+from devtools.cluster import WorkerProcess
+from payments_app.settings import bootstrap_servers
 from tests.integration.cluster import AppCluster, admin_session, call
 from tests.integration.ledger_checks import assert_invariants, statuses, wait_all_decided
 
@@ -198,7 +198,7 @@ async def take_transactional_id(cluster: AppCluster, worker: WorkerProcess) -> N
     """InitProducerId with the worker's transactional id: the worker's producer epoch is over."""
     transactional_id = f"{cluster.app_id}-ledger-{socket.gethostname()}-{worker.web_port}"
     usurper = AIOKafkaProducer(
-        bootstrap_servers=parse_broker_url(cluster.broker_url), transactional_id=transactional_id
+        bootstrap_servers=bootstrap_servers(cluster.broker_url), transactional_id=transactional_id
     )
     await usurper.start()
     await usurper.stop()

@@ -12,11 +12,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from payments_app.local_kafka import parse_broker_url
 from payments_app.runtime.commit import PartitionCommit
 from payments_app.runtime.kafka_session import LogReader
 from payments_app.runtime.ledger_writer import LedgerWriter, StaleAssignment, Tenure
 from payments_app.runtime.txn_offsets import GroupMember
+from payments_app.settings import bootstrap_servers
 
 pytestmark = pytest.mark.broker
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.broker
 async def names(broker_url: str) -> AsyncIterator[dict[str, str]]:
     run = uuid.uuid4().hex[:8]
     topics = {"changelog": f"w-{run}-changelog", "transactions": f"w-{run}-transactions", "group": f"w-{run}"}
-    admin = AIOKafkaAdminClient(bootstrap_servers=parse_broker_url(broker_url))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(broker_url))
     await admin.start()
     await admin.create_topics([NewTopic(topics["changelog"], 2, 1), NewTopic(topics["transactions"], 2, 1)])
     await admin.close()
@@ -63,7 +63,7 @@ async def committed_values(bootstrap: str, topic: str, partition: int) -> list[b
 async def test_a_commit_under_an_assignment_the_group_left_behind_is_refused_and_invisible(
     broker_url: str, names: dict[str, str]
 ) -> None:
-    bootstrap = parse_broker_url(broker_url)
+    bootstrap = bootstrap_servers(broker_url)
     writer = LedgerWriter(bootstrap, f"{names['group']}-ledger-a", [names["changelog"], names["transactions"]], 10.0)
     first = await joined(bootstrap, names, "a")
     tenure = Tenure(writer, member_of(first))
@@ -93,7 +93,7 @@ async def test_a_commit_under_an_assignment_the_group_left_behind_is_refused_and
 
 
 async def test_a_new_owner_waits_until_the_old_owners_transaction_ends(broker_url: str, names: dict[str, str]) -> None:
-    bootstrap = parse_broker_url(broker_url)
+    bootstrap = bootstrap_servers(broker_url)
     old_owner = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{names['group']}-old")
     await old_owner.start()
     reader = LogReader(bootstrap, names["group"])

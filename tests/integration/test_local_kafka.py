@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from payments_app.local_kafka import LocalKafka
+from devtools.local_kafka import LocalKafka
 
 pytestmark = pytest.mark.broker
 

@@ -22,8 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from bench.driver import RunSettings, id_in_partition
-from payments_app.cluster import WorkerProcess
-from payments_app.local_kafka import LocalKafka, free_port
+from devtools.cluster import WorkerProcess
+from devtools.local_kafka import LocalKafka, free_port
 from tests.integration.cluster import PARTITIONS, AppCluster, admin_session, call, wait_for
 from tests.integration.ledger_checks import wait_all_decided
 from tests.integration.netsplit import NetSplit

@@ -14,9 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from payments_app.cluster import bearer
-from payments_app.local_kafka import PROJECT_ROOT, free_port
-from payments_app.processes import die_with_parent, stop_process
+from devtools.cluster import bearer
+from devtools.local_kafka import PROJECT_ROOT, free_port
+from devtools.processes import die_with_parent, stop_process
 from tests.integration.cluster import wait_for
 
 pytestmark = pytest.mark.broker
@@ -38,7 +38,7 @@ async def test_payments_run_prints_and_keeps_the_admin_token(broker_url: str, tm
     web_port = free_port()
     env = {**os.environ, "BROKER_URL": broker_url, "PAYMENTS_APP_ID": f"run-{web_port}", "PAYMENTS_PARTITIONS": "2"}
     env.pop("PAYMENTS_ADMIN_TOKEN", None)
-    command = [sys.executable, "-m", "payments_app.cli", "run", "--data-dir", str(tmp_path),
+    command = [sys.executable, "-m", "devtools.cli", "run", "--data-dir", str(tmp_path),
                "--web-port", str(web_port), "--internal-port", str(free_port())]  # fmt: skip
     log = (tmp_path / "run.log").open("wb")
     process = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,

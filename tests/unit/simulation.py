@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from payments_app.codec import decode_entry, encode_batch, store_entries
 from payments_app.domain.commands import ClientTransaction, MoveRequest, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
 from payments_app.domain.ledger import (
@@ -30,6 +29,7 @@ from payments_app.domain.ledger import (
 from payments_app.domain.routing import CONCURRENT, decided_in
 from payments_app.domain.segments import Segment, plan_equalization
 from payments_app.runtime.commit import Fenced, Group, PartitionCommit, Pipeline
+from tables.codec import decode_entry, encode_batch, store_entries
 from tables.ledger import NOTHING_APPLIED, storage_key
 
 
@@ -116,7 +116,7 @@ class SimCluster:
         self.parts[p].log.append(encode_batch([command]))
 
     def submit_direct(self, command: ClientTransaction, fault: str | None = None) -> bool:
-        """A client's transaction applied at its partition's owner as `payments_app.intake` does it: staged in the
+        """A client's transaction applied at its partition's owner as `service.intake` does it: staged in the
         owner's open group and committed, never in the log. `fault`: "before_commit" or "before_checkpoint" kills
         the owner; "zombie" submits to an owner another has fenced. Returns whether the owner said committed (the
         client retries, with the same id, until it does)."""

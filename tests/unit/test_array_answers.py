@@ -8,8 +8,9 @@ import asyncio
 import pytest
 
 from payments_app.domain.commands import ClientTransaction, Transfer
-from payments_app.fanout import Unavailable
-from payments_app.intake import ACCEPTED, Answer, Backlogged
+from payments_app.service.errors import Backlogged
+from payments_app.service.intake import Answer, Verdict
+from payments_app.service.owners import Unavailable
 from web.views import answers_by_partition, array_item
 
 TRANSFERS: list[ClientTransaction] = [Transfer(f"t{n}", "alice", "bob", 1) for n in range(6)]
@@ -29,7 +30,7 @@ class Owners:
             raise Unavailable("p2 has no owner")
         await asyncio.sleep(0.01)
         self.sent += [tx.id for tx in batch]
-        return [(ACCEPTED, {"id": tx.id, "status": "pending"}) for tx in batch]
+        return [(Verdict.SUBMITTED, {"id": tx.id, "status": "pending"}) for tx in batch]
 
 
 async def test_a_refused_partition_answers_its_own_items_and_the_others_are_sent() -> None:

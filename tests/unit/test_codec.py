@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from payments_app.codec import decode_batch, encode_batch
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.commands import (
     Deposit,
@@ -20,6 +19,7 @@ from payments_app.domain.commands import (
     Transfer,
     Withdrawal,
 )
+from tables.codec import decode_batch, encode_batch
 
 ids = st.text(min_size=1, max_size=12)
 amounts = st.integers(0, 10**15)

@@ -10,7 +10,7 @@ import pytest
 
 from bench.driver import RunResult
 from bench.report import half_load_rate, write_json
-from payments_app.cli import bench_matrix
+from devtools.cli import bench_matrix
 
 
 def kafka_run(workload: str, workers: int, tps: float, rate: float = 0.0, ok: bool = True) -> RunResult:

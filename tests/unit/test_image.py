@@ -3,7 +3,8 @@
 The replay follows the Dockerfile itself: its COPY lines say which files go where, its RUN lines are run with
 their paths moved under a temporary directory (and pip's cache left on, for speed). A RUN line it cannot replay
 fails the test, so the Dockerfile and this test cannot drift apart. Then, from a directory outside the repository,
-`payments --help` and `import payments_app.worker` must work, and every installed package must be the lock's.
+`import payments_app.worker` must work, the dev tooling (`devtools`, `bench`, the `payments` command) must be absent,
+and every installed package must be the lock's.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class Replay:
 
 
 @pytest.mark.image
-def test_the_image_file_set_runs_the_payments_command_and_the_worker(tmp_path: Path) -> None:
+def test_the_image_file_set_imports_the_worker_and_holds_no_dev_tooling(tmp_path: Path) -> None:
     _, stages = dockerfile()
     replay = Replay(tmp_path / "image")
     for instruction, value in stages[0].instructions:
@@ -209,9 +210,13 @@ def test_the_image_file_set_runs_the_payments_command_and_the_worker(tmp_path: P
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return result.stdout
 
-    assert "usage: payments" in run(python.parent / "payments", "--help")
     imported = run(python, "-c", "import payments_app, payments_app.worker; print(payments_app.__file__)")
     assert Path(imported.strip()).is_relative_to(replay.path(VENV)), imported
+    absent = run(
+        python, "-c", "import importlib.util as u; print([m for m in ('devtools', 'bench') if u.find_spec(m)])"
+    )
+    assert absent.strip() == "[]", absent
+    assert not (python.parent / "payments").exists()
     run(sys.executable, "-m", "pip", "--python", python, "check")
 
     installed = json.loads(

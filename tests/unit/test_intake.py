@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from payments_app import intake
 from payments_app.domain.commands import Command, Deposit, Transfer
 from payments_app.domain.ledger import APPLIED, TxRecord, transaction_key
-from payments_app.intake import ACCEPTED, CONFLICT, KNOWN, Backlogged, Intake
 from payments_app.runtime.commit import GroupResult
+from payments_app.service.errors import Backlogged, NotOwner
+from payments_app.service.intake import Intake, Verdict
 
 PARTITION = 3
+MAX_WAITING = 50_000
 T1 = Transfer("t1", "alice", "bob", 100)
 
 
@@ -48,17 +49,19 @@ class FakePipeline:
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    rows: dict[str, list[Any]] = {}
-    monkeypatch.setattr(intake, "stored_value", lambda partition, key: rows.get(key))
-    return rows
+def store() -> dict[str, list[Any]]:
+    return {}
 
 
 @pytest.fixture
-def owner(monkeypatch: pytest.MonkeyPatch) -> Intake:
+def owner(store: dict[str, list[Any]]) -> Intake:
     session = FakeSession()
-    monkeypatch.setattr(intake.LEDGER, "opened", lambda partition: session if partition == PARTITION else None)
-    owner = Intake()
+    owner = Intake(
+        None,  # type: ignore[arg-type]  # replaced below: the fake pipeline answers the intake it is given
+        lambda partition: session if partition == PARTITION else None,  # type: ignore[arg-type, return-value]
+        lambda partition, key: store.get(key),
+        MAX_WAITING,
+    )
     owner.pipeline = FakePipeline(owner)  # type: ignore[assignment]
     return owner
 
@@ -74,10 +77,10 @@ def applied(tx: Transfer) -> TxRecord:
 async def test_a_new_transaction_is_answered_once_committed_with_its_record_as_the_commit_left_it(store, owner) -> None:
     pipeline(owner).decide["t1"] = applied(T1)
     ((code, body),) = await owner.submit(PARTITION, [T1], wait_s=0)
-    assert (code, body) == (ACCEPTED, applied(T1).to_dict())
+    assert (code, body) == (Verdict.SUBMITTED, applied(T1).to_dict())
     t2 = Transfer("t2", "alice", "bob", 5)  # parked in a collection round: still pending after its commit
     ((code, body),) = await owner.submit(PARTITION, [t2], wait_s=0)
-    assert code == ACCEPTED and body["status"] == "pending" and body["payer"] == "alice"
+    assert code == Verdict.SUBMITTED and body["status"] == "pending" and body["payer"] == "alice"
     assert pipeline(owner).staged == [T1, t2] and owner.size == 1
 
 
@@ -89,8 +92,8 @@ async def test_a_resubmission_during_the_commit_waits_for_it_and_is_known(store,
     await asyncio.sleep(0.01)
     assert not first.done() and not again.done()
     pipeline(owner).gate.set()
-    assert (await first)[0][0] == ACCEPTED
-    assert (await again)[0] == (KNOWN, TxRecord.pending(T1).to_dict())
+    assert (await first)[0][0] == Verdict.SUBMITTED
+    assert (await again)[0] == (Verdict.KNOWN, TxRecord.pending(T1).to_dict())
     assert pipeline(owner).staged == [T1]
 
 
@@ -98,14 +101,14 @@ async def test_the_same_id_with_another_body_is_a_conflict_before_and_after_the_
     await owner.submit(PARTITION, [T1], wait_s=0)
     other = Transfer("t1", "alice", "bob", 999)
     ((code, body),) = await owner.submit(PARTITION, [other], wait_s=0)
-    assert code == CONFLICT and body["error"] == "id_conflict" and body["existing"]["amount"] == 100
+    assert code == Verdict.CONFLICT and body["error"] == "id_conflict" and body["existing"]["amount"] == 100
     store[transaction_key("t1")] = applied(T1).to_row()
     owner.decided(PARTITION, [applied(T1)])
     for tx in (other, Deposit("t1", "alice", 100)):
         ((code, body),) = await owner.submit(PARTITION, [tx], wait_s=0)
-        assert code == CONFLICT and body["existing"]["status"] == APPLIED
+        assert code == Verdict.CONFLICT and body["existing"]["status"] == APPLIED
     ((code, body),) = await owner.submit(PARTITION, [T1], wait_s=0)
-    assert (code, body) == (KNOWN, applied(T1).to_dict())
+    assert (code, body) == (Verdict.KNOWN, applied(T1).to_dict())
     assert pipeline(owner).staged == [T1] and owner.size == 0
 
 
@@ -116,7 +119,7 @@ async def test_a_wait_ends_with_the_decision(store, owner) -> None:
     await asyncio.sleep(0.01)
     assert not submitted.done() and not looked_up.done()
     owner.decided(PARTITION, [applied(T1)])
-    assert await submitted == [(KNOWN, applied(T1).to_dict())]
+    assert await submitted == [(Verdict.KNOWN, applied(T1).to_dict())]
     assert await looked_up == applied(T1).to_dict()
 
 
@@ -137,16 +140,16 @@ async def test_a_lookup_during_the_commit_answers_as_the_commit_does(store, owne
         pipeline(owner).gate.set()
         if fenced:
             for answer in (submitted, looked_up):
-                with pytest.raises(LookupError, match="before"):
+                with pytest.raises(NotOwner, match="before"):
                     await answer
         else:
-            assert (await submitted)[0] == (ACCEPTED, applied(tx).to_dict())
+            assert (await submitted)[0] == (Verdict.SUBMITTED, applied(tx).to_dict())
             assert await looked_up == applied(tx).to_dict()
 
 
 async def test_a_wait_ends_at_its_deadline_with_pending(store, owner) -> None:
     ((code, body),) = await owner.submit(PARTITION, [T1], wait_s=0.05)
-    assert code == ACCEPTED and body["status"] == "pending"
+    assert code == Verdict.SUBMITTED and body["status"] == "pending"
     assert (await owner.lookup(PARTITION, "t1", wait_s=0.05))["status"] == "pending"
     assert await owner.lookup(PARTITION, "unknown", wait_s=0.05) is None
 
@@ -158,8 +161,8 @@ async def test_a_partition_that_leaves_ends_its_waits_and_forgets_them(store, ow
     assert (await waiting)[0][1]["status"] == "pending" and owner.size == 0
 
 
-async def test_past_the_backlog_bound_nothing_is_staged(store, owner, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(intake, "MAX_WAITING", 1)
+async def test_past_the_backlog_bound_nothing_is_staged(store, owner) -> None:
+    owner.max_waiting = 1
     await owner.submit(PARTITION, [T1], wait_s=0)
     with pytest.raises(Backlogged):
         await owner.submit(PARTITION, [Transfer("t2", "alice", "bob", 1)], wait_s=0)
@@ -168,14 +171,14 @@ async def test_past_the_backlog_bound_nothing_is_staged(store, owner, monkeypatc
 
 async def test_a_batch_dropped_by_a_fence_is_forgotten_and_the_request_goes_to_the_next_owner(store, owner) -> None:
     pipeline(owner).fenced = True
-    with pytest.raises(LookupError, match="before its commit"):
+    with pytest.raises(NotOwner, match="before its commit"):
         await owner.submit(PARTITION, [T1], wait_s=0)
     assert owner.size == 0
     pipeline(owner).fenced = False
-    assert (await owner.submit(PARTITION, [T1], wait_s=0))[0][0] == ACCEPTED and owner.size == 1
+    assert (await owner.submit(PARTITION, [T1], wait_s=0))[0][0] == Verdict.SUBMITTED and owner.size == 1
 
 
 async def test_a_partition_not_open_here_is_looked_up_elsewhere(store, owner) -> None:
-    with pytest.raises(LookupError, match="not open"):
+    with pytest.raises(NotOwner, match="not open"):
         await owner.submit(PARTITION + 1, [T1], wait_s=0)
     assert owner.size == 0 and pipeline(owner).staged == []

@@ -24,7 +24,7 @@ import yaml
 from faust.assignor.leader_assignor import LeaderAssignor
 from kubernetes_validate import utils as kv_utils
 
-import payments_app.topics
+import payments_app.service.topics
 from payments_app.runtime.ledger_writer import MIN_COMMIT_TIMEOUT_S
 from payments_app.settings import SETTINGS
 from payments_app.worker import app
@@ -314,7 +314,9 @@ def test_the_admin_token_comes_from_a_secret_that_is_not_in_the_repository() -> 
 def test_workers_create_no_topics_and_the_kafka_topics_are_the_apps() -> None:
     assert config()["PAYMENTS_CREATE_TOPICS"] == "false"
     assert (SETTINGS.app_id, str(SETTINGS.partitions)) == (config()["PAYMENTS_APP_ID"], config()["PAYMENTS_PARTITIONS"])
-    declared = {t.get_topic_name(): t for t in vars(payments_app.topics).values() if isinstance(t, faust.types.TopicT)}
+    declared = {
+        t.get_topic_name(): t for t in vars(payments_app.service.topics).values() if isinstance(t, faust.types.TopicT)
+    }
     expected = {name: (topic.partitions, bool(topic.compacting)) for name, topic in declared.items()}
     if not app.conf.topic_disable_leader:
         expected[LeaderAssignor(app)._leader_topic_name] = (1, False)
@@ -326,7 +328,7 @@ def test_workers_create_no_topics_and_the_kafka_topics_are_the_apps() -> None:
         assert (spec["config"].get("cleanup.policy") == "compact") == compacted, name
         assert spec["replicas"] == int(config()["PAYMENTS_REPLICATION_FACTOR"]) == 3, name
         assert spec["config"]["min.insync.replicas"] == 2, name
-    checked_at_start = getattr(payments_app.topics, "EXPECTED_PARTITIONS", {})
+    checked_at_start = getattr(payments_app.service.topics, "EXPECTED_PARTITIONS", {})
     assert {name: topics[name]["spec"]["partitions"] for name in checked_at_start} == checked_at_start
 
 
@@ -340,7 +342,7 @@ def test_the_broker_url_is_the_strimzi_bootstrap_of_the_plain_listener() -> None
     for pool in of_kind("KafkaNodePool"):
         assert pool["metadata"]["labels"]["strimzi.io/cluster"] == name
     # The Kafka version the project's tests run against (the local broker's pom).
-    pom = ET.parse(ROOT / "payments_app" / "kafka" / "pom.xml").getroot()
+    pom = ET.parse(ROOT / "devtools" / "kafka" / "pom.xml").getroot()
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     versions = [
         d.findtext("m:version", namespaces=ns)

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from payments_app.codec import decode_entry, encode_entry
 from payments_app.domain.commands import ClientTransaction, Deposit, Transfer, Withdrawal
 from payments_app.domain.ledger import (
     APPLIED,
@@ -23,6 +22,7 @@ from payments_app.domain.ledger import (
 )
 from payments_app.domain.routing import CONCURRENT, MODELS
 from payments_app.runtime.commit import GroupResult, Pipeline
+from tables.codec import decode_entry, encode_entry
 from tests.unit.simulation import SimCluster
 
 

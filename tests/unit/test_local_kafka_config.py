@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from payments_app.local_kafka import KafkaSetupError, new_cluster_id, parse_broker_url, require_tool
+from devtools.local_kafka import KafkaSetupError, new_cluster_id, require_tool
+from payments_app.settings import bootstrap_servers
 
 
 def test_missing_java_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,10 +17,10 @@ def test_missing_java_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_broker_url_parsing() -> None:
-    assert parse_broker_url("kafka://127.0.0.1:9092") == "127.0.0.1:9092"
-    assert parse_broker_url("kafka://a:1;b:2") == "a:1,b:2"
+    assert bootstrap_servers("kafka://127.0.0.1:9092") == "127.0.0.1:9092"
+    assert bootstrap_servers("kafka://a:1;b:2") == "a:1,b:2"
     with pytest.raises(ValueError, match="kafka://"):
-        parse_broker_url("127.0.0.1:9092")
+        bootstrap_servers("127.0.0.1:9092")
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from payments_app.codec import encode_transactions, store_entries
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import TxRecord
+from tables.codec import encode_transactions, store_entries
 from tables.ledger import CHECKPOINT_KEY, PartitionStore, StoreOptions
 
 DECIDED_MS = 1_764_000_000_000

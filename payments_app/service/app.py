@@ -1,23 +1,26 @@
-"""The faust.App and its settings, nothing else: tables, agents and views attach themselves to it."""
+"""The faust.App and its settings, and the group lease its consumer renews; agents and views attach to the app."""
 
 from __future__ import annotations
 
 import gc
-import os
 
 import faust
 from faust.types import TransportT
 
 from payments_app.runtime.faust_fixes import LedgerTransport
+from payments_app.runtime.lease import GroupLease
 from payments_app.settings import SETTINGS
 
-GC_THRESHOLD = int(os.environ.get("PAYMENTS_GC_THRESHOLD", "50000"))  # young-generation allocations
 #: how long Faust's producer (client submissions, reconciler requests) may wait for the broker before failing
 PRODUCER_REQUEST_TIMEOUT_S = 30.0
 
 
 class PaymentsApp(faust.App):
-    """Faust's app on the transport from `runtime.faust_fixes` (a consumer that reads committed records only)."""
+    """Faust's app on the transport from `runtime.faust_fixes` (a consumer that reads committed records only, as
+    the static member `instance_id`, renewing `lease` with every heartbeat)."""
+
+    lease: GroupLease
+    instance_id: str
 
     def _new_transport(self) -> TransportT:
         return LedgerTransport(self.conf.broker_consumer, self)
@@ -54,11 +57,14 @@ app = PaymentsApp(
     # over a minute of 500-transfer records) let one partition's backlog hold another's new records that long.
     stream_buffer_maxsize=SETTINGS.stream_buffer_records,
 )
+app.instance_id = SETTINGS.instance_id
+#: how long this worker is sure to still own its partitions (reads and readiness need it held)
+GROUP_LEASE = app.lease = GroupLease(SETTINGS.session_timeout_s)
 
 
 @app.task
 async def install_diagnostics() -> None:
-    from payments_app import diagnostics
+    from payments_app.service import diagnostics
 
     diagnostics.install()
 
@@ -72,4 +78,4 @@ def quiet_garbage_collector(app: faust.App, **_: object) -> None:
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    gc.set_threshold(SETTINGS.gc_threshold, 20, 20)

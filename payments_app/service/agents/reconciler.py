@@ -7,31 +7,29 @@ the ledger agent applies like any relay. The audit only reads and logs; GET /aud
 from __future__ import annotations
 
 import logging
-import os
 import time
 
-from payments_app.agents.demand import DEMAND
-from payments_app.app import app
-from payments_app.codec import group_by_partition
 from payments_app.domain.commands import Command, MoveRequest
 from payments_app.domain.ledger import segment_key
 from payments_app.domain.segments import Segment, plan_equalization
-from payments_app.fanout import Unavailable, read_ledger
-from payments_app.metrics import METRICS
-from payments_app.queries import audit_owned_partitions, is_ready
-from payments_app.sending import send_commands
+from payments_app.runtime.metrics import METRICS
+from payments_app.service.app import app
+from payments_app.service.composition import READS
+from payments_app.service.demand import DEMAND
+from payments_app.service.errors import Unavailable
+from payments_app.service.owners import read_ledger
+from payments_app.service.publish import send_commands
 from payments_app.settings import SETTINGS
+from tables.codec import group_by_partition
 
-AUDIT_INTERVAL_S = float(os.environ.get("PAYMENTS_AUDIT_INTERVAL_S", "10"))
-REBALANCE_INTERVAL_S = float(os.environ.get("PAYMENTS_REBALANCE_INTERVAL_S", "1"))
 REBALANCE_ACCOUNTS_MAX = 200  # per tick: bounds the fan-out reads one tick makes
 MIN_MOVE_SHARE = 20  # a move smaller than 1/20 of an equal share is not worth a relay
 log = logging.getLogger(__name__)
 
 
-@app.timer(interval=REBALANCE_INTERVAL_S)
+@app.timer(interval=SETTINGS.rebalance_interval_s)
 async def rebalance_short_accounts() -> None:
-    if not is_ready():
+    if not READS.is_ready():
         return  # the demand waits for the rebalance or restore to end
     accounts = DEMAND.take(REBALANCE_ACCOUNTS_MAX)
     if not accounts:
@@ -71,12 +69,12 @@ class AuditPace:
 AUDIT_PACE = AuditPace()
 
 
-@app.timer(interval=AUDIT_INTERVAL_S)
+@app.timer(interval=SETTINGS.audit_interval_s)
 async def audit_partitions() -> None:
-    if not is_ready() or not AUDIT_PACE.due():
+    if not READS.is_ready() or not AUDIT_PACE.due():
         return
     started = time.monotonic()
-    reports = await audit_owned_partitions()
+    reports = await READS.audit_owned_partitions()
     AUDIT_PACE.took(time.monotonic() - started)
     for partition, (_, report) in reports.items():
         for problem in report.problems:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import WORKLOADS
-from payments_app.local_kafka import PROJECT_ROOT, LocalKafka, configured_broker_url
+from devtools.local_kafka import PROJECT_ROOT, LocalKafka, configured_broker_url
 
 RUN_BROKER_PORT = 19092
 RUN_CONTROLLER_PORT = 19093
@@ -28,8 +28,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the local broker (unless BROKER_URL is set), create topics, run one worker in the foreground."""
-    from payments_app.cluster import WorkerProcess, new_admin_token
-    from payments_app.processes import EXIT_FOR_RESTART
+    from devtools.cluster import WorkerProcess, new_admin_token
+    from payments_app.exits import EXIT_FOR_RESTART
 
     data_dir = Path(args.data_dir)
     kafka: LocalKafka | None = None
@@ -74,7 +74,8 @@ def bench(args: argparse.Namespace) -> int:
     """Run the benchmark matrix, then write bench/results/latest.{json,png} and the table for BENCHMARKS.md."""
     import asyncio
 
-    from bench.driver import machine, run_matrix
+    from bench.driver import machine
+    from bench.matrix import run_matrix
     from bench.report import markdown_table, ratio_table, read_json, scale_out_table, write_json, write_plot
 
     results_dir = Path(args.results_dir)

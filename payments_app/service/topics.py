@@ -3,7 +3,7 @@ at start-up (an existing topic is left as it is), unless PAYMENTS_CREATE_TOPICS 
 
 from __future__ import annotations
 
-from payments_app.app import app
+from payments_app.service.app import app
 from payments_app.settings import SETTINGS
 from tables.ledger import LEDGER_CHANGELOG_SUFFIX
 

@@ -8,10 +8,6 @@ import subprocess
 import sys
 
 _PR_SET_PDEATHSIG = 1
-#: a worker's exit code for "stuck in a state only a fresh process fixes: start me again" (see watchdog.py)
-EXIT_FOR_RESTART = 75
-#: a worker's exit code for "this cannot go on": a record it could not apply, or a setting it cannot run with
-EXIT_ON_FAILURE = 70
 
 
 def die_with_parent() -> None:

@@ -1,4 +1,5 @@
-"""Answer a read from any worker: ask the worker that owns each partition, or read locally when it is us."""
+"""Who owns each partition, and asking them: a read, an audit or a submission goes to the owner's internal routes
+(`web.internal`), or is answered locally when the owner is this worker; retried through a rebalance."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-from payments_app.app import app
-from payments_app.intake import Backlogged
-from payments_app.queries import audit_owned_partitions, read_values
-from payments_app.runtime.lease import GROUP_LEASE
-from payments_app.topics import TRANSACTIONS_TOPIC
+from payments_app.service.app import GROUP_LEASE, app
+from payments_app.service.composition import READS
+from payments_app.service.errors import Backlogged, NotOwner, Unavailable
+from payments_app.service.topics import TRANSACTIONS_TOPIC
 
 RETRY_FOR_S = 10.0
 RETRY_PAUSE_S = 0.2
@@ -23,10 +23,6 @@ REQUEST_TIMEOUT_S = 10.0
 AUDIT_TIMEOUT_S = 120.0
 _session: aiohttp.ClientSession | None = None
 T = TypeVar("T")
-
-
-class Unavailable(RuntimeError):
-    """No worker answers for a partition right now (start-up or rebalance)."""
 
 
 def partition_owners() -> dict[int, str]:
@@ -49,19 +45,25 @@ async def post_json(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S
     """Another worker's answer to a POST on its internal port (`web.internal`)."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with _http().post(url, data=orjson.dumps(payload), timeout=timeout) as response:
-        if response.status == 429:
-            raise Backlogged(orjson.loads(await response.read())["detail"])
-        if response.status != 200:
-            raise LookupError(f"{url} answered {response.status}")
-        return orjson.loads(await response.read())
+        return _answer(url, response.status, await response.read())
 
 
 async def get_json(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
     """Another worker's answer to a GET on its internal port (`web.internal`)."""
     async with _http().get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-        if response.status != 200:
-            raise LookupError(f"{url} answered {response.status}")
-        return orjson.loads(await response.read())
+        return _answer(url, response.status, await response.read())
+
+
+def _answer(url: str, status: int, body: bytes) -> Any:
+    """The body of a 200; the internal routes' refusals as the errors they stand for; any other status is a fault
+    at the other worker, not a reason to retry."""
+    if status == 200:
+        return orjson.loads(body)
+    if status == 409:
+        raise NotOwner(f"{url}: {orjson.loads(body)['detail']}")
+    if status == 429:
+        raise Backlogged(orjson.loads(body)["detail"])
+    raise RuntimeError(f"{url} answered {status}: {body[:200]!r}")
 
 
 def this_worker_url() -> str:
@@ -78,7 +80,7 @@ async def _through_rebalance(attempt: Callable[[], Awaitable[T]], what: str) -> 
     while True:
         try:
             return await attempt()
-        except (TimeoutError, LookupError, aiohttp.ClientError) as exc:
+        except (TimeoutError, NotOwner, aiohttp.ClientError) as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise Unavailable(f"could not reach the owner of {what}: {exc}") from exc
             await asyncio.sleep(RETRY_PAUSE_S)
@@ -94,7 +96,7 @@ async def at_owner(
     async def attempt() -> Any:
         owner = partition_owners().get(partition)
         if owner is None:
-            raise LookupError(f"partition {partition} has no owner yet")
+            raise NotOwner(f"partition {partition} has no owner yet")
         return await local() if owner == this_worker_url() else await post(f"{owner}{path}", payload, timeout_s)
 
     return await _through_rebalance(attempt, f"partition {partition}")
@@ -125,13 +127,13 @@ async def _read_once(requests: list[tuple[int, str]]) -> list[dict[str, Any] | N
     for index, (partition, _) in enumerate(requests):
         owner = owners.get(partition)
         if owner is None:
-            raise LookupError(f"partition {partition} has no owner yet")
+            raise NotOwner(f"partition {partition} has no owner yet")
         by_host[owner].append(index)
     results: list[dict[str, Any] | None] = [None] * len(requests)
 
     async def fetch(host: str, indexes: list[int]) -> None:
         subset = [requests[i] for i in indexes]
-        values = read_values(subset) if host == me else await post_json(f"{host}/internal/entries", subset)
+        values = READS.read_values(subset) if host == me else await post_json(f"{host}/internal/entries", subset)
         for i, value in zip(indexes, values, strict=True):
             results[i] = value
 
@@ -158,5 +160,5 @@ async def audit_all() -> list[dict[str, Any]]:
 async def local_audit() -> list[dict[str, Any]]:
     return [
         {"partition": p, "meta": meta.to_dict(), "report": report.to_dict()}
-        for p, (meta, report) in (await audit_owned_partitions()).items()
+        for p, (meta, report) in (await READS.audit_owned_partitions()).items()
     ]

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from payments_app.batching import Coalescer
-from payments_app.codec import MAX_COMMANDS_PER_RECORD, chunks, encode_batch
 from payments_app.domain.commands import Command, Transfer
 from payments_app.domain.money import MAX_AMOUNT_MINOR
+from payments_app.service.coalescer import Coalescer
+from tables.codec import MAX_COMMANDS_PER_RECORD, chunks, encode_batch
 
 
 class Recorder:

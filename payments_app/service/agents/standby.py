@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from payments_app.app import app
-from payments_app.fanout import partition_owners
 from payments_app.runtime.standby import standby_partitions
-from payments_app.runtime.wiring import LEDGER
+from payments_app.service.app import app
+from payments_app.service.composition import LEDGER
+from payments_app.service.owners import partition_owners
 from payments_app.settings import SETTINGS
 
 FOLLOW_CHECK_INTERVAL_S = 2.0

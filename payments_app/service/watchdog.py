@@ -5,7 +5,7 @@
   restart causes.
 * The worker has records to apply (the consumer's high-water mark is past the applied offset by more than the
   transaction marker that may trail the last record) but no partition has applied anything for
-  `PAYMENTS_NO_PROGRESS_EXIT_S`: progress is judged across all partitions, so a busy worker never exits. Every
+  `PAYMENTS_SETTINGS.no_progress_exit_s`: progress is judged across all partitions, so a busy worker never exits. Every
   wait in the ledger runtime has its own deadline; this catches what is outside it (a consumer that stopped
   fetching).
 
@@ -14,23 +14,17 @@ The supervisor (Kubernetes, `payments run`, the test harness) starts the worker 
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 
 from faust.types import TP
 
-from payments_app.app import app
-from payments_app.fanout import partition_owners
-from payments_app.processes import EXIT_FOR_RESTART
-from payments_app.queries import applied_offsets, is_ready, owned_partitions
+from payments_app.exits import EXIT_FOR_RESTART, stop_worker
 from payments_app.runtime.progress import ProgressWatch
-from payments_app.topics import TRANSACTIONS_TOPIC
-
-ASSIGNMENT_MISMATCH_S = float(os.environ.get("PAYMENTS_ASSIGNMENT_MISMATCH_S", "30"))
-NO_PROGRESS_EXIT_S = float(os.environ.get("PAYMENTS_NO_PROGRESS_EXIT_S", "180"))
-
-log = logging.getLogger(__name__)
+from payments_app.service.app import app
+from payments_app.service.composition import READS, owned_partitions
+from payments_app.service.owners import partition_owners
+from payments_app.service.topics import TRANSACTIONS_TOPIC
+from payments_app.settings import SETTINGS
 
 _mismatch_since: float | None = None
 
@@ -38,7 +32,7 @@ _mismatch_since: float | None = None
 @app.timer(interval=2.0)
 async def exit_if_routed_partitions_are_not_consumed() -> None:
     global _mismatch_since
-    if not is_ready():
+    if not READS.is_ready():
         _mismatch_since = None
         return
     routed, owned = routed_partitions(), owned_partitions()
@@ -48,23 +42,22 @@ async def exit_if_routed_partitions_are_not_consumed() -> None:
         return
     if _mismatch_since is None:
         _mismatch_since = now
-    elif now - _mismatch_since > ASSIGNMENT_MISMATCH_S:
-        log.critical("the group routes partitions %s here but this worker consumes %s; exiting for a restart",
-                     sorted(routed), sorted(owned))  # fmt: skip
-        os._exit(EXIT_FOR_RESTART)
+    elif now - _mismatch_since > SETTINGS.assignment_mismatch_s:
+        reason = f"the group routes partitions {sorted(routed)} here but this worker consumes {sorted(owned)}"
+        stop_worker(reason, code=EXIT_FOR_RESTART)
 
 
-PROGRESS = ProgressWatch(NO_PROGRESS_EXIT_S)
+PROGRESS = ProgressWatch(SETTINGS.no_progress_exit_s)
 
 
 @app.timer(interval=5.0)
 async def exit_if_nothing_is_applied() -> None:
-    applied = applied_offsets()
+    applied = READS.applied_offsets()
     highwaters = {p: hw for p in applied if (hw := app.consumer.highwater(TP(TRANSACTIONS_TOPIC, p))) is not None}
     if PROGRESS.stalled(applied, highwaters, time.monotonic()):
-        log.critical("records are waiting in partitions %s but nothing was applied for %.0f s; exiting for a "
-                     "restart", sorted(highwaters), NO_PROGRESS_EXIT_S)  # fmt: skip
-        os._exit(EXIT_FOR_RESTART)
+        reason = (f"records are waiting in partitions {sorted(highwaters)} but nothing was applied for "
+                  f"{SETTINGS.no_progress_exit_s:.0f} s")  # fmt: skip
+        stop_worker(reason, code=EXIT_FOR_RESTART)
 
 
 def routed_partitions() -> set[int]:

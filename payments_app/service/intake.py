@@ -16,29 +16,32 @@ Whoever receives a request hands it to the owner (`web.views.submit`).
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from payments_app.app import app
-from payments_app.domain.commands import ClientTransaction
+from payments_app.domain.commands import ClientTransaction, Command
 from payments_app.domain.ledger import TxRecord, transaction_key
-from payments_app.metrics import DECISION_SECONDS
-from payments_app.queries import stored_value
-from payments_app.runtime.commit import Pipeline
-from payments_app.runtime.kafka_session import KafkaSession
-from payments_app.runtime.wiring import LEDGER, ledger_partitions
-from payments_app.settings import SETTINGS
-
-#: submissions a worker holds staged or committed but undecided before it answers 429 (the backlog bound)
-MAX_WAITING = SETTINGS.max_waiting
-
-ACCEPTED, KNOWN, CONFLICT = 202, 200, 409
+from payments_app.runtime.commit import GroupResult, Session
+from payments_app.runtime.metrics import DECISION_SECONDS
+from payments_app.service.errors import Backlogged, NotOwner
 
 
-class Backlogged(RuntimeError):
-    """Too many submissions wait for a decision here: the client should retry later (HTTP 429)."""
+class Verdict(enum.StrEnum):
+    """What a submission of one transaction found (the web edge gives each its HTTP status)."""
+
+    SUBMITTED = "submitted"  # new: applied now, committed before the answer
+    KNOWN = "known"  # its id holds this same transaction: its record, or pending
+    CONFLICT = "conflict"  # its id holds another transaction
+
+
+class StagesSubmissions(Protocol):
+    """The ledger agent's group commit (`runtime.commit.Pipeline`), which applies submissions too."""
+
+    def add_submitted(self, session: Session, commands: Sequence[Command]) -> Awaitable[GroupResult]: ...
 
 
 @dataclass(slots=True)
@@ -51,26 +54,40 @@ class Waiting:
     since: float = 0.0  # when it reached this owner (monotonic seconds)
 
 
-Answer = tuple[int, dict[str, Any]]
+Answer = tuple[Verdict, dict[str, Any]]
 
 
 def conflict(tx: ClientTransaction, existing: dict[str, Any]) -> Answer:
     detail = f"id {tx.id!r} is already used by a different transaction"
-    return CONFLICT, {"error": "id_conflict", "detail": detail, "existing": existing}
+    return Verdict.CONFLICT, {"error": "id_conflict", "detail": detail, "existing": existing}
 
 
 class Intake:
-    def __init__(self) -> None:
+    """Submissions at their partition's owner, from the id check to the decision.
+
+    `pipeline` stages and commits them; `opened(partition)` is the partition's session if it is open here;
+    `read(partition, key)` a value of its committed store (raising NotOwner if it is not open here); past
+    `max_waiting` undecided submissions, new ones are refused (Backlogged).
+    """
+
+    def __init__(
+        self,
+        pipeline: StagesSubmissions,
+        opened: Callable[[int], Session | None],
+        read: Callable[[int, str], dict[str, Any] | None],
+        max_waiting: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.opened = opened
+        self.read = read
+        self.max_waiting = max_waiting
         self._waiting: dict[int, dict[str, Waiting]] = defaultdict(dict)
         self.size = 0
-        #: the ledger agent's group commit, which applies submissions too (set where the agent is defined)
-        self.pipeline: Pipeline | None = None
 
     async def submit(self, partition: int, transactions: list[ClientTransaction], wait_s: float) -> list[Answer]:
-        """Apply the new ones (committed before this returns) and answer each: 202 submitted now, 200 known (its
-        record, or pending), 409 its id holds another transaction; the record as it stands, or as decided within
-        `wait_s`. Raises LookupError if the partition is not open here (or left before the commit), Backlogged
-        past `MAX_WAITING`."""
+        """Apply the new ones (committed before this returns) and answer each with its verdict and its record as it
+        stands, or as decided within `wait_s`. Raises NotOwner if the partition is not open here (or left before
+        the commit), Backlogged past `max_waiting`."""
         waiting = self._waiting[partition]
         answers: list[Answer] = []
         futures: dict[str, asyncio.Future[TxRecord | None]] = {}
@@ -79,17 +96,18 @@ class Intake:
             held = waiting.get(tx.id)
             if held is not None and held.tx is not None and held.committed is not None:
                 if not await asyncio.shield(held.committed):
-                    raise LookupError(f"partition {partition}: left this worker before {tx.id!r} was committed")
+                    raise NotOwner(f"partition {partition}: left this worker before {tx.id!r} was committed")
                 known = TxRecord.pending(held.tx).to_dict()
-                answers.append((KNOWN, known) if held.tx == tx else conflict(tx, known))
+                answers.append((Verdict.KNOWN, known) if held.tx == tx else conflict(tx, known))
                 futures[tx.id] = held.decided
                 continue
-            row = stored_value(partition, transaction_key(tx.id))
+            row = self.read(partition, transaction_key(tx.id))
             if row is not None:
                 record = TxRecord.from_row(row)
-                answers.append((KNOWN, record.to_dict()) if record.same_request(tx) else conflict(tx, record.to_dict()))
+                known = record.to_dict()
+                answers.append((Verdict.KNOWN, known) if record.same_request(tx) else conflict(tx, known))
                 continue
-            answers.append((ACCEPTED, TxRecord.pending(tx).to_dict()))
+            answers.append((Verdict.SUBMITTED, TxRecord.pending(tx).to_dict()))
             new.append(tx)
         if new:
             await self._apply(partition, new, futures)
@@ -102,12 +120,12 @@ class Intake:
     ) -> None:
         """Remember, then stage and commit: a resubmission meanwhile waits for the same commit. The commit goes on
         if the client goes away."""
-        if self.size + len(new) > MAX_WAITING:
+        if self.size + len(new) > self.max_waiting:
             raise Backlogged(f"{self.size:,} submissions wait for a decision on this worker")
-        session = LEDGER.opened(partition)
-        if session is None or self.pipeline is None:
-            raise LookupError(f"partition {partition} is not open on this worker")
-        commit = asyncio.ensure_future(self._commit(self.pipeline, session, new))
+        session = self.opened(partition)
+        if session is None:
+            raise NotOwner(f"partition {partition} is not open on this worker")
+        commit = asyncio.ensure_future(self._commit(session, new))
         waiting = self._waiting[partition]
         loop, now = asyncio.get_running_loop(), time.monotonic()
         for tx in new:
@@ -117,13 +135,14 @@ class Intake:
             futures[tx.id] = decided
         self.size += len(new)
         if not await asyncio.shield(commit):
-            raise LookupError(f"partition {partition}: left this worker before its commit; nothing was applied")
+            raise NotOwner(f"partition {partition}: left this worker before its commit; nothing was applied")
 
-    async def _commit(self, pipeline: Pipeline, session: KafkaSession, new: list[ClientTransaction]) -> bool:
-        """Stage `new` in the agent's open group; whether that group committed it here."""
+    async def _commit(self, session: Session, new: list[ClientTransaction]) -> bool:
+        """Stage `new` in the agent's open group; whether that group committed it here. Staging or committing that
+        raises has stopped the worker (`runtime.commit.Pipeline`); the exception reaches the request too."""
         partition = session.partition
         try:
-            result = await pipeline.add_submitted(session, new)
+            result = await self.pipeline.add_submitted(session, new)
         except BaseException:
             self._forget(partition, new)
             raise
@@ -143,22 +162,22 @@ class Intake:
 
     @staticmethod
     def _settled(answer: Answer, futures: dict[str, asyncio.Future[TxRecord | None]], waited: bool) -> Answer:
-        """The answer with the transaction's decision, if it has one; 200 if the client asked to wait for it."""
-        code, body = answer
-        future = futures.get(body["id"]) if code != CONFLICT else None
+        """The answer with the transaction's decision, if it has one; known if the client asked to wait for it."""
+        verdict, body = answer
+        future = futures.get(body["id"]) if verdict != Verdict.CONFLICT else None
         if future is None or not future.done() or future.result() is None:
             return answer
-        return KNOWN if waited else code, future.result().to_dict()
+        return Verdict.KNOWN if waited else verdict, future.result().to_dict()
 
     async def lookup(self, partition: int, tx_id: str, wait_s: float) -> dict[str, Any] | None:
         """The transaction's record (None if unknown here); a pending one waited for up to `wait_s`.
 
         A transaction staged here is shown once its commit is: a batch a fence drops was never acknowledged, so
-        its record was never there (LookupError: the next owner answers)."""
+        its record was never there (NotOwner: the next owner answers)."""
         held = self._waiting[partition].get(tx_id)
         if held is not None and held.committed is not None and not await asyncio.shield(held.committed):
-            raise LookupError(f"partition {partition}: left this worker before {tx_id!r} was committed")
-        row = stored_value(partition, transaction_key(tx_id))
+            raise NotOwner(f"partition {partition}: left this worker before {tx_id!r} was committed")
+        row = self.read(partition, transaction_key(tx_id))
         record = None if row is None else TxRecord.from_row(row).to_dict()
         held = self._waiting[partition].get(tx_id)
         if held is None and record is not None and record["status"] == "pending" and wait_s > 0:
@@ -200,11 +219,3 @@ async def _wait_for(future: asyncio.Future[TxRecord | None], wait_s: float) -> T
         return await asyncio.wait_for(asyncio.shield(future), timeout=wait_s)
     except TimeoutError:
         return None
-
-
-INTAKE = Intake()
-
-
-@app.on_partitions_revoked.connect
-async def release_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
-    INTAKE.release(ledger_partitions(revoked))

@@ -15,8 +15,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from payments_app.local_kafka import PROJECT_ROOT, free_port
-from payments_app.processes import EXIT_FOR_RESTART, die_with_parent, stop_process
+from devtools.local_kafka import PROJECT_ROOT, free_port
+from devtools.processes import die_with_parent, stop_process
+from payments_app.exits import EXIT_FOR_RESTART
 
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0

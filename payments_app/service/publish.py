@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from payments_app.codec import encode_records
 from payments_app.domain.commands import Command
-from payments_app.topics import transactions_topic
+from payments_app.service.topics import transactions_topic
+from tables.codec import encode_records
 
 
 async def send_commands(by_partition: dict[int, list[Command]]) -> None:

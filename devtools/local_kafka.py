@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from payments_app.processes import die_with_parent, stop_process
+from devtools.processes import die_with_parent, stop_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POM_PATH = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -97,13 +97,6 @@ def ensure_jars(jars_dir: Path = DEFAULT_JARS_DIR) -> Path:
         raise KafkaSetupError(f"Maven ran but no kafka_2.13 jar is in {jars_dir}")
     (jars_dir / JARS_MARKER).write_text("ok\n")
     return jars_dir
-
-
-def parse_broker_url(url: str) -> str:
-    """Turn `kafka://host:port[;host:port]` (Faust's form) into aiokafka's `host:port,...`."""
-    if not url.startswith("kafka://"):
-        raise ValueError(f"broker URL must look like kafka://host:port, got {url!r}")
-    return url.removeprefix("kafka://").replace(";", ",")
 
 
 def _port_open(bootstrap: str) -> bool:

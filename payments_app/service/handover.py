@@ -1,4 +1,4 @@
-"""Submissions a worker hands to their partitions' owner, coalesced (`batching.Coalescer`): one internal request per
+"""Submissions a worker hands to their partitions' owner, coalesced (`coalescer.Coalescer`): one internal request per
 owner carries every submission that arrived within `linger_s`, instead of one request each.
 
 A client's single transfer reaches the owner of its partition only half the time with two workers (one time in N
@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from payments_app.batching import Coalescer
-from payments_app.fanout import post_json
-from payments_app.intake import Backlogged
+from payments_app.service.coalescer import Coalescer
+from payments_app.service.errors import Backlogged, NotOwner
+from payments_app.service.intake import Verdict
+from payments_app.service.owners import post_json
 from payments_app.settings import SETTINGS
 
 #: where a coalesced request goes and how long it may take: (owner's URL, the submissions' wait, timeout)
 Key = tuple[str, float, float]
 
 
-class Forwarder:
+class Handover:
     """Per owner's URL and wait, the submissions handed over within `linger_s`, in one request (at once at
     `max_items`)."""
 
@@ -29,7 +30,7 @@ class Forwarder:
 
     async def post(self, url: str, payload: dict[str, Any], timeout_s: float) -> Any:
         """The owner's answers to one partition's submission (`{"partition", "transactions", "wait_s"}`) posted to
-        its `url` (`web.internal.submit`); raises LookupError if it does not own the partition (any more),
+        its `url` (`web.internal.submit`); raises NotOwner if it does not own the partition (any more),
         Backlogged if it holds too many undecided."""
         return await self._coalescer.submit((url, float(payload["wait_s"]), timeout_s), payload)
 
@@ -42,10 +43,10 @@ class Forwarder:
 def _answer(item: dict[str, Any]) -> Any:
     """One submission's part of the owner's answer: its answers, or its own refusal as an exception."""
     if "answers" in item:
-        return item["answers"]
+        return [(Verdict(verdict), body) for verdict, body in item["answers"]]
     if item["error"] == "backlogged":
         return Backlogged(item["detail"])
-    return LookupError(item["detail"])
+    return NotOwner(item["detail"])
 
 
-FORWARDS = Forwarder(linger_s=SETTINGS.forward_linger_ms / 1000)
+HANDOVER = Handover(linger_s=SETTINGS.forward_linger_s)

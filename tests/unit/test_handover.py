@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from payments_app import forwarding
-from payments_app.forwarding import Forwarder
-from payments_app.intake import Backlogged
+from payments_app.service import handover as handover_module
+from payments_app.service.errors import Backlogged, NotOwner
+from payments_app.service.handover import Handover
+from payments_app.service.intake import Verdict
 
 URL_A = "http://a:6067/internal/submit"
 URL_B = "http://b:6067/internal/submit"
@@ -32,46 +33,46 @@ class FakeOwners:
         if self.down:
             raise ConnectionError("owner unreachable")
         refusals = {7: {"error": "not_owner", "detail": "p7"}, 8: {"error": "backlogged", "detail": "p8"}}
-        return [refusals.get(item["partition"], {"answers": [[202, {"p": item["partition"]}]]}) for item in payload]
+        return [refusals.get(item["partition"], {"answers": [["submitted", {"p": item["partition"]}]]}) for item in payload]
 
 
 @pytest.fixture
 def owners(monkeypatch: pytest.MonkeyPatch) -> FakeOwners:
     fake = FakeOwners()
-    monkeypatch.setattr(forwarding, "post_json", fake.post)
+    monkeypatch.setattr(handover_module, "post_json", fake.post)
     return fake
 
 
 async def test_submissions_arriving_together_share_one_request_per_owner_and_wait(owners: FakeOwners) -> None:
-    forwarder = Forwarder(linger_s=0.005)
+    handover = Handover(linger_s=0.005)
     answers = await asyncio.gather(
-        forwarder.post(URL_A, submission(1), 5), forwarder.post(URL_A, submission(2), 5),
-        forwarder.post(URL_B, submission(3), 5), forwarder.post(URL_A, submission(4, wait_s=2.0), 5),
+        handover.post(URL_A, submission(1), 5), handover.post(URL_A, submission(2), 5),
+        handover.post(URL_B, submission(3), 5), handover.post(URL_A, submission(4, wait_s=2.0), 5),
     )  # fmt: skip
-    assert answers == [[[202, {"p": p}]] for p in (1, 2, 3, 4)]
+    assert answers == [[(Verdict.SUBMITTED, {"p": p})] for p in (1, 2, 3, 4)]
     assert sorted((url, [item["partition"] for item in payload]) for url, payload in owners.requests) == [
         (URL_A, [1, 2]), (URL_A, [4]), (URL_B, [3]),
     ]  # fmt: skip
 
 
 async def test_each_submission_learns_its_own_refusal(owners: FakeOwners) -> None:
-    forwarder = Forwarder(linger_s=0.005)
+    handover = Handover(linger_s=0.005)
     results = await asyncio.gather(
-        forwarder.post(URL_A, submission(7), 5), forwarder.post(URL_A, submission(8), 5),
-        forwarder.post(URL_A, submission(1), 5), return_exceptions=True,
+        handover.post(URL_A, submission(7), 5), handover.post(URL_A, submission(8), 5),
+        handover.post(URL_A, submission(1), 5), return_exceptions=True,
     )  # fmt: skip
-    assert isinstance(results[0], LookupError) and not isinstance(results[0], Backlogged)
+    assert isinstance(results[0], NotOwner)
     assert isinstance(results[1], Backlogged)
-    assert results[2] == [[202, {"p": 1}]]
+    assert results[2] == [(Verdict.SUBMITTED, {"p": 1})]
     assert len(owners.requests) == 1
 
 
 async def test_a_full_list_goes_at_once_and_a_failed_request_fails_all_of_its_submissions(owners: FakeOwners) -> None:
-    forwarder = Forwarder(linger_s=60, max_items=2)  # only max_items can flush within the test
-    assert await asyncio.gather(forwarder.post(URL_A, submission(1), 5), forwarder.post(URL_A, submission(2), 5))
+    handover = Handover(linger_s=60, max_items=2)  # only max_items can flush within the test
+    assert await asyncio.gather(handover.post(URL_A, submission(1), 5), handover.post(URL_A, submission(2), 5))
     owners.down = True
     results = await asyncio.gather(
-        forwarder.post(URL_A, submission(1), 5), forwarder.post(URL_A, submission(2), 5), return_exceptions=True
+        handover.post(URL_A, submission(1), 5), handover.post(URL_A, submission(2), 5), return_exceptions=True
     )
     assert all(isinstance(result, ConnectionError) for result in results)
     assert [len(payload) for _, payload in owners.requests] == [2, 2]

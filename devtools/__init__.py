@@ -1,0 +1,1 @@
+"""Running the system on one machine: a local Kafka broker, worker processes, and the `payments` dev command."""
