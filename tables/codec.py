@@ -1,4 +1,14 @@
-"""Bytes on the wire and in the stores: orjson, compact, no floats anywhere near money."""
+"""Bytes on the wire and in the stores: orjson, compact, no floats anywhere near money.
+
+The stored formats carry one version, `STORED_FORMAT`, for the changelog and the RocksDB stores together:
+
+1. a segment is a dict (`{"balance", "moved_in", "moved_out", ...}`);
+2. a segment is a list, `[balance, moved_in, moved_out]`, with a fourth item (a dict of extras) only while debits
+   wait, a collection round is open or the segment names the request that opened its account.
+
+A worker writes `STORED_FORMAT` and reads every version in `READABLE_FORMATS`; a worker of an older version cannot
+read a newer one (it stops before committing anything), so a rollout across a version goes forward, not back.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +28,9 @@ from payments_app.domain.ledger import (
     transaction_key,
     transactions_key,
 )
+
+STORED_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 #: commands per record: a group's relays to one partition can number thousands, and a record must stay well
 #: under the producer's 1 MB request limit (a relay is about 120 bytes encoded)
