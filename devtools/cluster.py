@@ -43,6 +43,8 @@ class WorkerProcess:
     partitions: int = 8
     extra_env: dict[str, str] = field(default_factory=dict)
     internal_port: int = field(default_factory=free_port)
+    #: the module `faust -A` loads: the product's worker, or a test's variant of it
+    app_module: str = "payments_app.worker"
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -68,7 +70,7 @@ class WorkerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "faust", "-A", "payments_app.worker", "-L", "uvloop", "-l", "info",
+            sys.executable, "-m", "faust", "-A", self.app_module, "-L", "uvloop", "-l", "info",
             "worker",
         ]  # fmt: skip
 

@@ -6,8 +6,9 @@ The stored formats carry one version, `STORED_FORMAT`, for the changelog and the
 2. a segment is a list, `[balance, moved_in, moved_out]`, with a fourth item (a dict of extras) only while debits
    wait, a collection round is open or the segment names the request that opened its account.
 
-A worker writes `STORED_FORMAT` and reads every version in `READABLE_FORMATS`; a worker of an older version cannot
-read a newer one (it stops before committing anything), so a rollout across a version goes forward, not back.
+A worker writes `STORED_FORMAT` and reads every earlier version too (`Segment.from_stored`); a worker of an older
+version cannot read a newer one (it stops before committing anything), so a rollout across a version goes forward,
+not back. Each worker reports the version it writes in `/internal/progress`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from payments_app.domain.ledger import (
 )
 
 STORED_FORMAT = 2
-READABLE_FORMATS = (1, 2)
 
 #: commands per record: a group's relays to one partition can number thousands, and a record must stay well
 #: under the producer's 1 MB request limit (a relay is about 120 bytes encoded)

@@ -27,6 +27,7 @@ from payments_app.service.errors import Backlogged, NotOwner
 from payments_app.service.owners import local_audit
 from payments_app.service.topics import TRANSACTIONS_TOPIC
 from payments_app.settings import SETTINGS
+from tables.codec import STORED_FORMAT
 from web.parsing import BodyTooLarge, parse_json
 
 JSON = "application/json"
@@ -134,12 +135,13 @@ async def progress(request: aiohttp_web.Request) -> aiohttp_web.Response:
 def progress_report() -> dict[str, Any]:
     """The last offset this worker applied in each partition it owns, the records behind it there, and its counters
     (read by the benchmark, and by `/stats` from every worker): `{"applied": {p: offset}, "lag": {p: records},
-    "metrics": {name: count}}`."""
+    "metrics": {name: count}, "stored_format": the version this worker writes}`."""
     applied = READS.applied_offsets()
     return {
         "applied": {str(p): offset for p, offset in applied.items()},
         "lag": {str(p): records for p, records in partition_lag(applied).items()},
         "metrics": METRICS.as_dict(),
+        "stored_format": STORED_FORMAT,
     }
 
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from aiokafka import TopicPartition
 
@@ -23,8 +22,7 @@ from payments_app.runtime.ledger_writer import LedgerWriter, Tenure
 from payments_app.runtime.metrics import METRICS, PARTITION_OPEN_SECONDS
 from payments_app.runtime.standby import StandbyFollower
 from payments_app.runtime.txn_offsets import GroupMember
-from tables.codec import store_entries
-from tables.ledger import LedgerStores, PartitionStore, StoreOptions
+from tables.ledger import LedgerStores, PartitionStore
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +36,22 @@ class LedgerSessions:
     def __init__(
         self,
         topics: LedgerTopics,
-        data_dir: Path,
-        options: StoreOptions,
+        stores: LedgerStores,
+        standby: StandbyFollower,
+        new_reader: Callable[[], LogReader],
         partitions: int,
         model: str,
         writer: LedgerWriter,
         on_committed: Callable[[GroupResult], None],
+        on_failed: Callable[[BaseException], None],
     ) -> None:
         self.topics = topics
         self.partitions = partitions
         self.model = model
         self.writer = writer
-        self.stores = LedgerStores(data_dir / "ledger", options, store_entries)
-        self.standby = StandbyFollower(topics.bootstrap, topics.changelog, self.stores)
+        self.stores = stores
+        self.standby = standby
+        self._new_reader = new_reader  # made on first use: its clients start then
         self._reader: LogReader | None = None
         self._tenure: Tenure | None = None
         self._opening: dict[int, asyncio.Task[KafkaSession]] = {}
@@ -58,11 +59,14 @@ class LedgerSessions:
         self.assignment_known = False  # false until the group first gives this worker an assignment
         #: told of every catch-up group's result, as the agent is of its own (counted, waiting clients answered)
         self.on_committed = on_committed
+        #: told of a partition that could not open (restore or catch-up raised): the worker stops, as it does for a
+        #: group the agent could not stage or commit
+        self.on_failed = on_failed
 
     @property
     def reader(self) -> LogReader:
         if self._reader is None:
-            self._reader = LogReader(self.topics.bootstrap, self.topics.app_id)
+            self._reader = self._new_reader()
         return self._reader
 
     def assign(self, partitions: set[int], member: GroupMember) -> None:
@@ -75,7 +79,7 @@ class LedgerSessions:
             self.standby.release(partition)
             opening = self._open(partition, tenure)
             task = asyncio.get_running_loop().create_task(opening, name=f"open-ledger-{partition}")
-            task.add_done_callback(self._reopen_if_replaced)
+            task.add_done_callback(self._opened)
             self._opening[partition] = task
 
     def handing(self, partition: int, offset: int) -> None:
@@ -115,10 +119,15 @@ class LedgerSessions:
                     self._retire({partition})
                     self.assign({partition}, session.writer.member)
 
-    def _reopen_if_replaced(self, task: asyncio.Task[KafkaSession]) -> None:
-        """A session whose producer was replaced while it opened (its catch-up commit was dropped) opens again at
-        once: no later commit of the agent's may come to notice it."""
-        if not task.cancelled() and task.exception() is None and task.result().writer.replaced:
+    def _opened(self, task: asyncio.Task[KafkaSession]) -> None:
+        """A partition that could not open stops the worker (`on_failed`). A session whose producer was replaced
+        while it opened (its catch-up commit was dropped) opens again at once: no later commit of the agent's may
+        come to notice it."""
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            self.on_failed(exc)
+        elif task.result().writer.replaced:
             self.reopen_replaced()
 
     async def session(self, partition: int) -> KafkaSession | None:
@@ -143,13 +152,6 @@ class LedgerSessions:
 
     def assigned(self) -> set[int]:
         return set(self._opening)
-
-    def failed(self) -> BaseException | None:
-        """The first error that stopped a session from opening (the worker cannot serve that partition)."""
-        for task in self._opening.values():
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                return task.exception()
-        return None
 
     async def _open(self, partition: int, tenure: Tenure) -> KafkaSession:
         started = time.monotonic()

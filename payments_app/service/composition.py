@@ -15,10 +15,11 @@ from faust.types import TP
 from payments_app.domain.ledger import BatchOutcome
 from payments_app.exits import stop_worker
 from payments_app.runtime.commit import GroupResult, Pipeline
-from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics
+from payments_app.runtime.kafka_session import KafkaSession, LedgerTopics, LogReader
 from payments_app.runtime.ledger_writer import LedgerWriter
 from payments_app.runtime.metrics import METRICS
 from payments_app.runtime.sessions import LedgerSessions
+from payments_app.runtime.standby import StandbyFollower
 from payments_app.runtime.topic_check import topic_problems
 from payments_app.service.app import GROUP_LEASE, app
 from payments_app.service.demand import DEMAND
@@ -31,7 +32,8 @@ from payments_app.service.topics import (
     ledger_changelog_topic,
 )
 from payments_app.settings import SETTINGS, Settings
-from tables.ledger import StoreOptions
+from tables.codec import store_entries
+from tables.ledger import LedgerStores, StoreOptions
 
 
 def ledger_partitions(tps: set[TP]) -> set[int]:
@@ -43,7 +45,9 @@ def owned_partitions() -> set[int]:
     return ledger_partitions(app.assignor.assigned_actives())
 
 
-def build_sessions(settings: Settings, on_committed: Callable[[GroupResult], None]) -> LedgerSessions:
+def build_sessions(
+    settings: Settings, on_committed: Callable[[GroupResult], None], on_failed: Callable[[BaseException], None]
+) -> LedgerSessions:
     bootstrap = settings.bootstrap_servers
     writer = LedgerWriter(
         bootstrap,
@@ -51,21 +55,29 @@ def build_sessions(settings: Settings, on_committed: Callable[[GroupResult], Non
         [LEDGER_CHANGELOG_TOPIC, TRANSACTIONS_TOPIC],
         settings.transaction_timeout_s,
     )
+    stores = LedgerStores(
+        settings.data_dir / "ledger",
+        StoreOptions(settings.rocksdb_block_cache_bytes, settings.rocksdb_write_buffer_bytes),
+        store_entries,
+    )
     return LedgerSessions(
         LedgerTopics(settings.app_id, bootstrap, TRANSACTIONS_TOPIC, LEDGER_CHANGELOG_TOPIC),
-        settings.data_dir,
-        StoreOptions(settings.rocksdb_block_cache_bytes, settings.rocksdb_write_buffer_bytes),
+        stores,
+        StandbyFollower(bootstrap, LEDGER_CHANGELOG_TOPIC, stores),
+        lambda: LogReader(bootstrap, settings.app_id),
         settings.partitions,
         settings.model,
         writer,
         on_committed,
+        on_failed,
     )
 
 
 def failed(exc: BaseException) -> None:
-    """The one failure policy: a group that could not be staged or committed stops the worker before anything of it
-    is written; it starts again from its committed state (the supervisor restarts it)."""
-    stop_worker("could not apply or commit a group of records", exc)
+    """The one failure policy: a group that could not be staged or committed, or a partition that could not be
+    opened, stops the worker before anything more is written; it starts again from its committed state (the
+    supervisor restarts it)."""
+    stop_worker("could not open a partition, or apply or commit a group of records", exc)
 
 
 def committed(result: GroupResult) -> None:
@@ -93,7 +105,7 @@ def count(outcomes: list[BatchOutcome]) -> None:
         DEMAND.note(outcome.short_accounts)
 
 
-LEDGER = build_sessions(SETTINGS, committed)
+LEDGER = build_sessions(SETTINGS, committed, failed)
 PIPELINE = Pipeline(
     SETTINGS.partitions, SETTINGS.model, committed, failed, SETTINGS.group_records, SETTINGS.group_commands,
     spacing_s=SETTINGS.commit_spacing_s,

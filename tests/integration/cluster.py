@@ -44,10 +44,11 @@ class AppCluster:
         self._supervising = False
         self._supervisor: threading.Thread | None = None
 
-    def add_worker(self, broker_url: str | None = None) -> WorkerProcess:
+    def add_worker(self, broker_url: str | None = None, app_module: str = "payments_app.worker") -> WorkerProcess:
         """Start one more worker; a second one only once the first is ready, because the first creates the topics
         and a member that joins while they are being created can miss its partitions until the next rebalance.
-        `broker_url` gives this worker another way to the same broker (a proxy that can cut it off)."""
+        `broker_url` gives this worker another way to the same broker (a proxy that can cut it off); `app_module`
+        is what it runs (a test's variant of the worker)."""
         if self.workers and self.workers[0].process is not None:
             self.workers[0].wait_ready()
         n = len(self.workers)
@@ -60,6 +61,7 @@ class AppCluster:
                 "PAYMENTS_SESSION_TIMEOUT_S": "8",
                 **self.extra_env,
             },
+            app_module=app_module,
         )  # fmt: skip
         self.workers.append(worker)
         return worker.start()

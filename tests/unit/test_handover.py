@@ -33,7 +33,9 @@ class FakeOwners:
         if self.down:
             raise ConnectionError("owner unreachable")
         refusals = {7: {"error": "not_owner", "detail": "p7"}, 8: {"error": "backlogged", "detail": "p8"}}
-        return [refusals.get(item["partition"], {"answers": [["submitted", {"p": item["partition"]}]]}) for item in payload]
+        return [
+            refusals.get(item["partition"], {"answers": [["submitted", {"p": item["partition"]}]]}) for item in payload
+        ]
 
 
 @pytest.fixture

@@ -7,20 +7,12 @@ import os
 import pytest
 
 from devtools.local_kafka import KafkaSetupError, new_cluster_id, require_tool
-from payments_app.settings import bootstrap_servers
 
 
 def test_missing_java_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", os.devnull)
     with pytest.raises(KafkaSetupError, match="`java` was not found"):
         require_tool("java")
-
-
-def test_broker_url_parsing() -> None:
-    assert bootstrap_servers("kafka://127.0.0.1:9092") == "127.0.0.1:9092"
-    assert bootstrap_servers("kafka://a:1;b:2") == "a:1,b:2"
-    with pytest.raises(ValueError, match="kafka://"):
-        bootstrap_servers("127.0.0.1:9092")
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:
