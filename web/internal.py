@@ -72,7 +72,7 @@ Submission = tuple[int, list[ClientTransaction], float]
 
 async def submit(request: aiohttp_web.Request) -> aiohttp_web.Response:
     """Another worker hands over client transactions of partitions this worker owns (`intake.Intake.submit`), as
-    many submissions as it coalesced (`payments_app.service.handover`): `[{"partition", "transactions": [wire form],
+    many submissions as it coalesced (`service.owners.Submissions`): `[{"partition", "transactions": [wire form],
     "wait_s"}, ...]` -> per submission `{"answers": [[status, body], ...]}`, or `{"error": "not_owner" or
     "backlogged", "detail"}`."""
 

@@ -24,9 +24,15 @@ from payments_app.runtime.token_log import TokenLog
 from payments_app.service.app import GROUP_LEASE, app
 from payments_app.service.composition import INTAKE, LEDGER, READS, owned_partitions
 from payments_app.service.errors import Backlogged, Unavailable
-from payments_app.service.handover import HANDOVER
 from payments_app.service.intake import Answer, Verdict
-from payments_app.service.owners import REQUEST_TIMEOUT_S, at_owner, audit_all, read_ledger, wait_for_values
+from payments_app.service.owners import (
+    REQUEST_TIMEOUT_S,
+    SUBMISSIONS,
+    at_owner,
+    audit_all,
+    read_ledger,
+    wait_for_values,
+)
 from payments_app.service.publish import send_commands
 from payments_app.service.watchdog import routed_partitions
 from payments_app.settings import SETTINGS
@@ -113,7 +119,7 @@ async def submit(view: View, request: Request, transactions: list[ClientTransact
         payload = {"partition": partition, "transactions": [to_dict(tx) for tx in batch], "wait_s": wait_s}
         local = partial(INTAKE.submit, partition, batch, wait_s)
         return await at_owner(partition, local, "/internal/submit", payload, wait_s + REQUEST_TIMEOUT_S,
-                              post=HANDOVER.post)  # fmt: skip
+                              post=SUBMISSIONS.post)  # fmt: skip
 
     answers = await answers_by_partition(transactions, by_partition, at_partition)
     refusals = [answer for answer in answers if isinstance(answer, Refusal)]

@@ -152,8 +152,10 @@ class KafkaSession:
         return records
 
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        # A retired session's store may already have been restored by its successor, past this commit.
-        if not self.retired:
+        """Write a committed group to the store, unless a successor of this session has restored the store past it
+        from the changelog already: a session retired once it opened, or one revoked while its catch-up commit was
+        on its way back (it is marked retired only once its opening ends)."""
+        if not self.retired and changelog_offset > self.store.checkpoint:
             self.store.apply(entries, changelog_offset)
 
 

@@ -1,7 +1,7 @@
 """Coalescing: what callers hand over within a few milliseconds of each other goes out in one request.
 
 A request's cost is mostly per request, not per byte, so the hand-over of submissions to another worker
-(`service.handover`) sends one request for everything that arrived in its window. Each caller still waits for
+(`service.owners.Submissions`) sends one request for everything that arrived in its window. Each caller still waits for
 its own answer: none is answered before the request it went out in.
 """
 

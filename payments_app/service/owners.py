@@ -12,9 +12,12 @@ import aiohttp
 import orjson
 
 from payments_app.service.app import GROUP_LEASE, app
+from payments_app.service.coalescer import Coalescer
 from payments_app.service.composition import READS
 from payments_app.service.errors import Backlogged, NotOwner, Unavailable
+from payments_app.service.intake import Verdict
 from payments_app.service.topics import TRANSACTIONS_TOPIC
+from payments_app.settings import SETTINGS
 
 RETRY_FOR_S = 10.0
 RETRY_PAUSE_S = 0.2
@@ -162,3 +165,41 @@ async def local_audit() -> list[dict[str, Any]]:
         {"partition": p, "meta": meta.to_dict(), "report": report.to_dict()}
         for p, (meta, report) in (await READS.audit_owned_partitions()).items()
     ]
+
+
+#: where a coalesced request goes and how long it may take: (owner's URL, the submissions' wait, timeout)
+Key = tuple[str, float, float]
+
+
+class Submissions:
+    """Submissions a worker hands to their partitions' owners, coalesced (`coalescer.Coalescer`): per owner's URL and
+    wait, those that arrive within `linger_s` go in one internal request (at once at `max_items`), instead of one
+    request each. A client's single transfer reaches the owner of its partition only one time in N with N workers,
+    and each hand-over was an HTTP request on both sides for one transfer. Submissions are coalesced only with others
+    that wait for their decision as long (`?wait=`): the owner answers a request when all its submissions are."""
+
+    def __init__(self, linger_s: float, max_items: int = 256) -> None:
+        self._coalescer: Coalescer[Key, dict[str, Any], Any] = Coalescer(self._deliver, linger_s, max_items)
+
+    async def post(self, url: str, payload: dict[str, Any], timeout_s: float) -> Any:
+        """The owner's answers to one partition's submission (`{"partition", "transactions", "wait_s"}`) posted to
+        its `url` (`web.internal.submit`); raises NotOwner if it does not own the partition (any more),
+        Backlogged if it holds too many undecided."""
+        return await self._coalescer.submit((url, float(payload["wait_s"]), timeout_s), payload)
+
+    @staticmethod
+    async def _deliver(key: Key, payloads: list[dict[str, Any]]) -> list[Any]:
+        url, _, timeout_s = key
+        return [_answer(item) for item in await post_json(url, payloads, timeout_s)]
+
+
+def _answer(item: dict[str, Any]) -> Any:
+    """One submission's part of the owner's answer: its answers, or its own refusal as an exception."""
+    if "answers" in item:
+        return [(Verdict(verdict), body) for verdict, body in item["answers"]]
+    if item["error"] == "backlogged":
+        return Backlogged(item["detail"])
+    return NotOwner(item["detail"])
+
+
+SUBMISSIONS = Submissions(linger_s=SETTINGS.forward_linger_s)

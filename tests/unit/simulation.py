@@ -100,11 +100,60 @@ class SimSession:
         self.store.apply(entries, changelog_offset)
 
 
-class SimCluster:
+class ChangelogReadout:
+    """The outcome read from the changelogs (what every future owner restores), for any simulated cluster."""
+
+    partitions: int
+
+    def changelog(self, p: int) -> list[tuple[bytes, bytes]]:
+        raise NotImplementedError
+
+    def value(self, p: int, key: str) -> Any:
+        skey = storage_key(p, key)
+        for entry in reversed(self.changelog(p)):
+            for entry_key, raw in store_entries(*entry):
+                if entry_key == skey:
+                    return decode_entry(raw)
+        return None
+
+    def meta(self, p: int) -> PartitionMeta:
+        return PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
+
+    def segments(self, account: str) -> list[Segment]:
+        return [Segment.from_stored(v) for p in range(self.partitions) if (v := self.value(p, segment_key(account)))]
+
+    def balance(self, account: str) -> int:
+        return sum(s.balance for s in self.segments(account))
+
+    def status(self, tx_id: str) -> TxRecord | None:
+        """The transaction's record, wherever it was decided."""
+        for p in range(self.partitions):
+            row = self.value(p, transaction_key(tx_id))
+            if row is not None:
+                return TxRecord.from_row(row)
+        return None
+
+    def audit(self) -> AuditReport:
+        per_partition = {}
+        for p in range(self.partitions):
+            meta = self.meta(p)
+            prefix = storage_key(p, "s/")
+            latest = {key: raw for key, raw in self.changelog(p) if key.startswith(prefix)}
+            segs = [
+                (key[len(prefix) :].decode(), Segment.from_stored(decode_entry(raw))) for key, raw in latest.items()
+            ]
+            per_partition[p] = (meta, audit_partition(p, meta, segs))
+        return audit_ledger(per_partition)
+
+
+class SimCluster(ChangelogReadout):
     def __init__(self, partitions: int, model: str = CONCURRENT) -> None:
         self.partitions = partitions
         self.model = model
         self.parts = [SimPartition() for _ in range(partitions)]
+
+    def changelog(self, p: int) -> list[tuple[bytes, bytes]]:
+        return self.parts[p].changelog
 
     def open(self, account: str) -> None:
         for part in self.parts:
@@ -271,45 +320,6 @@ class SimCluster:
             else:
                 self.step_group(p, rng.randint(1, 3))
         raise AssertionError("the cluster did not become quiescent")
-
-    # reading the outcome, from the changelog (what every future owner restores)
-
-    def value(self, p: int, key: str) -> Any:
-        skey = storage_key(p, key)
-        for entry in reversed(self.parts[p].changelog):
-            for entry_key, raw in store_entries(*entry):
-                if entry_key == skey:
-                    return decode_entry(raw)
-        return None
-
-    def meta(self, p: int) -> PartitionMeta:
-        return PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
-
-    def segments(self, account: str) -> list[Segment]:
-        return [Segment.from_stored(v) for p in range(self.partitions) if (v := self.value(p, segment_key(account)))]
-
-    def balance(self, account: str) -> int:
-        return sum(s.balance for s in self.segments(account))
-
-    def status(self, tx_id: str) -> TxRecord | None:
-        """The transaction's record, wherever it was decided."""
-        for p in range(self.partitions):
-            row = self.value(p, transaction_key(tx_id))
-            if row is not None:
-                return TxRecord.from_row(row)
-        return None
-
-    def audit(self) -> AuditReport:
-        per_partition = {}
-        for p in range(self.partitions):
-            meta = self.meta(p)
-            prefix = storage_key(p, "s/")
-            latest = {key: raw for key, raw in self.parts[p].changelog if key.startswith(prefix)}
-            segs = [
-                (key[len(prefix) :].decode(), Segment.from_stored(decode_entry(raw))) for key, raw in latest.items()
-            ]
-            per_partition[p] = (meta, audit_partition(p, meta, segs))
-        return audit_ledger(per_partition)
 
     def stores_match_changelogs(self) -> bool:
         """Every store holds exactly the changelog prefix its checkpoint names."""

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from payments_app.service import handover as handover_module
+from payments_app.service import owners as owners_module
 from payments_app.service.errors import Backlogged, NotOwner
-from payments_app.service.handover import Handover
 from payments_app.service.intake import Verdict
+from payments_app.service.owners import Submissions
 
 URL_A = "http://a:6067/internal/submit"
 URL_B = "http://b:6067/internal/submit"
@@ -41,15 +41,15 @@ class FakeOwners:
 @pytest.fixture
 def owners(monkeypatch: pytest.MonkeyPatch) -> FakeOwners:
     fake = FakeOwners()
-    monkeypatch.setattr(handover_module, "post_json", fake.post)
+    monkeypatch.setattr(owners_module, "post_json", fake.post)
     return fake
 
 
 async def test_submissions_arriving_together_share_one_request_per_owner_and_wait(owners: FakeOwners) -> None:
-    handover = Handover(linger_s=0.005)
+    submissions = Submissions(linger_s=0.005)
     answers = await asyncio.gather(
-        handover.post(URL_A, submission(1), 5), handover.post(URL_A, submission(2), 5),
-        handover.post(URL_B, submission(3), 5), handover.post(URL_A, submission(4, wait_s=2.0), 5),
+        submissions.post(URL_A, submission(1), 5), submissions.post(URL_A, submission(2), 5),
+        submissions.post(URL_B, submission(3), 5), submissions.post(URL_A, submission(4, wait_s=2.0), 5),
     )  # fmt: skip
     assert answers == [[(Verdict.SUBMITTED, {"p": p})] for p in (1, 2, 3, 4)]
     assert sorted((url, [item["partition"] for item in payload]) for url, payload in owners.requests) == [
@@ -58,10 +58,10 @@ async def test_submissions_arriving_together_share_one_request_per_owner_and_wai
 
 
 async def test_each_submission_learns_its_own_refusal(owners: FakeOwners) -> None:
-    handover = Handover(linger_s=0.005)
+    submissions = Submissions(linger_s=0.005)
     results = await asyncio.gather(
-        handover.post(URL_A, submission(7), 5), handover.post(URL_A, submission(8), 5),
-        handover.post(URL_A, submission(1), 5), return_exceptions=True,
+        submissions.post(URL_A, submission(7), 5), submissions.post(URL_A, submission(8), 5),
+        submissions.post(URL_A, submission(1), 5), return_exceptions=True,
     )  # fmt: skip
     assert isinstance(results[0], NotOwner)
     assert isinstance(results[1], Backlogged)
@@ -70,11 +70,11 @@ async def test_each_submission_learns_its_own_refusal(owners: FakeOwners) -> Non
 
 
 async def test_a_full_list_goes_at_once_and_a_failed_request_fails_all_of_its_submissions(owners: FakeOwners) -> None:
-    handover = Handover(linger_s=60, max_items=2)  # only max_items can flush within the test
-    assert await asyncio.gather(handover.post(URL_A, submission(1), 5), handover.post(URL_A, submission(2), 5))
+    submissions = Submissions(linger_s=60, max_items=2)  # only max_items can flush within the test
+    assert await asyncio.gather(submissions.post(URL_A, submission(1), 5), submissions.post(URL_A, submission(2), 5))
     owners.down = True
     results = await asyncio.gather(
-        handover.post(URL_A, submission(1), 5), handover.post(URL_A, submission(2), 5), return_exceptions=True
+        submissions.post(URL_A, submission(1), 5), submissions.post(URL_A, submission(2), 5), return_exceptions=True
     )
     assert all(isinstance(result, ConnectionError) for result in results)
     assert [len(payload) for _, payload in owners.requests] == [2, 2]
