@@ -48,16 +48,16 @@ async def post_json(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S
     """Another worker's answer to a POST on its internal port (`web.internal`)."""
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with _http().post(url, data=orjson.dumps(payload), timeout=timeout) as response:
-        return _answer(url, response.status, await response.read())
+        return _answer_of(url, response.status, await response.read())
 
 
 async def get_json(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
     """Another worker's answer to a GET on its internal port (`web.internal`)."""
     async with _http().get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-        return _answer(url, response.status, await response.read())
+        return _answer_of(url, response.status, await response.read())
 
 
-def _answer(url: str, status: int, body: bytes) -> Any:
+def _answer_of(url: str, status: int, body: bytes) -> Any:
     """The body of a 200; the internal routes' refusals as the errors they stand for; any other status is a fault
     at the other worker, not a reason to retry."""
     if status == 200:
@@ -190,10 +190,10 @@ class Submissions:
     @staticmethod
     async def _deliver(key: Key, payloads: list[dict[str, Any]]) -> list[Any]:
         url, _, timeout_s = key
-        return [_answer(item) for item in await post_json(url, payloads, timeout_s)]
+        return [_submission_answer(item) for item in await post_json(url, payloads, timeout_s)]
 
 
-def _answer(item: dict[str, Any]) -> Any:
+def _submission_answer(item: dict[str, Any]) -> Any:
     """One submission's part of the owner's answer: its answers, or its own refusal as an exception."""
     if "answers" in item:
         return [(Verdict(verdict), body) for verdict, body in item["answers"]]

@@ -29,8 +29,7 @@ from payments_app.runtime.ledger_writer import ProducerReplaced, StaleAssignment
 from payments_app.runtime.sessions import LedgerSessions
 from payments_app.runtime.txn_offsets import GroupMember
 from tables.codec import encode_batch, store_entries
-from tables.ledger import NOTHING_APPLIED
-from tests.unit.simulation import ChangelogReadout
+from tests.unit.simulation import ChangelogReadout, SimStore
 
 TOPICS = LedgerTopics("sim", "sim:9092", "sim-transactions", "sim-ledger-changelog")
 
@@ -138,34 +137,6 @@ class SimWriter:
 
     async def stop(self) -> None:
         pass
-
-
-@dataclass
-class SimStore:
-    """`tables.ledger.PartitionStore` as a dict with a checkpoint."""
-
-    entries: dict[bytes, bytes] = field(default_factory=dict)
-    checkpoint: int = NOTHING_APPLIED
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.entries.get(key)
-
-    def apply(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        if changelog_offset <= self.checkpoint:
-            raise InvariantViolation(f"checkpoint {changelog_offset} is not past {self.checkpoint}")
-        self.entries.update(entries)
-        self.checkpoint = changelog_offset
-
-    def apply_log(self, records: Sequence[tuple[int, bytes, bytes]]) -> int:
-        fresh = [(offset, key, value) for offset, key, value in records if offset > self.checkpoint]
-        for offset, key, value in fresh:
-            self.apply(store_entries(key, value), offset)
-        return len(fresh)
-
-    def discard_if_ahead(self, log_end: int) -> None:
-        if self.checkpoint >= log_end:
-            self.entries.clear()
-            self.checkpoint = NOTHING_APPLIED
 
 
 class SimStores(dict[int, SimStore]):

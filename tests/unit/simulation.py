@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.commands import ClientTransaction, MoveRequest, OpenAccount
 from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
 from payments_app.domain.ledger import (
@@ -39,6 +40,8 @@ class Crash(Exception):
 
 @dataclass
 class SimStore:
+    """`tables.ledger.PartitionStore` as a dict with a checkpoint."""
+
     entries: dict[bytes, bytes] = field(default_factory=dict)
     checkpoint: int = NOTHING_APPLIED
 
@@ -46,9 +49,21 @@ class SimStore:
         return self.entries.get(key)
 
     def apply(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        assert changelog_offset > self.checkpoint
+        if changelog_offset <= self.checkpoint:
+            raise InvariantViolation(f"checkpoint {changelog_offset} is not past {self.checkpoint}")
         self.entries.update(entries)
         self.checkpoint = changelog_offset
+
+    def apply_log(self, records: Sequence[tuple[int, bytes, bytes]]) -> int:
+        fresh = [(offset, key, value) for offset, key, value in records if offset > self.checkpoint]
+        for offset, key, value in fresh:
+            self.apply(store_entries(key, value), offset)
+        return len(fresh)
+
+    def discard_if_ahead(self, log_end: int) -> None:
+        if self.checkpoint >= log_end:
+            self.entries.clear()
+            self.checkpoint = NOTHING_APPLIED
 
 
 @dataclass

@@ -5,32 +5,20 @@ resubmissions from its committed state."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import pytest
 
 from payments_app.domain.checks import InvariantViolation
-from payments_app.domain.commands import Command, Transfer
-from payments_app.domain.ledger import BatchOutcome, PartitionState
+from payments_app.domain.commands import Transfer
 from payments_app.domain.routing import CONCURRENT
 from payments_app.runtime import commit
 from payments_app.runtime.commit import GroupResult, GroupStatus, Pipeline
 from tables.codec import encode_batch
+from tests.faults import InjectedFault, halfway_then_raise
 from tests.unit.test_ledger import funded
 
 real_process_batch = commit.process_batch
-
-
-class Injected(RuntimeError):
-    pass
-
-
-def raising_halfway(
-    state: PartitionState, partition: int, partitions: int, offset: int | None, commands: Sequence[Command], model: str
-) -> BatchOutcome:
-    """Apply the first half of the batch to the partition's state, as the rules would, then raise."""
-    real_process_batch(state, partition, partitions, offset, commands[: len(commands) // 2], model)
-    raise Injected(f"injected after {len(commands) // 2} of {len(commands)} commands")
+raising_halfway = halfway_then_raise(real_process_batch, lambda commands: True)
 
 
 TRANSFERS = [Transfer(f"t{n}", "alice", "bob", 10) for n in range(6)]
@@ -48,17 +36,17 @@ def test_an_exception_halfway_through_a_submission_writes_nothing_and_stops_the_
         waiting = asyncio.ensure_future(pipeline.add_submitted(session, [Transfer("early", "alice", "bob", 1)]))
         await asyncio.sleep(0)  # staged in the open group, whose commit has started
         monkeypatch.setattr(commit, "process_batch", raising_halfway)
-        with pytest.raises(Injected):
+        with pytest.raises(InjectedFault):
             await pipeline.add_submitted(session, TRANSFERS)
-        with pytest.raises(Injected):  # every later use says why the pipeline stopped
+        with pytest.raises(InjectedFault):  # every later use says why the pipeline stopped
             await pipeline.add_submitted(session, [Transfer("later", "alice", "bob", 1)])
-        with pytest.raises(Injected):
+        with pytest.raises(InjectedFault):
             await pipeline.drain()
         await asyncio.gather(waiting, return_exceptions=True)
         return pipeline
 
     pipeline = asyncio.run(submit())
-    assert [type(exc) for exc in failures] == [Injected]  # told once: in a worker, this stops the process
+    assert [type(exc) for exc in failures] == [InjectedFault]  # told once: in a worker, this stops the process
     assert pipeline._open is None and pipeline._previous is not None
     assert cluster.parts[0].changelog[: len(changelog)] == changelog
     written = [value for _, value in cluster.parts[0].changelog[len(changelog) :]]
@@ -76,7 +64,7 @@ def test_a_restarted_owner_decides_the_resubmissions_from_its_committed_state(mo
     async def fail_once() -> None:
         pipeline = Pipeline(1, CONCURRENT, lambda result: None, lambda exc: None)
         monkeypatch.setattr(commit, "process_batch", raising_halfway)
-        with pytest.raises(Injected):
+        with pytest.raises(InjectedFault):
             await pipeline.add_submitted(session, TRANSFERS)
         monkeypatch.setattr(commit, "process_batch", real_process_batch)
 
@@ -100,14 +88,14 @@ def test_an_exception_staging_a_record_of_the_log_fails_the_pipeline_the_same_wa
     async def add() -> Pipeline:
         pipeline = Pipeline(1, CONCURRENT, lambda result: None, failures.append)
         monkeypatch.setattr(commit, "process_batch", raising_halfway)
-        with pytest.raises(Injected):
+        with pytest.raises(InjectedFault):
             await pipeline.add(session, offset, cluster.parts[0].log[offset], 0.0)
-        with pytest.raises(Injected):
+        with pytest.raises(InjectedFault):
             await pipeline.drain()
         return pipeline
 
     asyncio.run(add())
-    assert [type(exc) for exc in failures] == [Injected]
+    assert [type(exc) for exc in failures] == [InjectedFault]
     assert cluster.parts[0].changelog == changelog
 
 

@@ -78,3 +78,14 @@ async def test_a_full_list_goes_at_once_and_a_failed_request_fails_all_of_its_su
     )
     assert all(isinstance(result, ConnectionError) for result in results)
     assert [len(payload) for _, payload in owners.requests] == [2, 2]
+
+
+def test_another_workers_refusals_become_named_errors_and_a_fault_there_is_not_retried() -> None:
+    assert owners_module._answer_of(URL_A, 200, b'{"ok": 1}') == {"ok": 1}
+    with pytest.raises(NotOwner, match="p3"):
+        owners_module._answer_of(URL_A, 409, b'{"error": "not_owner", "detail": "p3"}')
+    with pytest.raises(Backlogged, match="busy"):
+        owners_module._answer_of(URL_A, 429, b'{"error": "backlogged", "detail": "busy"}')
+    with pytest.raises(RuntimeError, match="answered 500") as fault:
+        owners_module._answer_of(URL_A, 500, b"Internal Server Error")
+    assert not isinstance(fault.value, NotOwner | Backlogged)
