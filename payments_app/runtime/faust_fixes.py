@@ -10,7 +10,7 @@
 * aiokafka 0.14.0: `_wait_on_metadata` returns early for a topic already in the cluster metadata without adding it
   to the tracked topics; once the client tracks any topic, every refresh asks for those alone and replaces the
   whole partition map, so an untracked topic vanishes and sends to it wait forever (seen as a changelog batch with
-  no leader, issue 8). A producer therefore tracks every topic it writes from the start.
+  no leader, waiting forever). A producer therefore tracks every topic it writes from the start.
 * Static group membership (KIP-345): a worker keeps its `group.instance.id` across restarts, so one that was
   SIGKILLed and started again takes its own place back at once instead of waiting for the group to expire the dead
   incarnation (the session timeout). aiokafka 0.14.0 then never leaves the group on a clean stop (it knows only

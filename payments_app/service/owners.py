@@ -24,7 +24,7 @@ RETRY_PAUSE_S = 0.2
 REQUEST_TIMEOUT_S = 10.0
 #: a worker's audit reads every segment it holds: seconds at a million accounts
 AUDIT_TIMEOUT_S = 120.0
-_session: aiohttp.ClientSession | None = None
+_client: aiohttp.ClientSession | None = None
 T = TypeVar("T")
 
 
@@ -38,10 +38,10 @@ def partition_owners() -> dict[int, str]:
 
 
 def _http() -> aiohttp.ClientSession:
-    global _session
-    if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
-    return _session
+    global _client
+    if _client is None or _client.closed:
+        _client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+    return _client
 
 
 async def post_json(url: str, payload: Any, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:

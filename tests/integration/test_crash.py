@@ -142,7 +142,7 @@ async def snapshot(session: aiohttp.ClientSession, url: str, ids: list[str]) -> 
 
 
 async def test_a_worker_paused_past_its_session_timeout_writes_nothing_once_fenced(cluster: AppCluster) -> None:
-    """The scenario of issue 8: each worker in turn freezes past its session timeout (8 s here) under load, while
+    """Each worker in turn freezes past its session timeout (8 s here) under load, while
     the other takes its partitions over; then a full restart reads back the same statuses and balances."""
     cluster.add_worker()
     cluster.add_worker()

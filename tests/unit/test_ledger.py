@@ -209,7 +209,8 @@ def test_the_audit_catches_invented_money() -> None:
 
 
 def test_a_changelog_with_segments_in_the_older_dict_form_restores_and_takes_new_transfers() -> None:
-    """An upgrade across b68e3cf: every segment written before it is a dict in the changelog and the stores."""
+    """An upgrade from stored-format version 1 (`tables.codec.STORED_FORMAT`): every segment written before it is a
+    dict in the changelog and the stores."""
     cluster = funded(2, {"alice": 10, "bob": 0})
     for part in cluster.parts:
         for offset, (key, raw) in enumerate(part.changelog):
