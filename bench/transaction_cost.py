@@ -1,9 +1,9 @@
 """What a Kafka transaction costs the broker, against a plain acknowledged produce: the figure behind the HTTP
 path's ceiling (BENCHMARKS.md, "single requests").
 
-A commit is one Kafka transaction per worker for every partition of its group (`runtime.ledger_writer`). On the Kafka path a transaction holds thousands of transfers; a
-single-transfer request at a few thousand a second fills a commit with a handful, and then the transactions are
-a large part of the broker's work. This
+A commit is one Kafka transaction per worker for every partition of its group (`runtime.ledger_writer`). On the
+Kafka path a transaction holds thousands of transfers; a single-transfer request at a few thousand a second fills a
+commit with a handful, and then the transactions are a large part of the broker's work. This
 starts a broker of its own (or uses BROKER_URL), sends `--produces` single-message produces (acks=all) from 8
 concurrent senders, then `--transactions` one-message transactions from 8 transactional producers, twice (the
 first pass warms the broker's JIT), and prints the broker's CPU per request and per transaction.
