@@ -17,144 +17,47 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import platform
 import random
 import shutil
-import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.common import (
+    CATCH_UP,
+    POLL_S,
+    Progress,
+    RunResult,
+    RunSettings,
+    TransferSource,
+    account_names,
+    funding,
+    opening_balances,
+    percentile,
+    pick_pair,
+    process_usage,
+)
 from bench.http_load import POOL_TRANSFERS, WrkRun, run_wrk, write_pool
 from devtools.cluster import WorkerProcess, new_admin_token
 from devtools.local_kafka import free_port
-from payments_app.domain.commands import Command, Deposit, MoveCredit, OpenAccount, Transfer
-from payments_app.domain.routing import CONCURRENT, decided_in, home_of
+from payments_app.domain.commands import Command, MoveCredit, OpenAccount
 from payments_app.settings import bootstrap_servers
 from tables.codec import encode_batch
 
-POLL_S = 0.05
 #: the workers' own latency histogram, by path: a transactions record's timestamp to its commit; a client
 #: submission's arrival at its partition's owner to its decision
 WORKERS_VIEW = {"kafka": "payments_record_committed_seconds", "http": "payments_submission_decided_seconds"}
 #: a catch-up whose decided count stands still this long has stopped (its start, restores included, takes seconds)
 CATCH_UP_STALL_S = 180.0
-CATCH_UP = "catch-up"
-PATHS = ("kafka", "http", CATCH_UP)
-
-
-@dataclass
-class RunSettings:
-    workload: str = "uniform"
-    workers: int = 1
-    accounts: int = 10_000
-    partitions: int = 8
-    duration_s: float = 20.0
-    batch_size: int = 500
-    in_flight_batches: int = 16  # concurrent senders: Kafka records in flight, or HTTP clients
-    max_backlog: int = 20_000  # transfers sent but not yet decided: full speed of the system, not of a queue
-    http_batch: int = 1  # transfers per HTTP request: 1 sends single objects, more sends arrays
-    rate_tps: float = 0.0  # offered load in transfers per second; 0 sends as fast as the system takes them
-    http_wait_s: float = 0.0  # HTTP path: each request waits for its decision (`?wait=`) up to this long
-    opening_balance: int = 1_000_000
-    model: str = "concurrent"
-    path: str = "kafka"
-    forge_credit: bool = False  # fault injection: credit money that no segment paid out, to prove the check fails
-    catch_up_transfers: int = 1_000_000  # catch-up path: the backlog written before the workers start again
-
-
-@dataclass
-class RunResult:
-    model: str
-    workload: str
-    workers: int
-    path: str
-    duration_s: float
-    submitted: int
-    applied: int
-    rejected: int
-    applied_tps: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    segment_moves: int
-    invariants_ok: bool
-    problems: list[str]
-    cpu_s: dict[str, float]
-    peak_rss_mb: dict[str, float]
-    timeline: list[tuple[float, int]]
-    settings: dict[str, Any] = field(default_factory=dict)
-    audit_s: float = 0.0  # how long the last GET /audit took to answer
-    refused: int = 0  # HTTP path: transfers not taken (429 or 503 answers, an array's `refused` items: back-pressure)
-    #: the workers' own view (`WORKERS_VIEW`), without the harness's poll or the client's hops; per bucket, so
-    #: within a bucket's width. Kafka path: a record's timestamp to its commit; HTTP path: a submission's arrival at
-    #: its partition's owner to its decision; NaN for a catch-up (its workers restart, and their histograms)
-    record_p50_ms: float = float("nan")
-    record_p99_ms: float = float("nan")
-    #: the machine's pace just before the run (`bench.pace`): CPU µs per transfer of the money rules alone
-    pace_us: float = float("nan")
-
-
-class Progress:
-    """What the run is doing and how far it got."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.live = sys.stderr.isatty()
-        self.last_line_at = 0.0
-
-    def show(self, text: str) -> None:
-        """A live line on a terminal; elsewhere (CI, logs) one line every few seconds."""
-        if self.live:
-            sys.stderr.write(f"\r\x1b[2K[{self.label}] {text}")
-        elif time.monotonic() - self.last_line_at > 5:
-            sys.stderr.write(f"[{self.label}] {text}\n")
-            self.last_line_at = time.monotonic()
-        sys.stderr.flush()
-
-    def done(self, text: str) -> None:
-        if self.live:
-            sys.stderr.write(f"\r\x1b[2K[{self.label}] {text}\n")
-        else:
-            sys.stderr.write(f"[{self.label}] {text}\n")
-
-
-HOT_ACCOUNT_FUNDS = 1_000  # the hot account opens with this many opening balances: a payroll account is well funded
-
-
-def account_names(settings: RunSettings) -> list[str]:
-    return [f"acct-{n}" for n in range(settings.accounts)]
-
-
-def opening_balances(settings: RunSettings, accounts: list[str]) -> dict[str, int]:
-    """Every account's opening balance; the hot one (accounts[0], payer or payee of half the hot workloads)'s
-    is large enough that hot-payer measures paying, not running dry."""
-    hot = settings.opening_balance * HOT_ACCOUNT_FUNDS
-    return {account: hot if n == 0 else settings.opening_balance for n, account in enumerate(accounts)}
-
-
-def pick_pair(settings: RunSettings, rng: random.Random, accounts: list[str]) -> tuple[str, str, int]:
-    """Payer, payee and amount for one transfer of the chosen workload."""
-    payer, payee = rng.sample(accounts, 2)
-    amount = rng.randint(1, 1_000)
-    if settings.workload == "hot-payee" and rng.random() < 0.5:
-        payee = accounts[0] if payer != accounts[0] else accounts[1]
-    elif settings.workload == "hot-payer" and rng.random() < 0.5:
-        payer = accounts[0] if payee != accounts[0] else accounts[1]
-    elif settings.workload == "overdraft" and rng.random() < 0.1:
-        amount = settings.opening_balance * 2
-    return payer, payee, amount
 
 
 class Ledger:
@@ -267,34 +170,6 @@ class Ledger:
         return {"problems": [f"the audit did not answer after {attempts} attempts (last: {answer})"]}
 
 
-def id_in_partition(prefix: str, partition: int, settings: RunSettings) -> str:
-    """A transaction id that the concurrent model routes to `partition` (ids pick the partition there)."""
-    for attempt in range(100 * settings.partitions):
-        tx_id = f"{prefix}-{attempt}"
-        if decided_in(Deposit(tx_id, "", 1), settings.partitions, CONCURRENT) == partition:
-            return tx_id
-    raise AssertionError(f"no id with prefix {prefix!r} lands in partition {partition}")
-
-
-def funding(settings: RunSettings, accounts: list[str]) -> dict[int, list[Command]]:
-    """The opening deposits by partition: one per segment in the concurrent model, one at home in the baseline.
-
-    Funding every segment is what a bank migrating balances in would do; funding one segment would make the
-    first transfers of every account wait for moves and measure the reconciler instead of the model.
-    """
-    deposits: dict[int, list[Command]] = {p: [] for p in range(settings.partitions)}
-    for account, balance in opening_balances(settings, accounts).items():
-        if settings.model == CONCURRENT:
-            share, remainder = divmod(balance, settings.partitions)
-            for p in range(settings.partitions):
-                amount = share + (1 if p < remainder else 0)
-                if amount:
-                    deposits[p].append(Deposit(id_in_partition(f"fund-{account}-{p}", p, settings), account, amount))
-        else:
-            deposits[home_of(account, settings.partitions)].append(Deposit(f"fund-{account}", account, balance))
-    return deposits
-
-
 async def open_and_fund(ledger: Ledger, settings: RunSettings, accounts: list[str], progress: Progress) -> int:
     """Open every account in every partition and deposit its opening balance; return the money deposited."""
     chunk = 2_000
@@ -322,34 +197,6 @@ async def wait_applied(ledger: Ledger, progress: Progress, what: str, timeout_s:
             return
         await asyncio.sleep(0.2)
     raise TimeoutError(f"{what}: records still unapplied after {timeout_s} s")
-
-
-class TransferSource:
-    """The workload's transfers, each routed to the partition its model decides it in, cut into batches."""
-
-    def __init__(self, settings: RunSettings, accounts: list[str], tag: str = "b") -> None:
-        self.settings = settings
-        self.accounts = accounts
-        self.rng = random.Random(1)
-        self.tag = tag  # runs that share a cluster need ids of their own: a reused id is a duplicate, not a transfer
-        self.counter = 0
-        self.pending: dict[int, list[Transfer]] = {p: [] for p in range(settings.partitions)}
-
-    def next_transfer(self) -> Transfer:
-        self.counter += 1
-        payer, payee, amount = pick_pair(self.settings, self.rng, self.accounts)
-        return Transfer(f"{self.tag}{self.counter}", payer, payee, amount)
-
-    def next_batch(self, size: int) -> tuple[int, list[Transfer]]:
-        """The first partition whose batch fills up, and that batch."""
-        while True:
-            transfer = self.next_transfer()
-            partition = decided_in(transfer, self.settings.partitions, self.settings.model)
-            batch = self.pending[partition]
-            batch.append(transfer)
-            if len(batch) >= size:
-                self.pending[partition] = []
-                return partition, batch
 
 
 class Load:
@@ -547,35 +394,6 @@ def bucket_percentile(before: dict[float, float], after: dict[float, float], q: 
     return 1000 * lower_bound
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def process_usage(pids: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
-    cpu: dict[str, float] = {}
-    rss: dict[str, float] = {}
-    for name, pid in pids.items():
-        try:
-            proc = psutil.Process(pid)
-            times = proc.cpu_times()
-            cpu[name] = round(times.user + times.system, 2)
-            rss[name] = round(peak_rss_bytes(pid) / 2**20, 1)
-        except psutil.Error:
-            continue
-    return cpu, rss
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """VmHWM from /proc: the process's peak resident memory."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def same_cluster(settings: RunSettings) -> tuple[Any, ...]:
     """Runs that differ only in workload, path or offered rate can share one funded cluster."""
     return (settings.model, settings.workers, settings.accounts, settings.partitions, settings.opening_balance,
@@ -706,13 +524,3 @@ async def settled_audit(ledger: Ledger, progress: Progress, timeout_s: float = 6
             return audit
         progress.show(f"audit: {audit.get('in_flight')} minor units in flight; draining again")
         await asyncio.sleep(0.5)
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "mean_load_before": statistics.fmean(os.getloadavg()),
-    }

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.driver import Progress
+from bench.common import Progress
 from bench.layers import EncodedStore, MemoryStore, Workload, apply_records, build_workload
 from payments_app.settings import SETTINGS
 from tables.codec import decode_batch

@@ -40,7 +40,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.driver import Progress, RunSettings, TransferSource, funding, machine
+from bench.common import Progress, RunSettings, TransferSource, funding, machine
 from devtools.local_kafka import LocalKafka, configured_broker_url
 from payments_app.domain.commands import Command, OpenAccount, Transfer
 from payments_app.domain.ledger import PartitionState, Writes, process_batch, transaction_key

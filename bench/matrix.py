@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.driver import RunResult, RunSettings, run_group, same_cluster
+from bench.common import RunResult, RunSettings
+from bench.driver import run_group, same_cluster
 from bench.pace import Pace
 from bench.postgres_peer import run_postgres
 from devtools.local_kafka import LocalKafka, configured_broker_url

@@ -15,7 +15,7 @@ import time
 
 import psutil
 
-from bench.driver import Progress
+from bench.common import Progress
 from bench.layers import MemoryStore, Workload, apply_records, build_workload
 
 #: under a second a measure; with rounds of 5,000 transfers (30 ms) the best of three moved by a quarter from

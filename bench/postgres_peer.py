@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from bench.driver import (
+from bench.common import (
     POLL_S,
     Progress,
     RunResult,

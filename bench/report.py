@@ -9,7 +9,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from bench.driver import RunResult
+from bench.common import RunResult
 
 RESULTS_DIR = Path(__file__).with_name("results")
 

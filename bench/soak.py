@@ -28,20 +28,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.driver import (
-    Ledger,
-    Load,
-    Progress,
-    RunSettings,
-    TransferSource,
-    account_names,
-    funding,
-    id_in_partition,
-    kafka_sender,
-    machine,
-    open_and_fund,
-    wait_applied,
-)
+from bench.common import Progress, RunSettings, TransferSource, account_names, funding, id_in_partition, machine
+from bench.driver import Ledger, Load, kafka_sender, open_and_fund, wait_applied
 from devtools.cluster import WorkerProcess, new_admin_token
 from devtools.local_kafka import LocalKafka, free_port
 from payments_app.domain.commands import Deposit

@@ -25,7 +25,7 @@ import psutil
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.driver import Progress
+from bench.common import Progress
 from devtools.local_kafka import LocalKafka, configured_broker_url
 from payments_app.settings import bootstrap_servers
 

@@ -74,7 +74,7 @@ def bench(args: argparse.Namespace) -> int:
     """Run the benchmark matrix, then write bench/results/latest.{json,png} and the table for BENCHMARKS.md."""
     import asyncio
 
-    from bench.driver import machine
+    from bench.common import machine
     from bench.matrix import run_matrix
     from bench.report import markdown_table, ratio_table, read_json, scale_out_table, write_json, write_plot
 
@@ -129,7 +129,7 @@ def soak(args: argparse.Namespace) -> int:
 def bench_matrix(args: argparse.Namespace) -> list[Any]:
     """Every model x workload x workers on the Kafka path; the HTTP path for `--http-workloads`; the
     PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
-    from bench.driver import CATCH_UP, RunSettings
+    from bench.common import CATCH_UP, RunSettings
     from bench.report import half_load_rate, read_json
 
     full_speed = read_json(Path(args.half_of))[0] if args.half_of else []

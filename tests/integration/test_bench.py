@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.driver import RunSettings, run_group
+from bench.common import RunSettings
+from bench.driver import run_group
 from bench.pace import Pace
 from bench.report import markdown_table, read_json, write_json, write_plot
 

@@ -21,7 +21,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bench.driver import RunSettings, id_in_partition
+from bench.common import RunSettings, id_in_partition
 from devtools.cluster import WorkerProcess
 from devtools.local_kafka import LocalKafka, free_port
 from tests.integration.cluster import PARTITIONS, AppCluster, admin_session, call, wait_for

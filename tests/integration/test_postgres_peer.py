@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.driver import RunSettings
+from bench.common import RunSettings
 from bench.postgres_peer import run_postgres
 
 pytestmark = pytest.mark.postgres

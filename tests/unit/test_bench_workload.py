@@ -9,15 +9,8 @@ from typing import Any
 
 import pytest
 
-from bench.driver import (
-    Load,
-    RunSettings,
-    TransferSource,
-    account_names,
-    funding,
-    kafka_sender,
-    opening_balances,
-)
+from bench.common import RunSettings, TransferSource, account_names, funding, opening_balances
+from bench.driver import Load, kafka_sender
 from payments_app.domain.commands import Deposit
 from payments_app.domain.routing import BASELINE, CONCURRENT, MODELS, decided_in, home_of
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.driver import RunResult
+from bench.common import RunResult
 from bench.report import half_load_rate, write_json
 from devtools.cli import bench_matrix
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.driver import Progress
+from bench.common import Progress
 from bench.instructions import LAYERS, apply_fresh
 from bench.layers import build_workload
 

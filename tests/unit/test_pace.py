@@ -7,7 +7,7 @@ import multiprocessing
 import os
 from multiprocessing.synchronize import Event as EventType
 
-from bench.driver import RunResult
+from bench.common import RunResult
 from bench.pace import Pace, wait_until_quiet
 from bench.report import markdown_table
 

@@ -3,7 +3,7 @@ hot account, which one partition (one core) decides."""
 
 from __future__ import annotations
 
-from bench.driver import RunResult
+from bench.common import RunResult
 from bench.report import scale_out_table
 
 
