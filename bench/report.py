@@ -228,9 +228,9 @@ def workers_view(result: RunResult) -> str:
 def markdown_table(results: list[RunResult]) -> str:
     lines = [
         "| model | workload | workers | path | applied TPS | p50 ms | p95 ms | p99 ms | at the workers: p50 / p99 ms "
-        "| rejected | segment moves | invariants | CPU s (workers or postgres / broker / generator) | peak MB (same) "
-        "| pace µs |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
+        "| rejected | segment moves | invariants | CPU s (workers or postgres / broker / generator) "
+        "| CPU µs per decided transfer (same) | peak MB (same) | pace µs |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|",
     ]
     for r in results:
         cpu = " / ".join(f"{value:.0f}" for value in per_role(r.cpu_s))
@@ -238,9 +238,19 @@ def markdown_table(results: list[RunResult]) -> str:
         lines.append(
             f"| {r.model} | {r.workload} | {r.workers} | {path_label(r)} | {r.applied_tps:,.0f} | {ms(r.p50_ms)} "
             f"| {ms(r.p95_ms)} | {ms(r.p99_ms)} | {workers_view(r)} | {r.rejected} | {r.segment_moves} "
-            f"| {'ok' if r.invariants_ok else 'FAILED'} | {cpu} | {memory} | {pace(r)} |"
+            f"| {'ok' if r.invariants_ok else 'FAILED'} | {cpu} | {cpu_per_transfer(r)} | {memory} | {pace(r)} |"
         )
     return "\n".join(lines)
+
+
+def cpu_per_transfer(result: RunResult) -> str:
+    """Each role's CPU over the transfers decided in the same window (from the start of the load to the end of the
+    drain): the budget the throughput work is measured against. On the HTTP path with single transfers, per
+    request."""
+    decided = result.applied + result.rejected
+    if not decided:
+        return "-"
+    return " / ".join(f"{1e6 * seconds / decided:.1f}" for seconds in per_role(result.cpu_s))
 
 
 def pace(result: RunResult) -> str:
