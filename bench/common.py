@@ -45,6 +45,8 @@ class RunSettings:
     path: str = "kafka"
     forge_credit: bool = False  # fault injection: credit money that no segment paid out, to prove the check fails
     catch_up_transfers: int = 1_000_000  # catch-up path: the backlog written before the workers start again
+    #: the PostgreSQL peer runs first and last in a matrix ("first", "last"): the control for the machine's drift
+    control: str = ""
 
 
 @dataclass

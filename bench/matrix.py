@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
-from typing import Any
 
 from bench.common import RunResult, RunSettings
 from bench.driver import run_group, same_cluster
@@ -42,8 +41,12 @@ async def run_matrix(matrix: list[RunSettings], scratch: Path) -> list[RunResult
 
 
 def cluster_groups(matrix: list[RunSettings]) -> list[list[RunSettings]]:
-    """The matrix in order, cut into runs that can share one cluster."""
-    groups: dict[tuple[Any, ...], list[RunSettings]] = {}
+    """The matrix in order, cut where the next run cannot share the cluster of the one before it (the order is the
+    matrix's own: the models take turns, and the PostgreSQL control comes first and last)."""
+    groups: list[list[RunSettings]] = []
     for settings in matrix:
-        groups.setdefault(same_cluster(settings), []).append(settings)
-    return list(groups.values())
+        if groups and same_cluster(groups[-1][-1]) == same_cluster(settings):
+            groups[-1].append(settings)
+        else:
+            groups.append([settings])
+    return groups

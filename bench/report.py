@@ -43,14 +43,16 @@ def half_load_rate(results: list[RunResult], model: str, workload: str, workers:
 
 def series_name(result: RunResult) -> str:
     if result.model == "postgres":
-        return "postgres"
+        control = result.settings.get("control")
+        return f"postgres ({control})" if control else "postgres"
     return f"{result.model} {result.workers}w {path_label(result)}"
 
 
 def path_label(result: RunResult) -> str:
     """The path, and on the HTTP path the requests' shape: arrays (xN), answers at the decision at an offered rate."""
     if result.path != "http":
-        return result.path
+        control = result.settings.get("control")
+        return f"{result.path} ({control})" if control else result.path
     label = result.path
     if result.settings["http_batch"] > 1:
         label += f" x{result.settings['http_batch']}"
@@ -156,10 +158,14 @@ def per_role(by_process: dict[str, float]) -> tuple[float, float, float]:
 
 
 def ratio_table(results: list[RunResult]) -> str:
-    """Concurrent over baseline (same workers and path: live Kafka or catch-up) and over PostgreSQL, per
-    workload."""
+    """Concurrent over baseline (same workers and path: live Kafka or catch-up) and over PostgreSQL (the mean of
+    its runs first and last in the matrix), per workload."""
     tps = {(r.model, r.workload, r.workers, r.path): r.applied_tps for r in results}
-    postgres = {r.workload: r.applied_tps for r in results if r.model == "postgres"}
+    peer_runs: dict[str, list[float]] = {}
+    for r in results:
+        if r.model == "postgres":
+            peer_runs.setdefault(r.workload, []).append(r.applied_tps)
+    postgres = {workload: sum(runs) / len(runs) for workload, runs in peer_runs.items()}
     lines = [
         "| workload | workers | path | concurrent / baseline | concurrent / postgres |",
         "|---|---|---|---:|---:|",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -128,7 +129,7 @@ def soak(args: argparse.Namespace) -> int:
 
 def bench_matrix(args: argparse.Namespace) -> list[Any]:
     """Every model x workload x workers on the Kafka path; the HTTP path for `--http-workloads`; the
-    PostgreSQL peer once per workload (its client count is `--senders`, workers do not apply)."""
+    PostgreSQL peer per workload, first and last (its client count is `--senders`, workers do not apply)."""
     from bench.common import CATCH_UP, RunSettings
     from bench.report import half_load_rate, read_json
 
@@ -142,24 +143,36 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
                   "rate_tps": rate, "catch_up_transfers": args.catch_up_transfers}  # fmt: skip
         return RunSettings(model=model, workload=workload, workers=workers, path=path, **{**common, **more})
 
-    matrix = []
+    clusters: dict[tuple[str, int], list[RunSettings]] = {}
     for model in args.model:
         if model == "postgres":
-            matrix.extend(settings(model, workload, 1, "sql") for workload in args.workload)
             continue
         for workers in args.workers:
-            matrix.extend(
+            runs = clusters[model, workers] = []
+            runs.extend(
                 settings(model, workload, workers, "kafka") for workload in args.workload if "kafka" in args.path
             )
             if CATCH_UP in args.path:
-                matrix.extend(settings(model, workload, workers, CATCH_UP) for workload in args.catch_up_workloads)
+                runs.extend(settings(model, workload, workers, CATCH_UP) for workload in args.catch_up_workloads)
             if "http" in args.path:
-                matrix.extend(settings(model, workload, workers, "http", size)
-                              for workload in args.http_workloads for size in args.http_batch)  # fmt: skip
+                runs.extend(settings(model, workload, workers, "http", size)
+                            for workload in args.http_workloads for size in args.http_batch)  # fmt: skip
                 if args.http_decided_rate > 0:
-                    matrix.extend(settings(model, workload, workers, "http", rate_tps=args.http_decided_rate,
-                                           http_wait_s=DECIDED_WAIT_S, in_flight_batches=DECIDED_CLIENTS)
-                                  for workload in args.http_workloads)  # fmt: skip
+                    runs.extend(settings(model, workload, workers, "http", rate_tps=args.http_decided_rate,
+                                         http_wait_s=DECIDED_WAIT_S, in_flight_batches=DECIDED_CLIENTS)
+                                for workload in args.http_workloads)  # fmt: skip
+    # The models take turns (each worker count: one model's cluster, then the other's), so that the machine's
+    # drift over the matrix's hour favours neither; the PostgreSQL peer, unchanged code, runs first and last.
+    matrix = [runs for workers in args.workers for (_, n), runs in clusters.items() if n == workers]
+    if "postgres" in args.model:
+        peer = [settings("postgres", workload, 1, "sql") for workload in args.workload]
+        if matrix:
+            first = [dataclasses.replace(run, control="first") for run in peer]
+            last = [dataclasses.replace(run, control="last") for run in peer]
+            matrix = [first, *matrix, last]
+        else:
+            matrix = [peer]
+    return [run for runs in matrix for run in runs]
     return matrix
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import RunResult
+from bench.matrix import cluster_groups
 from bench.report import half_load_rate, write_json
 from devtools.cli import bench_matrix
 
@@ -44,3 +45,21 @@ def test_bench_half_of_offers_each_kafka_run_its_own_half(tmp_path: Path) -> Non
         catch_up_transfers=0, catch_up_workloads=[], http_workloads=[], http_batch=[1], http_decided_rate=0.0,
     )  # fmt: skip
     assert [(run.workload, run.rate_tps) for run in bench_matrix(args)] == [("uniform", 7_500), ("hot-payer", 6_000)]
+
+
+def test_the_models_take_turns_and_the_postgresql_control_runs_first_and_last() -> None:
+    args = argparse.Namespace(
+        model=["concurrent", "baseline", "postgres"], workload=["uniform", "hot-payer"], workers=[1, 2],
+        path=["kafka"], half_of=None, rate=0.0, accounts=1_000, duration=5.0, partitions=8, batch_size=500,
+        senders=16, http_clients=64, catch_up_transfers=0, catch_up_workloads=[], http_workloads=[], http_batch=[1],
+        http_decided_rate=0.0,
+    )  # fmt: skip
+    matrix = bench_matrix(args)
+    groups = cluster_groups(matrix)
+    assert [(g[0].model, g[0].workers, g[0].control) for g in groups] == [
+        ("postgres", 1, "first"), ("concurrent", 1, ""), ("baseline", 1, ""), ("concurrent", 2, ""),
+        ("baseline", 2, ""), ("postgres", 1, "last"),
+    ]  # fmt: skip
+    assert all([run.workload for run in group] == ["uniform", "hot-payer"] for group in groups)
+    alone = bench_matrix(argparse.Namespace(**{**vars(args), "model": ["postgres"]}))
+    assert [(run.model, run.control) for run in alone] == [("postgres", ""), ("postgres", "")]
