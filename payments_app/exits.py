@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import NoReturn
 
 #: "stuck in a state only a fresh process fixes: start me again" (see `service.watchdog`)
 EXIT_FOR_RESTART = 75
@@ -17,7 +18,7 @@ EXIT_ON_FAILURE = 70
 log = logging.getLogger(__name__)
 
 
-def stop_worker(reason: str, exc: BaseException | None = None, code: int = EXIT_ON_FAILURE) -> None:
+def stop_worker(reason: str, exc: BaseException | None = None, code: int = EXIT_ON_FAILURE) -> NoReturn:
     """Log why, then end the process now: no `finally`, no shutdown hook, no pending commit runs after this."""
     log.critical("%s; stopping the worker", reason, exc_info=exc)
     logging.shutdown()

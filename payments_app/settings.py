@@ -155,14 +155,15 @@ def variables() -> dict[str, dataclasses.Field[Any]]:
     return {f.metadata["env"]: f for f in dataclasses.fields(Settings)}
 
 
-def _parse(kind: Any, text: str) -> Any:
-    if kind in (int, "int"):
+def _parse(kind: str, text: str) -> Any:
+    """`text` as a field annotated `kind` (annotations are strings here: `from __future__ import annotations`)."""
+    if kind == "int":
         return int(text)
-    if kind in (float, "float"):
+    if kind == "float":
         return float(text)
-    if kind in (bool, "bool"):
+    if kind == "bool":
         return text.strip().lower() in ("1", "true", "yes")
-    if kind in (Path, "Path"):
+    if kind == "Path":
         return Path(text)
     return text
 

@@ -7,8 +7,6 @@ accounts) is checked by the view, which knows the body (`principal(request).requ
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any
 
 import mode
@@ -17,11 +15,11 @@ from aiohttp import web as aiohttp_web
 from aiokafka.errors import KafkaError
 
 from payments_app.domain.access import READ, TOKEN_PREFIX, TRANSFER, Forbidden, Keyring, Principal, Unauthorized
-from payments_app.exits import EXIT_ON_FAILURE
+from payments_app.exits import stop_worker
 from payments_app.runtime.token_log import TokenLog
 from payments_app.service.app import app
 from payments_app.service.topics import TOKENS_TOPIC, tokens_topic
-from payments_app.settings import SETTINGS, bootstrap_servers
+from payments_app.settings import SETTINGS
 
 #: routes anyone may call: probes, the API's own description and the live page (it holds no data: its calls need one)
 OPEN_ROUTES = frozenset({"/health", "/health/ready", "/health/live", "/openapi.json", "/"})
@@ -33,7 +31,6 @@ SCOPED = {
     ("POST", "/transfers"): TRANSFER,
 }
 RETRY_AFTER_S = 1
-log = logging.getLogger(__name__)
 
 
 class TokenService(mode.Service):
@@ -43,15 +40,13 @@ class TokenService(mode.Service):
 
     async def on_start(self) -> None:
         if SETTINGS.admin_token is None:
-            log.critical("PAYMENTS_ADMIN_TOKEN is not set: the worker refuses to serve an API nobody can secure")
-            os._exit(EXIT_ON_FAILURE)
+            stop_worker("PAYMENTS_ADMIN_TOKEN is not set: the worker refuses to serve an API nobody can secure")
         try:
             keyring = Keyring(SETTINGS.admin_token)
         except ValueError as exc:
-            log.critical("PAYMENTS_ADMIN_TOKEN is not usable: %s", exc)
-            os._exit(EXIT_ON_FAILURE)
+            stop_worker(f"PAYMENTS_ADMIN_TOKEN is not usable: {exc}")
         await tokens_topic.maybe_declare()
-        token_log = TokenLog(bootstrap_servers(SETTINGS.broker_url), TOKENS_TOPIC, keyring)
+        token_log = TokenLog(SETTINGS.bootstrap_servers, TOKENS_TOPIC, keyring)
         await token_log.start()
         self.token_log = token_log
 

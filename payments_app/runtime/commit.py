@@ -430,7 +430,9 @@ class Pipeline:
         """Drop `group` and the open one (neither is ever committed), answer whoever waits for them with `exc`, and
         tell `on_failed` (which stops the worker)."""
         self._failure = exc
-        for failed in {id(g): g for g in (group, self._open) if g is not None}.values():
+        for failed in (group, self._open):  # the same group twice when it was the open one: harmless
+            if failed is None:
+                continue
             failed.status = GroupStatus.FAILED
             if failed.result is not None and not failed.result.done():
                 failed.result.set_exception(exc)

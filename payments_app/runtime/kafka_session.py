@@ -139,9 +139,11 @@ class KafkaSession:
     topics: LedgerTopics
     reader: LogReader
     writer: Tenure
+    #: whether this session is still its partition's on this worker: once revoked (retired), it never writes the
+    #: store again, even for a commit already on its way back (a successor restores that from the changelog)
+    current: Callable[[], bool]
     delivered: int | None = None
     state: PartitionState | None = None
-    retired: bool = False
 
     async def read_range(self, start: int, end: int) -> list[tuple[int, bytes]]:
         records: list[tuple[int, bytes]] = []
@@ -152,10 +154,7 @@ class KafkaSession:
         return records
 
     def checkpoint(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        """Write a committed group to the store, unless a successor of this session has restored the store past it
-        from the changelog already: a session retired once it opened, or one revoked while its catch-up commit was
-        on its way back (it is marked retired only once its opening ends)."""
-        if not self.retired and changelog_offset > self.store.checkpoint:
+        if self.current():
             self.store.apply(entries, changelog_offset)
 
 
@@ -165,6 +164,7 @@ async def open_session(
     topics: LedgerTopics,
     reader: LogReader,
     tenure: Tenure,
+    current: Callable[[], bool],
     catch_up: Callable[[KafkaSession], Awaitable[None]],
 ) -> KafkaSession:
     """Wait until no earlier writer's transaction is open on the partition's changelog, bring the store up to its
@@ -178,7 +178,7 @@ async def open_session(
     METRICS.changelog_records_restored_total += restored
     log.info("partition %d: no earlier transaction open after %.2f s; restored %d changelog records in %.2f s",
              partition, waited_s, restored, time.monotonic() - started - waited_s)  # fmt: skip
-    session = KafkaSession(partition, store, topics, reader, tenure)
+    session = KafkaSession(partition, store, topics, reader, tenure, current)
     await catch_up(session)
     return session
 

@@ -27,11 +27,6 @@ from tables.ledger import LedgerStores, PartitionStore
 log = logging.getLogger(__name__)
 
 
-def _mark_retired(task: asyncio.Task[KafkaSession]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        task.result().retired = True
-
-
 class LedgerSessions:
     def __init__(
         self,
@@ -96,15 +91,10 @@ class LedgerSessions:
         self._retire(partitions)
 
     def _retire(self, partitions: set[int]) -> None:
-        """Retire the partitions' sessions now: no new group uses them, and none writes its store again."""
+        """Retire the partitions' sessions now: no new group uses them, and none writes its store again (each asks
+        whether its opening is still its partition's: `KafkaSession.current`), opened or still opening."""
         for partition in partitions:
-            task = self._opening.pop(partition, None)
-            if task is None:
-                continue
-            if task.done():
-                _mark_retired(task)
-            else:
-                task.add_done_callback(_mark_retired)
+            self._opening.pop(partition, None)
 
     def reopen_replaced(self) -> None:
         """Open again, on the writer's new producer, the partitions still assigned here whose sessions' producer
@@ -156,7 +146,12 @@ class LedgerSessions:
     async def _open(self, partition: int, tenure: Tenure) -> KafkaSession:
         started = time.monotonic()
         store = self.stores[partition]
-        session = await open_session(partition, store, self.topics, self.reader, tenure, self._catch_up)
+        opening = asyncio.current_task()
+
+        def current() -> bool:
+            return self._opening.get(partition) is opening
+
+        session = await open_session(partition, store, self.topics, self.reader, tenure, current, self._catch_up)
         PARTITION_OPEN_SECONDS.observe(time.monotonic() - started)
         METRICS.partitions_opened_total += 1
         return session

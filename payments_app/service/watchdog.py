@@ -22,7 +22,7 @@ from payments_app.exits import EXIT_FOR_RESTART, stop_worker
 from payments_app.runtime.progress import ProgressWatch
 from payments_app.service.app import app
 from payments_app.service.composition import READS, owned_partitions
-from payments_app.service.owners import partition_owners
+from payments_app.service.owners import partition_owners, this_worker_url
 from payments_app.service.topics import TRANSACTIONS_TOPIC
 from payments_app.settings import SETTINGS
 
@@ -62,5 +62,5 @@ async def exit_if_nothing_is_applied() -> None:
 
 def routed_partitions() -> set[int]:
     """The ledger partitions the group's routing says this worker serves."""
-    me = str(app.conf.canonical_url).rstrip("/")
+    me = this_worker_url()
     return {partition for partition, host in partition_owners().items() if host == me}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from payments_app.runtime.standby import standby_partitions
 from payments_app.service.app import app
 from payments_app.service.composition import LEDGER
-from payments_app.service.owners import partition_owners
+from payments_app.service.owners import partition_owners, this_worker_url
 from payments_app.settings import SETTINGS
 
 FOLLOW_CHECK_INTERVAL_S = 2.0
@@ -19,7 +19,6 @@ async def follow_standby_partitions() -> None:
 @app.timer(interval=FOLLOW_CHECK_INTERVAL_S)
 async def choose_standby_partitions() -> None:
     """Follow the partitions this worker is a standby of, as the last rebalance routed them."""
-    me = str(app.conf.canonical_url).rstrip("/")
-    wanted = standby_partitions(partition_owners(), me, SETTINGS.standby_replicas) - LEDGER.assigned()
+    wanted = standby_partitions(partition_owners(), this_worker_url(), SETTINGS.standby_replicas) - LEDGER.assigned()
     if wanted != LEDGER.standby.partitions:
         LEDGER.standby.follow(wanted)
