@@ -10,7 +10,8 @@ on the benchmark's own workload (uniform transfers, seed 1, 500 per record, ever
 2. `domain+codec`: records arrive as bytes and entries are orjson bytes under storage keys, as in the worker.
 3. `domain+codec+rocksdb`: the entries live in a ledger `PartitionStore` (RocksDB with the worker's options),
    read with `get`, written with one atomic write batch and checkpoint per record.
-4. `kafka-produce`: the changelog messages those transfers make (about two per transfer), sent by an
+4. `kafka-produce`: the changelog messages those transfers make (one per record: a commit packs a
+   partition's store entries into one, `tables.codec.commit_records`), sent by an
    aiokafka producer with the worker's settings, through its batch API as a commit sends them
    (`send_in_batches`), acknowledgements awaited after each record as the agent does.
 5. `kafka-consume`: the same messages read back by a plain aiokafka consumer (what a restore reads).
@@ -61,8 +62,8 @@ NOTES = {
     "domain": "process_batch over decoded entries in a dict",
     "domain+codec": "+ decode the record, decode each entry read, encode each entry written (orjson)",
     "domain+codec+rocksdb": "+ RocksDB get per entry read, one write batch per record",
-    "kafka-produce": "aiokafka producer's batch API as a commit uses it, acks=all, linger 1 ms: {per:.2f} messages of "
-    "~{size:.0f} B per transfer, acks awaited every {every} record(s)",
+    "kafka-produce": "aiokafka producer's batch API as a commit uses it, acks=all, linger 1 ms: {per:.4f} messages per "
+    "transfer, of ~{size:,.0f} B each, acks awaited every {every} record(s)",
     "kafka-consume": "aiokafka consumer reading those messages back",
 }
 
@@ -164,7 +165,7 @@ class MemoryStore:
     def write(self, writes: Writes) -> int:
         self.entries.update(writes.entries)
         self.entries.update((transaction_key(record.id), record.to_row()) for record in writes.transactions)
-        return len(writes.entries) + (1 if writes.transactions else 0)
+        return 1 if writes.entries or writes.transactions else 0
 
 
 class EncodedStore:

@@ -4,17 +4,23 @@ The stored formats carry one version, `STORED_FORMAT`, for the changelog and the
 
 1. a segment is a dict (`{"balance", "moved_in", "moved_out", ...}`);
 2. a segment is a list, `[balance, moved_in, moved_out]`, with a fourth item (a dict of extras) only while debits
-   wait, a collection round is open or the segment names the request that opened its account.
+   wait, a collection round is open or the segment names the request that opened its account; the changelog
+   holds each segment and the meta under its own key, and a commit's transaction rows as one entry (`r/{seq}`);
+3. the changelog holds a commit's store entries packed (`r/{seq}/{part}`, `pack_entries`): a commit is one
+   changelog record per partition instead of about two per transfer, and a standby or a restore writes what it
+   reads without decoding any of it. (A version 2 worker reading such a key fails on its seq, `41/0`, and stops.)
 
-A worker writes `STORED_FORMAT` and reads every earlier version too (`Segment.from_stored`); a worker of an older
-version cannot read a newer one (it stops before committing anything), so a rollout across a version goes forward,
-not back. Each worker reports the version it writes in `/internal/progress`.
+A worker writes `STORED_FORMAT` and reads every earlier version too (`Segment.from_stored`, `store_entries`); a
+worker of an older version cannot read a newer one (it stops before committing anything), so a rollout across a
+version goes forward, not back. Each worker reports the version it writes in `/internal/progress`.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -27,14 +33,17 @@ from payments_app.domain.ledger import (
     history_positions,
     history_prefix,
     transaction_key,
-    transactions_key,
 )
 
-STORED_FORMAT = 2
+STORED_FORMAT = 3
 
 #: commands per record: a group's relays to one partition can number thousands, and a record must stay well
 #: under the producer's 1 MB request limit (a relay is about 120 bytes encoded)
 MAX_COMMANDS_PER_RECORD = 2_000
+#: a commit's store entries travel in changelog records of at most this many bytes (well within the producer's
+#: batch and the broker's 1 MiB record limit); an entry larger than that travels alone
+MAX_PACK_BYTES = 512 * 1024
+_COUNT = struct.Struct("<I")
 
 
 def encode_batch(commands: Sequence[Command]) -> bytes:
@@ -61,27 +70,63 @@ def decode_entry(payload: bytes | None) -> Any:
     return None if payload is None else orjson.loads(payload)
 
 
-def encode_transactions(
-    prefix: str, seq: int, rows: list[list[Any]], decided_ms: int
-) -> tuple[tuple[bytes, bytes], list[tuple[bytes, bytes]]]:
-    """A commit's transaction rows as one changelog entry, and as the store keeps them: one entry per id, and one
-    history entry per account a decided transaction shows for (`history_accounts`), stamped `decided_ms`.
+def transaction_entries(prefix: str, seq: int, rows: list[list[Any]], decided_ms: int) -> list[tuple[bytes, bytes]]:
+    """A commit's transaction rows as the store keeps them: one entry per id, and one history entry per account a
+    decided transaction shows for (`history_accounts`), stamped `decided_ms`. `prefix` is the partition's
+    storage-key prefix."""
+    return _store_rows(prefix, seq, decided_ms, rows, map(orjson.dumps, rows))
 
-    `prefix` is the partition's storage-key prefix. One changelog message per commit instead of one per
-    transaction: the producer, the broker and every standby handle a third fewer messages per transfer. Each row
-    is encoded once: the changelog's `[decided_ms, [row, ...]]` is spliced from the store's encodings.
-    """
-    encoded = [orjson.dumps(row) for row in rows]
-    value = b"[%d,[%b]]" % (decided_ms, b",".join(encoded))
-    return ((prefix + transactions_key(seq)).encode(), value), _store_rows(prefix, seq, decided_ms, rows, encoded)
+
+def commit_key(seq: int, part: int) -> str:
+    """A changelog record holding (part of) the store entries of the commit that applied batches up to `seq`:
+    unique, since each commit applies batches past the previous one's, so compaction never drops one."""
+    return f"r/{seq}/{part}"
+
+
+def pack_entries(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """Entries as one value: their count, every key's and value's length (little-endian u32), then their bytes."""
+    parts = [part for entry in entries for part in entry]
+    return _COUNT.pack(len(entries)) + struct.pack(f"<{len(parts)}I", *map(len, parts)) + b"".join(parts)
+
+
+def unpack_entries(value: bytes) -> list[tuple[bytes, bytes]]:
+    """What `pack_entries` packed; a value that does not add up stops the worker, it is never skipped."""
+    try:
+        (count,) = _COUNT.unpack_from(value)
+        ends = list(accumulate(struct.unpack_from(f"<{2 * count}I", value, _COUNT.size), initial=4 + 8 * count))
+    except struct.error as exc:
+        raise InvariantViolation(f"unreadable packed entries: {exc}: {value[:200]!r}") from exc
+    if ends[-1] != len(value):
+        raise InvariantViolation(f"packed entries end at {ends[-1]}, not at the value's end {len(value)}")
+    parts = list(map(value.__getitem__, map(slice, ends[:-1], ends[1:])))  # in C: no bytecode per entry
+    return list(zip(parts[0::2], parts[1::2], strict=True))
+
+
+def commit_records(prefix: str, seq: int, entries: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A commit's store entries as changelog records (`commit_key`), each packing at most MAX_PACK_BYTES of them."""
+    sizes = [len(key) + len(value) for key, value in entries]
+    if sum(sizes) <= MAX_PACK_BYTES:
+        packs = [entries] if entries else []
+    else:
+        packs, start, size = [], 0, 0
+        for index, entry_size in enumerate(sizes):
+            if size + entry_size > MAX_PACK_BYTES and index > start:
+                packs.append(entries[start:index])
+                start, size = index, 0
+            size += entry_size
+        packs.append(entries[start:])
+    return [((prefix + commit_key(seq, part)).encode(), pack_entries(pack)) for part, pack in enumerate(packs)]
 
 
 def store_entries(key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
-    """What one changelog entry becomes in a store (a restore, a standby): itself, or for a commit's
-    transaction rows (`transactions_key`), what `encode_transactions` stores for them."""
+    """What one changelog record becomes in a store (a restore, a standby): the entries a commit packed
+    (`commit_records`); from version 2, a commit's transaction rows (`r/{seq}`, no part) expanded as
+    `transaction_entries` stores them, or a segment or meta entry as it is."""
     slash = key.index(b"/") + 1  # after the partition: "{partition}/{ledger key}"
     if not key.startswith(b"r/", slash):
         return [(key, value)]
+    if b"/" in key[slash + 2 :]:
+        return unpack_entries(value)
     decided_ms, rows = orjson.loads(value)
     return _store_rows(key[:slash].decode(), int(key[slash + 2 :]), decided_ms, rows, map(orjson.dumps, rows))
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from payments_app.domain.checks import InvariantViolation
+from payments_app.domain.checks import InvariantViolation, require
 from payments_app.domain.commands import (
     KIND_OF,
     ClientTransaction,
@@ -66,13 +66,6 @@ def history_positions(decided_ms: int, partition: int, seq: int) -> Callable[[in
     that order; also the cursor. The shared part is formatted once: this runs for every transfer, twice."""
     stem = f"{decided_ms:013d}.{partition:04d}.{seq:012d}."
     return lambda index: stem + str(index).zfill(5)
-
-
-def transactions_key(seq: int) -> str:
-    """A changelog entry holding the rows of every transaction one commit created or decided, up to the batch
-    numbered `seq` (unique: each commit applies batches past the previous one's). A store keeps those rows under their
-    `transaction_key`s instead (`codec.store_entries`)."""
-    return f"r/{seq}"
 
 
 #: a transaction record's fields after id, kind, status and reason, in its row form, by kind
@@ -215,6 +208,7 @@ class PartitionState:
         self._dirty_segments: dict[str, None] = {}
         self._dirty_transactions: dict[str, None] = {}
         self._meta_dirty = False
+        self._taken_seq = -1  # the `seq` of the last writes taken: each commit's must be past it
 
     def segment(self, account: str) -> Segment | None:
         segment = self._segments.get(account, _NOT_HELD)
@@ -262,7 +256,11 @@ class PartitionState:
             entries.append((META_KEY, self._meta.to_dict()))
         records = [transactions[tx_id] for tx_id in self._dirty_transactions]
         self._dirty_segments, self._dirty_transactions, self._meta_dirty = {}, {}, False
-        return Writes(entries, records, self.meta().seq)  # type: ignore[arg-type]
+        seq = self.meta().seq
+        if entries or records:  # the changelog keys a commit by its seq, and compaction keeps one record per key
+            require(seq > self._taken_seq, f"writes at batch {seq} again (last taken at {self._taken_seq})")
+            self._taken_seq = seq
+        return Writes(entries, records, seq)  # type: ignore[arg-type]
 
     def trim(self, max_segments: int) -> None:
         """Let go of what the store holds anyway: every clean transaction record (an id is rarely read twice),

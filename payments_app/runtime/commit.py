@@ -2,8 +2,8 @@
 
 1. **Stage.** Each record of a group is decoded and applied by the domain to its partition's state (the
    session's `PartitionState`: the entries as objects, kept across groups). When the group closes, the entries
-   it changed are encoded once, whatever number of its records changed them; the transactions it created or
-   decided become one changelog entry. Nothing leaves the process.
+   it changed are encoded once, whatever number of its records changed them, and packed into one changelog
+   record per partition (more only past `codec.MAX_PACK_BYTES`). Nothing leaves the process.
 2. **Commit.** One Kafka transaction holds the whole group: every partition's entries (to its changelog
    partition), the relays its records made (to the transactions topic), and the offsets consumed. The worker's
    one transactional producer writes it (`runtime.ledger_writer`), under the consumer group's assignment: the
@@ -36,12 +36,13 @@ from payments_app.domain.commands import Command
 from payments_app.domain.ledger import BatchOutcome, PartitionState, TxRecord, Writes, process_batch
 from payments_app.runtime.metrics import RECORD_SECONDS
 from tables.codec import (
+    commit_records,
     decode_batch,
     decode_entry,
     encode_entry,
     encode_records,
-    encode_transactions,
     group_by_partition,
+    transaction_entries,
 )
 from tables.ledger import storage_key
 
@@ -115,16 +116,15 @@ def state_of(session: Session) -> PartitionState:
 
 
 def encode_writes(partition: int, writes: Writes) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
-    """A partition's changes as changelog entries, and as store entries (the same, but one entry per transaction
-    and per history line where the changelog has one for all of them; the transactions decided now are stamped
-    with this moment)."""
+    """A partition's changes as changelog records, and as store entries: the store's entries (one per transaction
+    and per history line, the transactions decided now stamped with this moment) are what the changelog records
+    carry, packed (`codec.commit_records`)."""
     prefix = storage_key(partition, "").decode()
-    entries = [((prefix + key).encode(), encode_entry(entry)) for key, entry in writes.entries]
-    if not writes.transactions:
-        return entries, entries
-    rows = [record.to_row() for record in writes.transactions]
-    changelog_entry, stored = encode_transactions(prefix, writes.seq, rows, time.time_ns() // 1_000_000)
-    return [changelog_entry, *entries], [*stored, *entries]
+    stored = [((prefix + key).encode(), encode_entry(entry)) for key, entry in writes.entries]
+    if writes.transactions:
+        rows = [record.to_row() for record in writes.transactions]
+        stored = [*transaction_entries(prefix, writes.seq, rows, time.time_ns() // 1_000_000), *stored]
+    return commit_records(prefix, writes.seq, stored), stored
 
 
 @dataclass(slots=True)

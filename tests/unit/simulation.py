@@ -123,13 +123,12 @@ class ChangelogReadout:
     def changelog(self, p: int) -> list[tuple[bytes, bytes]]:
         raise NotImplementedError
 
+    def stored(self, p: int) -> dict[bytes, bytes]:
+        """The entries a store restored from partition `p`'s whole changelog holds."""
+        return dict(entry for record in self.changelog(p) for entry in store_entries(*record))
+
     def value(self, p: int, key: str) -> Any:
-        skey = storage_key(p, key)
-        for entry in reversed(self.changelog(p)):
-            for entry_key, raw in store_entries(*entry):
-                if entry_key == skey:
-                    return decode_entry(raw)
-        return None
+        return decode_entry(self.stored(p).get(storage_key(p, key)))
 
     def meta(self, p: int) -> PartitionMeta:
         return PartitionMeta.from_dict(self.value(p, META_KEY) or PartitionMeta().to_dict())
@@ -153,7 +152,7 @@ class ChangelogReadout:
         for p in range(self.partitions):
             meta = self.meta(p)
             prefix = storage_key(p, "s/")
-            latest = {key: raw for key, raw in self.changelog(p) if key.startswith(prefix)}
+            latest = {key: raw for key, raw in self.stored(p).items() if key.startswith(prefix)}
             segs = [
                 (key[len(prefix) :].decode(), Segment.from_stored(decode_entry(raw))) for key, raw in latest.items()
             ]

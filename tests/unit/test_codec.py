@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import orjson
 import pytest
 from hypothesis import given
@@ -19,7 +21,7 @@ from payments_app.domain.commands import (
     Transfer,
     Withdrawal,
 )
-from tables.codec import decode_batch, encode_batch
+from tables.codec import commit_records, decode_batch, encode_batch, pack_entries, store_entries, unpack_entries
 
 ids = st.text(min_size=1, max_size=12)
 amounts = st.integers(0, 10**15)
@@ -64,3 +66,30 @@ def test_a_relay_id_reads_back_as_a_tuple() -> None:
     (credit,) = decode_batch(orjson.dumps([{"kind": "move_credit", "account": "a", "amount": 5, "source": 1,
                                             "round": None, "relay": [1, 2, 3]}]))  # fmt: skip
     assert credit == MoveCredit("a", 5, 1, None, (1, 2, 3))
+
+
+entries = st.lists(st.tuples(st.binary(min_size=1, max_size=40), st.binary(max_size=300)), max_size=50)
+
+
+@given(entries)
+def test_packed_entries_read_back_as_they_were_whatever_their_bytes(packed: list[tuple[bytes, bytes]]) -> None:
+    assert unpack_entries(pack_entries(packed)) == packed
+
+
+@given(entries, st.integers(1, 2_000))
+def test_a_commit_travels_in_records_of_bounded_size_and_reads_back_whole(
+    stored: list[tuple[bytes, bytes]], limit: int
+) -> None:
+    with patch("tables.codec.MAX_PACK_BYTES", limit):
+        records = commit_records("5/", 77, stored)
+    assert [key for key, _ in records] == [f"5/r/77/{part}".encode() for part in range(len(records))]
+    assert [entry for key, value in records for entry in store_entries(key, value)] == stored
+    for _, value in records:
+        packed = unpack_entries(value)
+        assert len(packed) == 1 or sum(len(key) + len(value) for key, value in packed) <= limit
+
+
+@pytest.mark.parametrize("value", [b"", b"\x01\x00\x00", b"\x01\x00\x00\x00\x05\x00\x00\x00", b"\x00\x00\x00\x00x"])
+def test_packed_entries_that_do_not_add_up_are_refused(value: bytes) -> None:
+    with pytest.raises(InvariantViolation, match="packed entries"):
+        unpack_entries(value)

@@ -13,7 +13,7 @@ import pytest
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import TxRecord
-from tables.codec import encode_transactions, store_entries
+from tables.codec import commit_records, store_entries, transaction_entries
 from tables.ledger import CHECKPOINT_KEY, PartitionStore, StoreOptions
 
 DECIDED_MS = 1_764_000_000_000
@@ -51,27 +51,42 @@ def test_the_checkpoint_survives_a_reopen_and_only_moves_forward(tmp_path: Path)
     reopened.close()
 
 
-def test_a_restore_keeps_a_commits_transactions_one_entry_each_as_the_owner_did(tmp_path: Path) -> None:
-    """The changelog holds one entry for a commit's transactions; a store restored from it must answer a lookup
-    by id exactly as the owner's store, which the commit wrote directly, does."""
+def test_a_restore_writes_what_the_owner_wrote(tmp_path: Path) -> None:
+    """The changelog packs a commit's store entries into one record; a store restored from it must answer every
+    lookup exactly as the owner's store, which the commit wrote directly, does."""
     applied = TxRecord("t1", "transfer", "applied", None, {"payer": "a/r/x", "payee": "b", "amount": 5})
     pending = TxRecord("d1", "withdrawal", "pending", None, {"account": "a/r/x", "amount": 7})
-    segment = (b"3/s/a/r/x", b'{"balance":1}')  # an account name holding "/r/" is still a segment
-    changelog, owner_entries = encode_transactions("3/", 41, [applied.to_row(), pending.to_row()], DECIDED_MS)
-    assert changelog[0] == b"3/r/41"
+    segment = (b"3/s/a/r/x", b"[1,0,0]")  # an account name holding "/r/" is still a segment
+    owner_entries = [*transaction_entries("3/", 41, [applied.to_row(), pending.to_row()], DECIDED_MS), segment]
+    changelog = commit_records("3/", 41, owner_entries)
+    assert [key for key, _ in changelog] == [b"3/r/41/0"]
     restored = PartitionStore(tmp_path / "p3", OPTIONS, store_entries)
-    assert restored.apply_log([(0, *changelog), (1, *segment)]) == 2
+    assert restored.apply_log([(0, *changelog[0])]) == 1
     owner = PartitionStore(tmp_path / "owner", OPTIONS)
-    owner.apply([*owner_entries, segment], changelog_offset=1)
+    owner.apply(owner_entries, changelog_offset=0)
     history = [f"3/h/{account}/{DECIDED_MS}.0003.000000000041.00000".encode() for account in ("a/r/x", "b")]
     for key in (b"3/t/t1", b"3/t/d1", segment[0], *history):
         assert restored.get(key) == owner.get(key) is not None
     assert restored.get(history[0]) == restored.get(history[1]) == b"t1"
     assert [value for key, value in owner_entries if b"/h/" in key] == [b"t1", b"t1"]  # not the pending one
     assert TxRecord.from_row(orjson.loads(restored.get(b"3/t/d1") or b"null")) == pending
-    assert restored.get(b"3/r/41") is None
+    assert restored.get(changelog[0][0]) is None
     restored.close()
     owner.close()
+
+
+def test_a_version_2_changelog_restores_as_it_did(tmp_path: Path) -> None:
+    """Version 2 kept each segment under its own key and a commit's rows as one `r/{seq}` entry; a worker of a
+    later version restores such a changelog into the same entries as a version 3 commit stores."""
+    applied = TxRecord("t1", "transfer", "applied", None, {"payer": "a/r/x", "payee": "b", "amount": 5})
+    rows = [applied.to_row()]
+    segment = (b"3/s/a/r/x", b"[1,0,0]")
+    restored = PartitionStore(tmp_path / "p3", OPTIONS, store_entries)
+    assert restored.apply_log([(0, b"3/r/41", orjson.dumps([DECIDED_MS, rows])), (1, *segment)]) == 2
+    for key, value in [*transaction_entries("3/", 41, rows, DECIDED_MS), segment]:
+        assert restored.get(key) == value
+    assert restored.get(b"3/r/41") is None
+    restored.close()
 
 
 def test_an_account_history_reads_back_newest_first_a_page_at_a_time(tmp_path: Path) -> None:
@@ -81,7 +96,7 @@ def test_an_account_history_reads_back_newest_first_a_page_at_a_time(tmp_path: P
     ]
     other = TxRecord("x", "deposit", "applied", None, {"account": "acc2", "amount": 9}).to_row()
     for offset, row in enumerate([*rows, other]):
-        store.apply(encode_transactions("1/", offset, [row], DECIDED_MS + offset)[1], changelog_offset=offset)
+        store.apply(transaction_entries("1/", offset, [row], DECIDED_MS + offset), changelog_offset=offset)
     prefix = b"1/h/acc/"
     first = store.scan_back(prefix, None, 2)
     assert [value for _, value in first] == [b"t4", b"t3"]
