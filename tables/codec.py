@@ -21,7 +21,7 @@ import struct
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -89,22 +89,39 @@ def commit_key(seq: int, part: int) -> str:
 
 
 def pack_entries(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """Entries as one value: their count, every key's and value's length (little-endian u32), then their bytes."""
+    """Entries as one value. Usually (no key or value holds a NUL byte: JSON never does, ids rarely) a NUL, then
+    every key and value joined by NULs, which a reader splits in one C call; else a byte 1, the entries' count
+    (little-endian u32), every key's and value's length (u32 each), then their bytes."""
     parts = [part for entry in entries for part in entry]
-    return _COUNT.pack(len(entries)) + struct.pack(f"<{len(parts)}I", *map(len, parts)) + b"".join(parts)
+    joined = b"\0".join(parts)
+    if joined.count(b"\0") == len(parts) - 1:
+        return b"\0" + joined
+    return b"\1" + _COUNT.pack(len(entries)) + struct.pack(f"<{len(parts)}I", *map(len, parts)) + b"".join(parts)
 
 
 def unpack_entries(value: bytes) -> list[tuple[bytes, bytes]]:
     """What `pack_entries` packed; a value that does not add up stops the worker, it is never skipped."""
+    if value[:1] == b"\0":
+        parts = value.split(b"\0")  # the first is the empty string before the marker
+        if len(parts) % 2 == 0:
+            return _refuse(f"an odd number of parts, {len(parts) - 1}", value)
+        return list(zip(parts[1::2], parts[2::2], strict=True))
+    if value[:1] != b"\1":
+        return _refuse("no known marker", value)
     try:
-        (count,) = _COUNT.unpack_from(value)
-        ends = list(accumulate(struct.unpack_from(f"<{2 * count}I", value, _COUNT.size), initial=4 + 8 * count))
+        (count,) = _COUNT.unpack_from(value, 1)
+        lengths = struct.unpack_from(f"<{2 * count}I", value, 1 + _COUNT.size)
     except struct.error as exc:
-        raise InvariantViolation(f"unreadable packed entries: {exc}: {value[:200]!r}") from exc
+        return _refuse(str(exc), value)
+    ends = list(accumulate(lengths, initial=1 + _COUNT.size * (1 + 2 * count)))
     if ends[-1] != len(value):
-        raise InvariantViolation(f"packed entries end at {ends[-1]}, not at the value's end {len(value)}")
+        return _refuse(f"they end at {ends[-1]}, not at the value's end {len(value)}", value)
     parts = list(map(value.__getitem__, map(slice, ends[:-1], ends[1:])))  # in C: no bytecode per entry
     return list(zip(parts[0::2], parts[1::2], strict=True))
+
+
+def _refuse(why: str, value: bytes) -> NoReturn:
+    raise InvariantViolation(f"unreadable packed entries ({why}): {value[:200]!r}")
 
 
 def commit_records(prefix: str, seq: int, entries: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -11,6 +11,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import rocksdict
@@ -107,7 +108,10 @@ class PartitionStore:
             f"{self.path}: changelog offset {changelog_offset} is not past the checkpoint {self.checkpoint}",
         )
         batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, value in entries:  # about five per transfer, in the owner's store and the standby's
+        # about five per transfer, in the owner's store and the standby's; in key order, each insert finds the
+        # memtable's path of the one before in the cache: a fifth less CPU per put, the sort included
+        # (`bench.rocksdb_cost`); the sort is stable, so of two writes of one key the last still wins
+        for key, value in sorted(entries, key=itemgetter(0)):
             if key == CHECKPOINT_KEY:
                 raise InvariantViolation("a ledger entry cannot use the checkpoint key")
             batch.put(key, value)

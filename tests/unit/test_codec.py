@@ -89,7 +89,22 @@ def test_a_commit_travels_in_records_of_bounded_size_and_reads_back_whole(
         assert len(packed) == 1 or sum(len(key) + len(value) for key, value in packed) <= limit
 
 
-@pytest.mark.parametrize("value", [b"", b"\x01\x00\x00", b"\x01\x00\x00\x00\x05\x00\x00\x00", b"\x00\x00\x00\x00x"])
+def test_entries_holding_a_nul_byte_are_packed_by_length_and_read_back() -> None:
+    entries = [(b"0/t/a\x00b", b'["a\\u0000b"]'), (b"0/h/x/1", b"a\x00b")]
+    packed = pack_entries(entries)
+    assert packed[:1] == b"\x01" and unpack_entries(packed) == entries
+    assert pack_entries(entries[:1])[:1] == b"\x01" and pack_entries([(b"k", b"v")]) == b"\x00k\x00v"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", b"\x00", b"\x02k\x00v", b"\x00k", b"\x00k\x00v\x00w", b"\x01\x01\x00\x00", b"\x01\x01\x00\x00\x00\x05\x00\x00\x00",
+     b"\x01\x00\x00\x00\x00x"],
+)  # fmt: skip
 def test_packed_entries_that_do_not_add_up_are_refused(value: bytes) -> None:
     with pytest.raises(InvariantViolation, match="packed entries"):
         unpack_entries(value)
+
+
+def test_no_entries_pack_and_read_back_as_none() -> None:
+    assert unpack_entries(pack_entries([])) == []
