@@ -98,8 +98,8 @@ def test_entries_holding_a_nul_byte_are_packed_by_length_and_read_back() -> None
 
 @pytest.mark.parametrize(
     "value",
-    [b"", b"\x00", b"\x02k\x00v", b"\x00k", b"\x00k\x00v\x00w", b"\x01\x01\x00\x00", b"\x01\x01\x00\x00\x00\x05\x00\x00\x00",
-     b"\x01\x00\x00\x00\x00x"],
+    [b"", b"\x00", b"\x02k\x00v", b"\x00k", b"\x00k\x00v\x00w", b"\x01\x01\x00\x00",
+     b"\x01\x01\x00\x00\x00\x05\x00\x00\x00", b"\x01\x00\x00\x00\x00x"],
 )  # fmt: skip
 def test_packed_entries_that_do_not_add_up_are_refused(value: bytes) -> None:
     with pytest.raises(InvariantViolation, match="packed entries"):
