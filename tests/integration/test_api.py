@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from payments_app.domain.money import MAX_AMOUNT_MINOR
-from tests.integration.cluster import call, settled, settled_account
+from payments_app.domain.money import MAX_AMOUNT_MINOR, partition_of
+from tests.integration.cluster import PARTITIONS, call, settled, settled_account
 
 pytestmark = pytest.mark.broker
 
@@ -219,12 +219,19 @@ async def test_unknown_resources_are_404(session, urls) -> None:
 
 
 async def test_health_metrics_openapi_and_audit(session, urls, module_cluster) -> None:
-    owned = []
+    owned: dict[str, list[int]] = {}
     for url in urls:
         status, body = await call(session, "GET", f"{url}/health")
         assert status == 200
-        owned += body["partitions"]
-    assert sorted(owned) == [0, 1, 2, 3]
+        owned[url] = body["partitions"]
+    assert sorted(p for partitions in owned.values() for p in partitions) == [0, 1, 2, 3]
+    # a transfer this worker receives and decides itself (its id falls in a partition it owns), whatever ran before
+    for account in ("m-a", "m-b"):
+        await call(session, "POST", f"{urls[0]}/accounts", {"id": account})
+    await call(session, "POST", f"{urls[0]}/deposits?wait=10", {"id": "m-d", "account": "m-a", "amount": 5})
+    tx_id = next(f"m-t{n}" for n in range(100) if partition_of(f"m-t{n}", PARTITIONS) in owned[urls[0]])
+    transfer = {"id": tx_id, "payer": "m-a", "payee": "m-b", "amount": 1}
+    assert (await call(session, "POST", f"{urls[0]}/transfers?wait=10", transfer))[0] == 200
     async with session.get(f"{module_cluster.workers[0].internal_url}/metrics") as response:
         text = await response.text()
     assert "payments_transactions_applied_total" in text
