@@ -25,8 +25,8 @@ CHECKPOINT_KEY = b"#checkpoint"
 NOTHING_APPLIED = -1
 log = logging.getLogger(__name__)
 
-#: what one changelog entry `(key, value)` becomes in a store; the ledger keeps a commit's transactions as one
-#: changelog entry but one store entry each (`tables.codec.store_entries`)
+#: what one changelog record `(key, value)` becomes in a store; the ledger's records each carry a commit's store
+#: entries, packed (`tables.codec.store_entries`)
 Expand = Callable[[bytes, bytes], Iterable[tuple[bytes, bytes]]]
 
 
