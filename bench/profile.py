@@ -42,21 +42,19 @@ PARTS: list[tuple[str, str]] = [
     ("consuming (Faust's consumer, aiokafka fetches)", r"consumer/|faust/transport|Fetcher"),
     ("background audit", r"audit_owned_partitions"),
     ("HTTP (progress polls, metrics)", r"web_protocol|RequestHandler"),
-    ("the event loop, and I/O in C", r"^[^;]*execute_from_commandline \([^;]*$"),
 ]
+#: a sample whose innermost Python frame is the worker's run loop: the event loop, or I/O in C under it
+LOOP = "the event loop, and I/O in C"
 OTHER = "other Python (Faust, asyncio, aiokafka's threads)"
 
 
 def classify(stack: str) -> str:
     """The part a collapsed stack (`frame;frame;...`, outermost first) belongs to."""
-    frames = [re.sub(r" \(.*", "", frame) for frame in stack.split(";")]
-    innermost = frames[-1] if frames else ""
     for part, pattern in PARTS:
-        if part.startswith("the event loop"):
-            if "execute_from_commandline" in innermost:
-                return part
-        elif re.search(pattern, stack):
+        if re.search(pattern, stack):
             return part
+    if "execute_from_commandline" in stack.rpartition(";")[2]:
+        return LOOP
     return OTHER
 
 

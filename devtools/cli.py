@@ -173,7 +173,6 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
         else:
             matrix = [peer]
     return [run for runs in matrix for run in runs]
-    return matrix
 
 
 def main(argv: list[str] | None = None) -> int:

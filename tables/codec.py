@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any, NoReturn
 
 import orjson
@@ -76,10 +76,21 @@ def decode_entries(payloads: Iterable[bytes]) -> list[Any]:
 
 
 def transaction_entries(prefix: str, seq: int, rows: list[list[Any]], decided_ms: int) -> list[tuple[bytes, bytes]]:
-    """A commit's transaction rows as the store keeps them: one entry per id, and one history entry per account a
-    decided transaction shows for (`history_accounts`), stamped `decided_ms`. `prefix` is the partition's
-    storage-key prefix."""
-    return _store_rows(prefix, seq, decided_ms, rows, map(orjson.dumps, rows))
+    """A commit's transaction rows as the store keeps them: one entry per id, and per decided row a history entry
+    for each account it shows for (`history_accounts`), stamped `decided_ms`: the key says where it sorts, the value
+    is only the id (a history read looks the row up; this runs for every transfer, twice). `prefix` is the
+    partition's storage-key prefix."""
+    rows_at = prefix + transaction_key("")
+    entries = [((rows_at + row[0]).encode(), orjson.dumps(row)) for row in rows]
+    position_of = history_positions(decided_ms, int(prefix[:-1]), seq)
+    for index, row in enumerate(rows):
+        if row[2] == PENDING:
+            continue
+        position = position_of(index)
+        tx_id = row[0].encode()
+        for account in history_accounts(row):
+            entries.append(((prefix + history_prefix(account) + position).encode(), tx_id))
+    return entries
 
 
 def commit_key(seq: int, part: int) -> str:
@@ -92,7 +103,7 @@ def pack_entries(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
     """Entries as one value. Usually (no key or value holds a NUL byte: JSON never does, ids rarely) a NUL, then
     every key and value joined by NULs, which a reader splits in one C call; else a byte 1, the entries' count
     (little-endian u32), every key's and value's length (u32 each), then their bytes."""
-    parts = [part for entry in entries for part in entry]
+    parts = list(chain.from_iterable(entries))
     joined = b"\0".join(parts)
     if joined.count(b"\0") == len(parts) - 1:
         return b"\0" + joined
@@ -125,18 +136,20 @@ def _refuse(why: str, value: bytes) -> NoReturn:
 
 
 def commit_records(prefix: str, seq: int, entries: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """A commit's store entries as changelog records (`commit_key`), each packing at most MAX_PACK_BYTES of them."""
-    sizes = [len(key) + len(value) for key, value in entries]
-    if sum(sizes) <= MAX_PACK_BYTES:
-        packs = [entries] if entries else []
-    else:
-        packs, start, size = [], 0, 0
-        for index, entry_size in enumerate(sizes):
-            if size + entry_size > MAX_PACK_BYTES and index > start:
-                packs.append(entries[start:index])
-                start, size = index, 0
-            size += entry_size
-        packs.append(entries[start:])
+    """A commit's store entries as changelog records (`commit_key`), each packing at most MAX_PACK_BYTES of them
+    (nearly every commit fits in one: it is packed once, and only a larger one is measured entry by entry)."""
+    if not entries:
+        return []
+    packed = pack_entries(entries)
+    if len(packed) <= MAX_PACK_BYTES:
+        return [((prefix + commit_key(seq, 0)).encode(), packed)]
+    packs, start, size = [], 0, 0
+    for index, (key, value) in enumerate(entries):
+        if size + len(key) + len(value) > MAX_PACK_BYTES and index > start:
+            packs.append(entries[start:index])
+            start, size = index, 0
+        size += len(key) + len(value)
+    packs.append(entries[start:])
     return [((prefix + commit_key(seq, part)).encode(), pack_entries(pack)) for part, pack in enumerate(packs)]
 
 
@@ -150,26 +163,7 @@ def store_entries(key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
     if b"/" in key[slash + 2 :]:
         return unpack_entries(value)
     decided_ms, rows = orjson.loads(value)
-    return _store_rows(key[:slash].decode(), int(key[slash + 2 :]), decided_ms, rows, map(orjson.dumps, rows))
-
-
-def _store_rows(
-    prefix: str, seq: int, decided_ms: int, rows: list[list[Any]], encoded: Iterable[bytes]
-) -> list[tuple[bytes, bytes]]:
-    """A row per id (`encoded`: each row's bytes), and per decided row a history entry for each account it shows
-    for: the key says where it sorts, the value is only the id (a history read looks the row up; this runs for
-    every transfer, twice)."""
-    rows_at = prefix + transaction_key("")
-    entries = [((rows_at + row[0]).encode(), value) for row, value in zip(rows, encoded, strict=True)]
-    position_of = history_positions(decided_ms, int(prefix[:-1]), seq)
-    for index, row in enumerate(rows):
-        if row[2] == PENDING:
-            continue
-        position = position_of(index)
-        tx_id = row[0].encode()
-        for account in history_accounts(row):
-            entries.append(((prefix + history_prefix(account) + position).encode(), tx_id))
-    return entries
+    return transaction_entries(key[:slash].decode(), int(key[slash + 2 :]), rows, decided_ms)
 
 
 def group_by_partition(commands: Iterable[tuple[int, Command]]) -> dict[int, list[Command]]:

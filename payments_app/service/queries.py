@@ -89,7 +89,8 @@ class LocalReads:
 
     def account_history(self, partition: int, account: str, before: str | None, limit: int) -> list[list[Any]]:
         """An account's decided transactions in a partition open here, newest first, positioned before `before`:
-        `[position, [id, kind, signed amount, counterparty, status, reason, decided ms]]` (see `codec._store_rows`)."""
+        `[position, [id, kind, signed amount, counterparty, status, reason, decided ms]]` (see
+        `codec.transaction_entries`)."""
         store = self._store(partition)
         prefix = storage_key(partition, history_prefix(account))
         page = []
