@@ -79,6 +79,8 @@ class RunResult:
     record_p99_ms: float = float("nan")
     #: the machine's pace just before the run (`bench.pace`): CPU µs per transfer of the money rules alone
     pace_us: float = float("nan")
+    #: Kafka path: transfers the generator built during the load, past those prepared before it (`driver.Records`)
+    built_while_sending: int = 0
 
 
 class Progress:

@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from bench.common import Progress, RunSettings, TransferSource, account_names, funding, id_in_partition, machine
-from bench.driver import Ledger, Load, kafka_sender, open_and_fund, wait_applied
+from bench.driver import Ledger, Load, Records, kafka_sender, open_and_fund, wait_applied
 from devtools.cluster import WorkerProcess, new_admin_token
 from devtools.local_kafka import LocalKafka, free_port
 from payments_app.domain.commands import Deposit
@@ -240,7 +240,8 @@ class Soak:
     async def faults_under_load(self, ledger: Ledger, run: RunSettings, source: TransferSource) -> int:
         """Faults while a steady load runs; returns the transfers sent."""
         load = Load(run)
-        senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(4)]
+        records = Records(source, run.batch_size)  # built as they go: the soak measures no CPU
+        senders = [asyncio.create_task(kafka_sender(ledger, load, records)) for _ in range(4)]
         api_source = TransferSource(source.settings, source.accounts, tag="a")
         api_stop = asyncio.Event()
         api_senders = [asyncio.create_task(self.api_sender(ledger, api_source, api_stop)) for _ in range(API_LANES)]
@@ -318,7 +319,8 @@ class Soak:
         """Leave/join cycles while the load runs as fast as the workers take it (the probes then queue behind up
         to `max_backlog` transfers); returns the transfers sent."""
         load = Load(run)
-        senders = [asyncio.create_task(kafka_sender(ledger, load, source)) for _ in range(run.in_flight_batches)]
+        records = Records(source, run.batch_size)  # built as they go: the soak measures no CPU
+        senders = [asyncio.create_task(kafka_sender(ledger, load, records)) for _ in range(run.in_flight_batches)]
         tracker = asyncio.create_task(track_backlog(ledger, load))
         started = time.monotonic()
         try:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from typing import Any
 
 import pytest
 
-from bench.common import RunSettings, TransferSource, account_names, funding, opening_balances
-from bench.driver import Load, kafka_sender
+from bench.common import Progress, RunSettings, TransferSource, account_names, funding, opening_balances
+from bench.driver import Load, Records, kafka_sender
 from payments_app.domain.commands import Deposit
 from payments_app.domain.routing import BASELINE, CONCURRENT, MODELS, decided_in, home_of
+from tables.codec import decode_batch
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -61,7 +61,7 @@ class SlowBroker:
         self.round_trip_s = round_trip_s
         self.offered_at: list[float] = []
 
-    async def send(self, partition: int, batch: list[Any]) -> int:
+    async def send_record(self, partition: int, payload: bytes) -> int:
         self.offered_at.append(time.monotonic())
         await asyncio.sleep(self.round_trip_s)
         return len(self.offered_at)
@@ -73,9 +73,27 @@ async def test_the_offered_rate_is_paced_while_acknowledgements_are_on_their_way
     settings = RunSettings(accounts=100, partitions=4, batch_size=100, rate_tps=2_000, duration_s=0.6)
     broker, load = SlowBroker(round_trip_s=0.1), Load(settings)
     source = TransferSource(settings, account_names(settings), tag="p-")
-    await asyncio.gather(*(kafka_sender(broker, load, source) for _ in range(16)))  # type: ignore[arg-type]
+    records = Records(source, settings.batch_size)
+    await asyncio.gather(*(kafka_sender(broker, load, records) for _ in range(16)))  # type: ignore[arg-type]
     for sent, offered_at in enumerate(broker.offered_at):
         allowed = settings.rate_tps * (offered_at - load.started) / settings.batch_size
         assert sent <= allowed + 1, f"record {sent + 1} offered {offered_at - load.started:.3f} s in"
     assert len(broker.offered_at) >= settings.rate_tps * settings.duration_s / settings.batch_size - 2
     assert load.acked == load.submitted == len(broker.offered_at) * settings.batch_size
+
+
+def test_prepared_records_come_first_then_records_are_built_as_they_are_sent() -> None:
+    """The records prepared before the clock hold the source's transfers in order, encoded as the workers read
+    them; past them, new ones follow, counted as built while sending; no id repeats."""
+    settings = RunSettings(accounts=100, partitions=4)
+    records = Records(TransferSource(settings, account_names(settings), tag="r-"), batch_size=20)
+    records.prepare(100, Progress("test"))
+    expected = TransferSource(settings, account_names(settings), tag="r-")
+    sent = [records.next() for _ in range(len(records.prepared) + 3)]
+    assert records.built_while_sending == 3 * 20
+    ids: list[str] = []
+    for partition, payload, transfers in sent:
+        assert (partition, decode_batch(payload)) == expected.next_batch(20)
+        assert transfers == 20
+        ids.extend(command.id for command in decode_batch(payload))  # type: ignore[attr-defined]
+    assert len(ids) == len(set(ids)) == len(sent) * 20 >= 100 + 3 * 20
