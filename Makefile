@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	chmod +x $(BIN)/payments
 	touch $(STAMP)
 
-## run: the local Kafka broker (unless BROKER_URL is set) and one worker answering on 127.0.0.1:6066
+## run: the local Kafka broker (unless BROKER_URL is set) and one worker answering on 127.0.0.1:6066;
+## `make run BROKERS=3`: three Kafka nodes (the first at the same port), every topic on all three
+BROKERS ?= 1
 run: $(STAMP)
-	$(BIN)/payments run
+	$(BIN)/payments run --brokers $(BROKERS)
 
 # The live page's test (tests/integration/test_live_page.py) drives Debian's Chromium headless through its
 # chromedriver; installed once, when chromedriver is missing (as root, or through sudo).

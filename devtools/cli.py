@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import WORKLOADS
-from devtools.local_kafka import PROJECT_ROOT, LocalKafka, configured_broker_url
+from devtools.local_kafka import PROJECT_ROOT, LocalKafka, LocalKafkaCluster, configured_broker_url
+from payments_app.settings import min_insync_replicas
 
+#: `payments run`'s first (or only) Kafka node listens here for clients and for its controller quorum; node n of
+#: `--brokers 3` at RUN_BROKER_PORT + 2 (n - 1) and the port after it
 RUN_BROKER_PORT = 19092
 RUN_CONTROLLER_PORT = 19093
 RUN_WEB_PORT = 6066
@@ -27,19 +30,39 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def local_kafka(data_dir: Path, brokers: int) -> LocalKafka | LocalKafkaCluster:
+    """`payments run`'s own Kafka: one node at the fixed ports, or `brokers` nodes, the first at the same ports."""
+    if brokers == 1:
+        return LocalKafka(data_dir / "kafka", port=RUN_BROKER_PORT, controller_port=RUN_CONTROLLER_PORT)
+    ports = [(RUN_BROKER_PORT + 2 * n, RUN_CONTROLLER_PORT + 2 * n) for n in range(brokers)]
+    return LocalKafkaCluster(data_dir / f"kafka-{brokers}", size=brokers, ports=ports)
+
+
+def replication_env(brokers: int) -> dict[str, str]:
+    """What a worker on `brokers` local nodes creates its topics with (unless the environment says otherwise)."""
+    replicas = min(brokers, 3)
+    return {
+        "PAYMENTS_REPLICATION_FACTOR": os.environ.get("PAYMENTS_REPLICATION_FACTOR") or str(replicas),
+        "PAYMENTS_MIN_INSYNC_REPLICAS": os.environ.get("PAYMENTS_MIN_INSYNC_REPLICAS")
+        or str(min_insync_replicas(replicas)),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    """Start the local broker (unless BROKER_URL is set), create topics, run one worker in the foreground."""
+    """Start the local Kafka (unless BROKER_URL is set), create topics, run one worker in the foreground."""
     from devtools.cluster import WorkerProcess, new_admin_token
     from payments_app.exits import EXIT_FOR_RESTART
 
     data_dir = Path(args.data_dir)
-    kafka: LocalKafka | None = None
+    kafka: LocalKafka | LocalKafkaCluster | None = None
     broker_url = configured_broker_url()
+    extra_env: dict[str, str] = {}
     if broker_url is None:
-        kafka = LocalKafka(data_dir / "kafka", port=RUN_BROKER_PORT, controller_port=RUN_CONTROLLER_PORT)
-        print(f"starting the local Kafka broker on {kafka.bootstrap} (log: {kafka.log_path}) ...", flush=True)
+        kafka = local_kafka(data_dir, args.brokers)
+        print(f"starting the local Kafka ({args.brokers} node(s)) at {kafka.bootstrap} ...", flush=True)
         kafka.start()
         broker_url = kafka.url
+        extra_env = replication_env(args.brokers)
     admin_token = os.environ.get("PAYMENTS_ADMIN_TOKEN") or new_admin_token()
     token_file = data_dir / "admin-token"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     token_file.chmod(0o600)
     worker = WorkerProcess(
         broker_url, data_dir / f"worker-{args.web_port}", args.web_port, admin_token, args.partitions,
-        internal_port=args.internal_port,
+        extra_env=extra_env, internal_port=args.internal_port,
     )  # fmt: skip
     try:
         print(f"the admin token (also in {token_file}): {admin_token}", flush=True)
@@ -183,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--internal-port", type=int, default=RUN_INTERNAL_PORT, help="worker routes, /metrics")
     run_parser.add_argument("--partitions", type=int, default=int(os.environ.get("PAYMENTS_PARTITIONS", "8")))
     run_parser.add_argument("--data-dir", default=str(PROJECT_ROOT / ".data"))
+    run_parser.add_argument("--brokers", type=int, default=1, choices=[1, 3],
+                            help="local Kafka nodes (without BROKER_URL): 3 keep every topic on all three")  # fmt: skip
     run_parser.set_defaults(handler=run)
     bench_parser = commands.add_parser("bench", help="measure throughput and latency, check the invariants")
     bench_parser.add_argument("--workload", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))

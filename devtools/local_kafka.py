@@ -1,8 +1,9 @@
-"""The project's own single-node Apache Kafka (KRaft) for development, tests and the benchmark.
+"""The project's own Apache Kafka (KRaft) for development, tests and the benchmark: one node, or three.
 
 There is no Kafka package or Docker on our machines, but Java and Maven are: the broker's jars come from
-Maven Central once (a tiny pom beside this module), then the broker runs as a plain `java` process that
-this module starts, waits for, and stops by its own pid.
+Maven Central once (a tiny pom beside this module), then each node runs as a plain `java` process that
+this module starts, waits for, and stops by its own pid. A node is broker and controller in one JVM; three of
+them (`LocalKafkaCluster`) form one controller quorum and keep every topic on all three, as production does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import base64
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -19,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.processes import die_with_parent, stop_process
+from devtools.processes import die_with_parent, stop_process, stop_processes
+from payments_app.settings import min_insync_replicas
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POM_PATH = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -140,13 +143,20 @@ def wait_until_ready(bootstrap: str, timeout_s: float, alive: Callable[[], bool]
 
 @dataclass
 class LocalKafka:
-    """One single-node KRaft broker (broker and controller in one JVM) on 127.0.0.1."""
+    """One KRaft node (broker and controller in one JVM) on 127.0.0.1: alone, or one of a `LocalKafkaCluster`."""
 
     data_dir: Path
     port: int = 0
     controller_port: int = 0
     heap: str = "512m"
     jars_dir: Path = DEFAULT_JARS_DIR
+    node_id: int = 1
+    #: the controller quorum, `id@host:port,...` (`LocalKafkaCluster`); empty: this node alone
+    voters: str = ""
+    #: the KRaft cluster id its storage is formatted with (the same on every node of a cluster); empty: a new one
+    cluster_id: str = ""
+    #: replicas of Kafka's own topics (consumer offsets, transaction state) and of a topic created without a factor
+    replication_factor: int = 1
     #: when set, a second client listener (SPLIT_LISTENER, on `split_port`) that tells its clients the broker is at
     #: this port instead: a client bootstrapping at a proxy there keeps every connection on the proxy (netsplit tests)
     split_advertised_port: int | None = None
@@ -175,16 +185,29 @@ class LocalKafka:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def start(self, timeout_s: float = START_TIMEOUT_S) -> LocalKafka:
         """Fetch jars if needed, write config, format storage once, start the JVM and wait for it."""
-        if self.process is not None:
-            raise KafkaSetupError("this broker is already running")
-        java = require_tool("java")
-        ensure_jars(self.jars_dir)
+        self.launch()
+        self.wait_ready(timeout_s)
+        return self
+
+    def reserve_ports(self) -> None:
+        """Pick the free ports not chosen yet (a cluster needs every node's controller port before any starts)."""
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
         if self.split_advertised_port is not None:
             self.split_port = self.split_port or free_port()
+
+    def launch(self) -> None:
+        """Start the JVM without waiting: the nodes of a cluster answer only once a quorum of them runs."""
+        if self.process is not None:
+            raise KafkaSetupError("this broker is already running")
+        java = require_tool("java")
+        ensure_jars(self.jars_dir)
+        self.reserve_ports()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         classpath = f"{self.jars_dir}/*"
@@ -209,12 +232,14 @@ class LocalKafka:
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
         log.close()
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Wait until the broker answers a metadata request; stop it and raise, with its log's tail, if it does not."""
         try:
-            wait_until_ready(self.bootstrap, timeout_s, alive=lambda: self.process.poll() is None)
+            wait_until_ready(self.bootstrap, timeout_s, alive=self.running)
         except KafkaSetupError as exc:
             self.stop()
             raise KafkaSetupError(f"{exc}\n--- broker log tail ---\n{self.log_tail()}") from exc
-        return self
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; always by our own pid."""
@@ -227,6 +252,15 @@ class LocalKafka:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the JVM freezes with its sockets open (a stalled VM), until `resume`."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
@@ -245,10 +279,11 @@ class LocalKafka:
         if self.split_advertised_port is not None:
             listeners[SPLIT_LISTENER] = self.split_port
             advertised[SPLIT_LISTENER] = self.split_advertised_port
+        replicas, min_isr = self.replication_factor, min_insync_replicas(self.replication_factor)
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
             "listeners": ",".join(f"{name}://127.0.0.1:{port}" for name, port in listeners.items()),
             "advertised.listeners": ",".join(f"{name}://127.0.0.1:{port}" for name, port in advertised.items()),
             "controller.listener.names": "CONTROLLER",
@@ -257,15 +292,18 @@ class LocalKafka:
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": str(replicas),
+            "min.insync.replicas": str(min_isr),
+            "unclean.leader.election.enable": "false",
+            "offsets.topic.replication.factor": str(replicas),
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(replicas),
+            "transaction.state.log.min.isr": str(min_isr),
             # a worker's transaction left open (it died or paused mid-commit) is aborted within a second of its
             # timeout, not ten: the next owner of its partitions waits for that (runtime.ledger_writer)
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": str(replicas),
+            "share.coordinator.state.topic.min.isr": str(min_isr),
             "group.initial.rebalance.delay.ms": "0",
             "log.flush.interval.messages": str(2**62),
         }
@@ -275,10 +313,83 @@ class LocalKafka:
 
     def _format(self, java: str, classpath: str, config: Path) -> None:
         cmd = [java, "-cp", classpath, "kafka.tools.StorageTool", "format"]
-        cmd += ["-t", new_cluster_id(), "-c", str(config), "--standalone"]
+        cmd += ["-t", self.cluster_id or new_cluster_id(), "-c", str(config)]
+        if not self.voters:
+            cmd.append("--standalone")
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise KafkaSetupError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
+
+
+@dataclass
+class LocalKafkaCluster:
+    """`size` KRaft nodes on 127.0.0.1 forming one controller quorum, as `k8s/kafka.yaml` deploys three: Kafka's
+    own topics and any topic created without a factor get a replica on each node (at most 3), and acks=all writes
+    need all but one of them (`min_insync_replicas`), so they go on while one node is down.
+
+    Node `n` (from 1) keeps its data in `data_dir/node-n`; `ports` gives each node's client and controller port
+    (free ones when left out). A node stopped, killed or paused is started or resumed with the same command line.
+    """
+
+    data_dir: Path
+    size: int = 3
+    ports: list[tuple[int, int]] = field(default_factory=list)
+    heap: str = "512m"
+    nodes: list[LocalKafka] = field(init=False)
+
+    def __post_init__(self) -> None:
+        cluster_id = new_cluster_id()  # used only by a node whose storage is not formatted yet
+        ports = self.ports or [(0, 0)] * self.size
+        self.nodes = [
+            LocalKafka(self.data_dir / f"node-{n}", port, controller_port, self.heap, node_id=n,
+                       cluster_id=cluster_id, replication_factor=min(self.size, 3))
+            for n, (port, controller_port) in enumerate(ports, start=1)
+        ]  # fmt: skip
+        for node in self.nodes:
+            node.reserve_ports()
+        voters = ",".join(f"{node.node_id}@127.0.0.1:{node.controller_port}" for node in self.nodes)
+        for node in self.nodes:
+            node.voters = voters
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def url(self) -> str:
+        """Every node's client listener, in the form Faust takes (a client reaches the cluster while any answers)."""
+        return "kafka://" + ";".join(node.bootstrap for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalKafka:
+        return self.nodes[node_id - 1]
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> LocalKafkaCluster:
+        """Start every node, then wait for each: none answers before a quorum of them runs."""
+        try:
+            for node in self.nodes:
+                node.launch()
+            for node in self.nodes:
+                node.wait_ready(timeout_s)
+        except KafkaSetupError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Every node at once (see `stop_processes`)."""
+        procs = [node.process for node in self.nodes]
+        for node in self.nodes:
+            node.process = None
+        stop_processes(procs, STOP_TIMEOUT_S)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(f"--- Kafka node {node.node_id} log tail ---\n{node.log_tail(lines)}" for node in self.nodes)
+
+    def __enter__(self) -> LocalKafkaCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def new_cluster_id() -> str:

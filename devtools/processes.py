@@ -6,6 +6,7 @@ import ctypes
 import signal
 import subprocess
 import sys
+import time
 
 _PR_SET_PDEATHSIG = 1
 
@@ -19,11 +20,19 @@ def die_with_parent() -> None:
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
     """SIGTERM for a clean shutdown, SIGKILL if it has not exited within `timeout_s`; by the process's own pid."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout_s)
+    stop_processes([proc], timeout_s)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes] | None], timeout_s: float) -> None:
+    """`stop_process` for several at once: each gets SIGTERM before any is waited for (the nodes of a Kafka
+    cluster shut down cleanly only while their quorum is still up)."""
+    running = [proc for proc in procs if proc is not None and proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)

@@ -46,6 +46,11 @@ class Settings:
         "partitions of the transactions topic and of the ledger; caps the workers that apply",
     )
     replication_factor: int = setting("PAYMENTS_REPLICATION_FACTOR", "1", "replicas of each topic the worker creates")
+    min_insync_replicas: int = setting(
+        "PAYMENTS_MIN_INSYNC_REPLICAS",
+        DERIVED,
+        "replicas that must have a write before the broker acknowledges it; default all but one, at least 1",
+    )
     create_topics: bool = setting(
         "PAYMENTS_CREATE_TOPICS", "true", "create the topics at start; `false`: only check them (Kubernetes, Strimzi)"
     )
@@ -181,7 +186,15 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         values["instance_id"] = f"{socket.gethostname()}-{values['web_port']}"
     if values["transaction_timeout_s"] is None:
         values["transaction_timeout_s"] = values["session_timeout_s"]
+    if values["min_insync_replicas"] is None:
+        values["min_insync_replicas"] = min_insync_replicas(values["replication_factor"])
     return Settings(**values)
+
+
+def min_insync_replicas(replication_factor: int) -> int:
+    """Replicas that must have a write before it is acknowledged (acks=all): all but one, so writes go on while one
+    broker is down, and an acknowledged write survives the loss of any one broker (one, with a single replica)."""
+    return max(1, replication_factor - 1)
 
 
 SETTINGS = load_settings()

@@ -155,7 +155,7 @@ class TopicCheck(mode.Service):
     async def on_start(self) -> None:
         if SETTINGS.create_topics:
             return
-        problems = await topic_problems(SETTINGS.bootstrap_servers, EXPECTED_PARTITIONS)
+        problems = await topic_problems(SETTINGS.bootstrap_servers, EXPECTED_PARTITIONS, SETTINGS.replication_factor)
         if problems:
             stop_worker(f"the topics are not as this app is configured: {'; '.join(problems)}")
 

@@ -10,6 +10,9 @@ from tables.ledger import LEDGER_CHANGELOG_SUFFIX
 TRANSACTIONS_TOPIC = f"{SETTINGS.app_id}-transactions"
 LEDGER_CHANGELOG_TOPIC = f"{SETTINGS.app_id}-{LEDGER_CHANGELOG_SUFFIX}"
 TOKENS_TOPIC = f"{SETTINGS.app_id}-tokens"
+#: every topic's own setting (a worker creates its topics with SETTINGS.replication_factor replicas): a write is
+#: acknowledged (the producers' acks=all) once this many replicas have it
+REPLICATED_WRITES = {"min.insync.replicas": str(SETTINGS.min_insync_replicas)}
 
 transactions_topic = app.topic(
     TRANSACTIONS_TOPIC,
@@ -18,6 +21,7 @@ transactions_topic = app.topic(
     value_serializer="raw",
     partitions=SETTINGS.partitions,
     internal=True,
+    config=REPLICATED_WRITES,
 )
 
 #: the ledger's state, written only inside the ledger's transactions; compacted to the last value of each key
@@ -29,6 +33,7 @@ ledger_changelog_topic = app.topic(
     partitions=SETTINGS.partitions,
     internal=True,
     compacting=True,
+    config=REPLICATED_WRITES,
 )
 
 #: the API's minted tokens (grants, by token id; a revoked one is a tombstone), read whole by every worker
@@ -40,6 +45,7 @@ tokens_topic = app.topic(
     partitions=1,
     internal=True,
     compacting=True,
+    config=REPLICATED_WRITES,
 )
 
 #: every topic the app uses, with its partition count: what a worker checks when it may not create them

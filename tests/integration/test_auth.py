@@ -206,3 +206,6 @@ async def test_the_topic_check_names_a_mis_sized_topic(module_cluster: AppCluste
     assert await topic_problems(bootstrap, {topic: 8}) == [
         f"topic {topic!r} has 4 partitions; this app is configured for 8"
     ]
+    assert await topic_problems(bootstrap, {topic: 4}, replication_factor=3) == [
+        f"topic {topic!r} has partitions with 1 replicas; this app is configured for 3"
+    ]
