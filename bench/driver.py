@@ -51,6 +51,7 @@ from bench.http_load import POOL_TRANSFERS, WrkRun, run_wrk, write_pool
 from devtools.cluster import WorkerProcess, new_admin_token
 from devtools.local_kafka import free_port
 from payments_app.domain.commands import Command, MoveCredit, OpenAccount
+from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, until_answered
 from payments_app.settings import bootstrap_servers
 from tables.codec import encode_batch
 
@@ -79,7 +80,7 @@ class Ledger:
 
     async def __aenter__(self) -> Ledger:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2,
-                                         max_request_size=8 * 2**20)  # fmt: skip
+                                         max_request_size=8 * 2**20, request_timeout_ms=REQUEST_TIMEOUT_MS)  # fmt: skip
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed")
         await self.consumer.start()
@@ -99,10 +100,15 @@ class Ledger:
         return await self.send_record(partition, encode_batch(commands))
 
     async def send_record(self, partition: int, payload: bytes) -> int:
-        """Send one record already encoded (`encode_batch`); return its offset once the broker acknowledged it."""
+        """Send one record already encoded (`encode_batch`); return its offset once the broker acknowledged it.
+        While a broker does not answer it is sent again, as a gateway would (its transfers' ids make that safe)."""
         assert self.producer is not None
-        metadata = await self.producer.send_and_wait(self.topic, payload, partition=partition)
-        return metadata.offset
+        producer = self.producer
+
+        async def send() -> int:
+            return (await producer.send_and_wait(self.topic, payload, partition=partition)).offset  # type: ignore[no-any-return]
+
+        return await until_answered(send, f"sending a record to partition {partition}")
 
     async def last_records(self) -> dict[int, int]:
         """The offset of the last committed record in each partition of the transactions topic (-1: none).

@@ -31,7 +31,7 @@ import aiohttp
 from bench.common import Progress, RunSettings, TransferSource, account_names, funding, id_in_partition, machine
 from bench.driver import Ledger, Load, Records, kafka_sender, open_and_fund, wait_applied
 from devtools.cluster import WorkerProcess, new_admin_token
-from devtools.local_kafka import LocalKafka, free_port
+from devtools.local_kafka import LocalKafka, LocalKafkaCluster, free_port
 from payments_app.domain.commands import Deposit
 
 SESSION_TIMEOUT_S = 10.0
@@ -81,24 +81,27 @@ class SoakResult:
 
 
 class Soak:
-    def __init__(self, settings: SoakSettings, scratch: Path) -> None:
+    def __init__(
+        self, settings: SoakSettings, scratch: Path, kafka: LocalKafka | LocalKafkaCluster | None = None
+    ) -> None:
         self.settings = settings
         self.scratch = scratch
         self.app_id = f"soak-{uuid.uuid4().hex[:8]}"
         self.progress = Progress("soak")
         self.rng = random.Random(settings.seed)
-        self.kafka = LocalKafka(scratch / "kafka", heap="1g")
+        self.kafka = kafka or LocalKafka(scratch / "kafka", heap="1g")
         self.workers: list[WorkerProcess] = []
         self.probes = 0
         self.admin_token = new_admin_token()
         self.result = SoakResult(settings=asdict(settings))
 
+    def worker_env(self) -> dict[str, str]:
+        return {"PAYMENTS_APP_ID": self.app_id, "PAYMENTS_AUDIT_INTERVAL_S": "3600",
+                "PAYMENTS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}  # fmt: skip
+
     def worker(self, n: int) -> WorkerProcess:
-        env = {"PAYMENTS_APP_ID": self.app_id, "PAYMENTS_AUDIT_INTERVAL_S": "3600",
-               "PAYMENTS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}  # fmt: skip
-        return WorkerProcess(
-            self.kafka.url, self.scratch / f"worker-{n}", free_port(), self.admin_token, self.settings.partitions, env
-        )
+        return WorkerProcess(self.kafka.url, self.scratch / f"worker-{n}", free_port(), self.admin_token,
+                             self.settings.partitions, self.worker_env())  # fmt: skip
 
     async def run(self) -> SoakResult:
         self.scratch.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import PartitionState
+from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, until_answered
 from payments_app.runtime.ledger_writer import Tenure
 from payments_app.runtime.metrics import METRICS
 from tables.ledger import PartitionStore
@@ -45,7 +46,8 @@ class LogReader:
     """Reads ranges of a topic partition in full, committed records only; one consumer, one range at a time.
 
     The group's committed offsets come from an admin client: a consumer naming the group would take part in it.
-    A second consumer, reading uncommitted records, knows the partitions' high watermarks.
+    A second consumer, reading uncommitted records, knows the partitions' high watermarks. A node that does not
+    answer (down, paused) is waited out (`broker_waits`).
     """
 
     def __init__(self, bootstrap: str, group_id: str) -> None:
@@ -55,11 +57,13 @@ class LogReader:
             enable_auto_commit=False,
             isolation_level="read_committed",
             fetch_max_wait_ms=READ_POLL_MS,  # a range ending in transaction markers is read in one short poll
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
         )
         self._uncommitted = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_uncommitted"
-        )
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_uncommitted",
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+        )  # fmt: skip
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
         self._group_id = group_id
         self._lock = asyncio.Lock()
         self._started = False
@@ -76,8 +80,8 @@ class LogReader:
         while True:
             async with self._lock:  # not held while waiting: other partitions' reads go on meanwhile
                 await self._start()
-                high = (await self._uncommitted.end_offsets([tp]))[tp]
-                stable = (await self._consumer.end_offsets([tp]))[tp]
+                high = (await until_answered(lambda: self._uncommitted.end_offsets([tp]), f"{tp} high watermark"))[tp]
+                stable = (await until_answered(lambda: self._consumer.end_offsets([tp]), f"{tp} stable offset"))[tp]
             if stable >= high:
                 return stable
             if time.monotonic() > deadline:
@@ -89,7 +93,9 @@ class LogReader:
         """The group's committed offset for `tp`: where a new owner's consumer starts."""
         async with self._lock:
             await self._start()
-            offsets = await self._admin.list_consumer_group_offsets(self._group_id, partitions=[tp])
+            offsets = await until_answered(
+                lambda: self._admin.list_consumer_group_offsets(self._group_id, partitions=[tp]), f"{tp} committed"
+            )
         committed = offsets.get(tp)
         return None if committed is None or committed.offset < 0 else committed.offset
 

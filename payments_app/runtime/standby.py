@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS
 from payments_app.runtime.metrics import METRICS
 from tables.ledger import LedgerStores
 
@@ -67,6 +68,7 @@ class StandbyFollower:
             isolation_level="read_committed",
             fetch_min_bytes=FETCH_MIN_BYTES,
             fetch_max_wait_ms=FETCH_WAIT_MS,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
         )
         await consumer.start()
         assigned: set[int] = set()

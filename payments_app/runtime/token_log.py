@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
 from payments_app.domain.access import Grant, Keyring
+from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS
 
 POLL_TIMEOUT_MS = 500
 #: how long a minting or revoking request waits to read its own write back before it fails
@@ -28,8 +29,12 @@ class TokenLog:
     def __init__(self, bootstrap: str, topic: str, keyring: Keyring) -> None:
         self.keyring = keyring
         self._tp = TopicPartition(topic, 0)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=REQUEST_TIMEOUT_MS
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=REQUEST_TIMEOUT_MS
+        )
         self._position = 0
         self._end_at_start: int | None = None
         self._moved = asyncio.Event()

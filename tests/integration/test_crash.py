@@ -44,6 +44,7 @@ class Load:
         return items
 
     async def send(self, items: list[dict]) -> None:
+        """Until every item is taken: an item refused (its owner out of reach) is sent again, with the same id."""
         for item in items:
             self.submitted[item["id"]] = item
         for _ in range(200):
@@ -56,12 +57,16 @@ class Load:
                 continue
             if status in (200, 202):  # 200: a retry whose first try had landed, every item decided since
                 assert all(item["status"] != "conflict" for item in body), body
-                self.accepted.update(item["id"] for item in body)
-                self.sent_batches += 1
-                return
-            assert status == 503, body
+                refused = {item["id"] for item in body if item["status"] == "refused"}
+                self.accepted.update(item["id"] for item in body if item["id"] not in refused)
+                items = [item for item in items if item["id"] in refused]
+                if not items:
+                    self.sent_batches += 1
+                    return
+            else:
+                assert status == 503, body
             await asyncio.sleep(0.2)
-        raise AssertionError("no worker accepted a batch for a long time")
+        raise AssertionError("no worker took a batch's every item for a long time")
 
     async def run(self, concurrency: int = 4) -> None:
         queue = [self.batch(b) for b in range(self.batches)]
