@@ -27,6 +27,7 @@ from bench.common import RunSettings, TransferSource, account_names, funding
 from bench.driver import Ledger, Load, Records, kafka_sender, open_and_fund, wait_applied
 from bench.soak import API_LANES, Soak, SoakSettings
 from devtools.local_kafka import LocalKafka, LocalKafkaCluster
+from payments_app.runtime.faust_fixes import refresh_metadata_after_timeouts
 
 #: KRaft's broker.session.timeout.ms (9 s) and then some: the controller has fenced the paused node by then
 PAUSE_S = 15.0
@@ -57,6 +58,7 @@ class ReplicatedSoak(Soak):
     def __init__(self, settings: SoakSettings, scratch: Path) -> None:
         super().__init__(settings, scratch, LocalKafkaCluster(scratch / "kafka-3"))
         self.replicated = ReplicatedResult()
+        refresh_metadata_after_timeouts()  # the load's producer, like the workers' clients
 
     def worker_env(self) -> dict[str, str]:
         return {**super().worker_env(), "PAYMENTS_REPLICATION_FACTOR": "3"}

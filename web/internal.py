@@ -23,7 +23,7 @@ from payments_app.domain.money import InvalidInput
 from payments_app.runtime.metrics import METRICS, register_collector
 from payments_app.service.app import app
 from payments_app.service.composition import INTAKE, READS, owned_partitions
-from payments_app.service.errors import Backlogged, NotOwner
+from payments_app.service.errors import Backlogged, NotOwner, Unavailable
 from payments_app.service.owners import local_audit
 from payments_app.service.topics import TRANSACTIONS_TOPIC
 from payments_app.settings import SETTINGS
@@ -42,7 +42,7 @@ async def _owner_answer(
     request: aiohttp_web.Request, parse: Callable[[Any], T], answer: Callable[[T], Awaitable[Any]]
 ) -> aiohttp_web.Response:
     """What `answer` says to the body `parse` read: 400 for a body it cannot read, 409 when a partition is not (or
-    no longer) open here, 429 when its owner holds too many undecided submissions."""
+    no longer) open here, 429 when its owner holds too many undecided submissions, 503 when it cannot commit now."""
     try:
         args = parse(parse_json(await request.read()))
     except (BodyTooLarge, InvalidInput, KeyError, TypeError, ValueError) as exc:
@@ -53,6 +53,8 @@ async def _owner_answer(
         return _json({"error": "not_owner", "detail": str(exc)}, status=409)
     except Backlogged as exc:
         return _json({"error": "backlogged", "detail": str(exc)}, status=429)
+    except Unavailable as exc:
+        return _json({"error": "unavailable", "detail": str(exc)}, status=503)
 
 
 async def entries(request: aiohttp_web.Request) -> aiohttp_web.Response:
@@ -73,8 +75,8 @@ Submission = tuple[int, list[ClientTransaction], float]
 async def submit(request: aiohttp_web.Request) -> aiohttp_web.Response:
     """Another worker hands over client transactions of partitions this worker owns (`intake.Intake.submit`), as
     many submissions as it coalesced (`service.owners.Submissions`): `[{"partition", "transactions": [wire form],
-    "wait_s"}, ...]` -> per submission `{"answers": [[status, body], ...]}`, or `{"error": "not_owner" or
-    "backlogged", "detail"}`."""
+    "wait_s"}, ...]` -> per submission `{"answers": [[status, body], ...]}`, or `{"error": "not_owner",
+    "backlogged" or "unavailable", "detail"}`."""
 
     def parse(body: Any) -> list[Submission]:
         return [parse_submission(item) for item in body]
@@ -99,6 +101,8 @@ async def answer_one(partition: int, transactions: list[ClientTransaction], wait
         return {"error": "not_owner", "detail": str(exc)}
     except Backlogged as exc:
         return {"error": "backlogged", "detail": str(exc)}
+    except Unavailable as exc:
+        return {"error": "unavailable", "detail": str(exc)}
 
 
 async def lookup(request: aiohttp_web.Request) -> aiohttp_web.Response:

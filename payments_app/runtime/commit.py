@@ -362,6 +362,12 @@ class Pipeline:
         self._staged(group)
         return await asyncio.shield(result)
 
+    def commit_running_s(self) -> float:
+        """How long the commit under way has run (0 when none is): seconds the brokers have not finished it in."""
+        if self._committing is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._last_start
+
     async def _open_group(self) -> Group:
         """The group to stage into, once it has room."""
         while not self._room.is_set():

@@ -16,6 +16,11 @@
   incarnation (the session timeout). aiokafka 0.14.0 then never leaves the group on a clean stop (it knows only
   LeaveGroup v0-v1, which cannot name an instance), which would make every clean leave wait for the session timeout
   too; the consumer here sends LeaveGroup v3 with its instance id.
+* aiokafka 0.14.0: a request that times out closes its connection but keeps the cluster metadata, so the next
+  request goes to the same node. A paused broker still accepts TCP connections (the kernel answers for it), so every
+  client kept asking it (a consumer's fetches, a reader's offsets) long after the controller had moved its
+  partitions' leadership away. Java's client asks for fresh metadata after every timed-out request; so does every
+  aiokafka client here (`refresh_metadata_after_timeouts`).
 * The consumer's heartbeats and joins renew this worker's group lease (`runtime.lease`), which aiokafka does not
   expose: reads of local partitions stop when it runs out. A completed join also records the generation and member
   id the assignment was given to, before the assignment is announced: the ledger commits under them
@@ -29,8 +34,9 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.consumer.group_coordinator import GroupCoordinator
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, RequestTimedOutError
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -86,6 +92,26 @@ async def leave_group(coordinator: GroupCoordinator) -> None:
             errors = [response.error_code, *(member[2] for member in response.members)]
             log.info("left the consumer group as %s (error codes %s)", coordinator._group_instance_id, errors)
     coordinator.reset_generation()
+
+
+def refresh_metadata_after_timeouts() -> None:
+    """Every aiokafka client in this process asks for fresh metadata when a request times out (see the module
+    docstring); the refresh runs in the background, trying the nodes in random order. Idempotent."""
+    if getattr(AIOKafkaClient.send, "refreshes_metadata", False):
+        return
+    send = AIOKafkaClient.send
+
+    async def send_refreshing(
+        self: AIOKafkaClient, node_id: Any, request: Any, *, group: ConnectionGroup = ConnectionGroup.DEFAULT
+    ) -> Any:
+        try:
+            return await send(self, node_id, request, group=group)
+        except RequestTimedOutError:
+            self.force_metadata_update()
+            raise
+
+    send_refreshing.refreshes_metadata = True  # type: ignore[attr-defined]
+    AIOKafkaClient.send = send_refreshing  # type: ignore[method-assign]
 
 
 async def track_topics(producer: AIOKafkaProducer, topics: list[str]) -> None:

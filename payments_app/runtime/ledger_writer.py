@@ -16,6 +16,9 @@ transaction for every partition in its group, as in Kafka Streams' exactly-once 
   when the group notices it is gone; when it comes back it is fenced (the broker aborted its transaction and
   bumped its epoch), replaces its producer and opens its partitions again if they are still its own. A commit
   that outlives the timeout on a live worker (a broker restart) ends the same way.
+* A commit the brokers do not finish within `commit_timeout_s` (fewer replicas in sync than a write needs: two of
+  three nodes down) ends as if fenced: its outcome is unknown, the producer is discarded, and a new one waits for a
+  producer id (for up to `BROKER_WAIT_S`) before the partitions open again from what the log holds.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import require
+from payments_app.runtime.broker_waits import BROKER_WAIT_S
 from payments_app.runtime.commit import Fenced, PartitionCommit
 from payments_app.runtime.faust_fixes import track_topics
 from payments_app.runtime.metrics import COMMIT_SECONDS
@@ -101,6 +105,11 @@ class LedgerWriter:
             try:
                 with COMMIT_SECONDS.time():
                     return await asyncio.wait_for(self._commit(producer, parts, member), self.commit_timeout_s)
+            except TimeoutError as exc:
+                log.warning("%s: the brokers did not finish a commit within %.0f s; its outcome is unknown",
+                            self.transactional_id, self.commit_timeout_s)  # fmt: skip
+                await self._discard(producer)
+                raise ProducerReplaced(f"{self.transactional_id}: commit timed out") from exc
             except StaleMember as exc:
                 await self._abort(producer)
                 raise StaleAssignment(f"generation {member.generation}: {exc}") from exc
@@ -143,12 +152,13 @@ class LedgerWriter:
                 max_batch_size=MAX_BATCH_BYTES,
                 request_timeout_ms=int(self.transaction_timeout_s * 1000),
             )
+            within_s = max(self.commit_timeout_s, BROKER_WAIT_S)
             try:  # InitProducerId: aiokafka retries it for as long as the coordinator asks
-                await asyncio.wait_for(producer.start(), self.commit_timeout_s)
+                await asyncio.wait_for(producer.start(), within_s)
             except TimeoutError:
                 await producer.stop()
                 raise TimeoutError(f"{self.transactional_id}: the transaction coordinator gave no producer id "
-                                   f"within {self.commit_timeout_s:.0f} s") from None  # fmt: skip
+                                   f"within {within_s:.0f} s") from None  # fmt: skip
             await track_topics(producer, self.topics)
             self._producer = producer
             log.info("%s: producer %s started", self.transactional_id, _epoch(producer))

@@ -7,7 +7,7 @@ import gc
 import faust
 from faust.types import TransportT
 
-from payments_app.runtime.faust_fixes import LedgerTransport
+from payments_app.runtime.faust_fixes import LedgerTransport, refresh_metadata_after_timeouts
 from payments_app.runtime.lease import GroupLease
 from payments_app.settings import SETTINGS
 
@@ -26,6 +26,7 @@ class PaymentsApp(faust.App):
         return LedgerTransport(self.conf.broker_consumer, self)
 
 
+refresh_metadata_after_timeouts()
 app = PaymentsApp(
     SETTINGS.app_id,
     broker=SETTINGS.broker_url,

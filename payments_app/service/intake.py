@@ -27,7 +27,7 @@ from payments_app.domain.commands import ClientTransaction, Command
 from payments_app.domain.ledger import TxRecord, transaction_key
 from payments_app.runtime.commit import GroupResult, Session
 from payments_app.runtime.metrics import DECISION_SECONDS
-from payments_app.service.errors import Backlogged, NotOwner
+from payments_app.service.errors import Backlogged, NotOwner, Unavailable
 
 
 class Verdict(enum.StrEnum):
@@ -42,6 +42,13 @@ class StagesSubmissions(Protocol):
     """The ledger agent's group commit (`runtime.commit.Pipeline`), which applies submissions too."""
 
     def add_submitted(self, session: Session, commands: Sequence[Command]) -> Awaitable[GroupResult]: ...
+
+    def commit_running_s(self) -> float: ...
+
+
+#: a commit under way this long is waiting for the brokers (normally one takes milliseconds): a new submission is
+#: refused at once (503) rather than left to wait behind it
+STALLED_COMMIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -67,7 +74,8 @@ class Intake:
 
     `pipeline` stages and commits them; `opened(partition)` is the partition's session if it is open here;
     `read(partition, key)` a value of its committed store (raising NotOwner if it is not open here); past
-    `max_waiting` undecided submissions, new ones are refused (Backlogged).
+    `max_waiting` undecided submissions, new ones are refused (Backlogged), and while the brokers take no commit
+    (too few replicas in sync, the leaders moving) too (Unavailable).
     """
 
     def __init__(
@@ -87,7 +95,7 @@ class Intake:
     async def submit(self, partition: int, transactions: list[ClientTransaction], wait_s: float) -> list[Answer]:
         """Apply the new ones (committed before this returns) and answer each with its verdict and its record as it
         stands, or as decided within `wait_s`. Raises NotOwner if the partition is not open here (or left before
-        the commit), Backlogged past `max_waiting`."""
+        the commit), Backlogged past `max_waiting`, Unavailable while a commit is stalled."""
         waiting = self._waiting[partition]
         answers: list[Answer] = []
         futures: dict[str, asyncio.Future[TxRecord | None]] = {}
@@ -122,6 +130,8 @@ class Intake:
         if the client goes away."""
         if self.size + len(new) > self.max_waiting:
             raise Backlogged(f"{self.size:,} submissions wait for a decision on this worker")
+        if (stalled_s := self.pipeline.commit_running_s()) > STALLED_COMMIT_S:
+            raise Unavailable(f"the brokers have not finished this worker's last commit in {stalled_s:.0f} s")
         session = self.opened(partition)
         if session is None:
             raise NotOwner(f"partition {partition} is not open on this worker")

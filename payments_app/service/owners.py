@@ -184,7 +184,7 @@ class Submissions:
     async def post(self, url: str, payload: dict[str, Any], timeout_s: float) -> Any:
         """The owner's answers to one partition's submission (`{"partition", "transactions", "wait_s"}`) posted to
         its `url` (`web.internal.submit`); raises NotOwner if it does not own the partition (any more),
-        Backlogged if it holds too many undecided."""
+        Backlogged if it holds too many undecided, Unavailable if it cannot commit now."""
         return await self._coalescer.submit((url, float(payload["wait_s"]), timeout_s), payload)
 
     @staticmethod
@@ -199,6 +199,8 @@ def _submission_answer(item: dict[str, Any]) -> Any:
         return [(Verdict(verdict), body) for verdict, body in item["answers"]]
     if item["error"] == "backlogged":
         return Backlogged(item["detail"])
+    if item["error"] == "unavailable":
+        return Unavailable(item["detail"])
     return NotOwner(item["detail"])
 
 

@@ -13,8 +13,8 @@ import pytest
 from payments_app.domain.commands import Command, Deposit, Transfer
 from payments_app.domain.ledger import APPLIED, TxRecord, transaction_key
 from payments_app.runtime.commit import GroupResult
-from payments_app.service.errors import Backlogged, NotOwner
-from payments_app.service.intake import Intake, Verdict
+from payments_app.service.errors import Backlogged, NotOwner, Unavailable
+from payments_app.service.intake import STALLED_COMMIT_S, Intake, Verdict
 
 PARTITION = 3
 MAX_WAITING = 50_000
@@ -37,6 +37,10 @@ class FakePipeline:
         self.gate = asyncio.Event()
         self.gate.set()
         self.decide: dict[str, TxRecord] = {}
+        self.running_s = 0.0  # how long the commit under way has run
+
+    def commit_running_s(self) -> float:
+        return self.running_s
 
     async def add_submitted(self, session: FakeSession, commands: Sequence[Command]) -> GroupResult:
         self.staged.extend(commands)
@@ -182,3 +186,17 @@ async def test_a_partition_not_open_here_is_looked_up_elsewhere(store, owner) ->
     with pytest.raises(NotOwner, match="not open"):
         await owner.submit(PARTITION + 1, [T1], wait_s=0)
     assert owner.size == 0 and pipeline(owner).staged == []
+
+
+async def test_while_a_commit_is_stalled_new_transactions_are_refused_and_known_ones_answered(store, owner) -> None:
+    """Two of three Kafka nodes down: the commit under way waits for replicas that are not there. A new transaction
+    is refused at once (a 503 for the client) instead of waiting behind it; an id already known is still told so."""
+    store[transaction_key("t1")] = applied(T1).to_row()
+    pipeline(owner).running_s = STALLED_COMMIT_S + 1
+    with pytest.raises(Unavailable, match="have not finished"):
+        await owner.submit(PARTITION, [Transfer("t2", "alice", "bob", 5)], wait_s=0)
+    assert await owner.submit(PARTITION, [T1], wait_s=0) == [(Verdict.KNOWN, applied(T1).to_dict())]
+    assert pipeline(owner).staged == [] and owner.size == 0
+    pipeline(owner).running_s = STALLED_COMMIT_S - 1
+    ((code, _),) = await owner.submit(PARTITION, [Transfer("t2", "alice", "bob", 5)], wait_s=0)
+    assert code == Verdict.SUBMITTED

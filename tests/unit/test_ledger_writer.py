@@ -1,11 +1,12 @@
 """How the ledger writer reads a failed commit: a refused assignment aborts the transaction and fences the tenure;
 a fenced producer, or one whose transaction's end is unknown, is replaced and its partitions are to be opened again;
-any other failure is raised as is.
+a commit the brokers never finish, likewise; any other failure is raised as is.
 
 The producer is a stand-in that records what the writer asked of it."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -113,3 +114,24 @@ async def test_any_other_failure_is_raised_as_is_and_fences_nothing() -> None:
     with pytest.raises(KafkaError):
         await tenure.commit([PART])
     assert tenure.fenced is None
+
+
+async def test_a_commit_the_brokers_never_finish_replaces_the_producer(monkeypatch: Any) -> None:
+    """Two of three nodes down: no write reaches enough replicas, and the commit waits. Past the commit timeout its
+    outcome is unknown, so it ends as a fence does (partitions read back from the log on a new producer), not as a
+    failure that stops the worker."""
+
+    async def never_acknowledged(self: Any, producer: Any, parts: Any, member: GroupMember) -> list[int]:
+        await producer.begin_transaction()
+        await asyncio.Event().wait()
+        return [0]
+
+    monkeypatch.setattr(LedgerWriter, "_commit", never_acknowledged)
+    producer = RecordingProducer()
+    writer = writer_with(producer)
+    writer.commit_timeout_s = 0.05
+    tenure = Tenure(writer, MEMBER)
+    with pytest.raises(ProducerReplaced, match="commit timed out"):
+        await tenure.commit([PART])
+    assert producer.calls == ["begin", "stop"]
+    assert writer._producer is None and tenure.replaced
