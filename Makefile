@@ -69,7 +69,8 @@ layers: $(STAMP)
 	$(BIN)/payments layers
 
 ## soak: 1,000,000 transfers of history, restart and takeover times, 20 SIGKILLs, a broker restart and 20
-## leave/join cycles under load, then the invariants (see RELIABILITY.md); bench/results/soak.*
+## leave/join cycles under load, then the invariants; then on three Kafka nodes: a leader SIGKILLed, a node paused,
+## two nodes down, a worker and a node together (see RELIABILITY.md); bench/results/soak.*, soak-replicated.*
 soak: $(STAMP)
 	$(BIN)/payments soak
 

@@ -108,7 +108,7 @@ class Ledger:
         async def send() -> int:
             return (await producer.send_and_wait(self.topic, payload, partition=partition)).offset  # type: ignore[no-any-return]
 
-        return await until_answered(send, f"sending a record to partition {partition}")
+        return await until_answered(send, f"sending a record to partition {partition}", producer.client)
 
     async def last_records(self) -> dict[int, int]:
         """The offset of the last committed record in each partition of the transactions topic (-1: none).

@@ -14,6 +14,9 @@ probe deposit to each) is recorded. After the load drains: the audit is ok, and 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -23,7 +26,7 @@ from typing import Any
 import aiohttp
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.common import RunSettings, TransferSource, account_names, funding
+from bench.common import RunSettings, TransferSource, account_names, funding, machine
 from bench.driver import Ledger, Load, Records, kafka_sender, open_and_fund, wait_applied
 from bench.soak import API_LANES, Soak, SoakSettings
 from devtools.local_kafka import LocalKafka, LocalKafkaCluster
@@ -196,3 +199,37 @@ class ReplicatedSoak(Soak):
             return await admin.describe_topics(topics)  # type: ignore[no-any-return]
         finally:
             await admin.close()
+
+
+def summary(result: ReplicatedResult) -> str:
+    lines = [
+        "| three Kafka nodes, 2 workers, a steady load (Kafka path and API) | value |",
+        "|---|---:|",
+        *(f"| {what}: every partition deciding again | {s} s |" for what, s in result.decide_after_s.items()),
+        f"| the API's answers to new transfers while two nodes were down | "
+        f"{', '.join(f'{answer}: {count}' for answer, count in result.outage_answers.items()) or 'none'} |",
+        f"| distinct ids submitted / decided | {result.submitted_ids:,} / {result.decided:,} |",
+        f"| audit ok, problems | {result.audit_ok}, {result.problems or 'none'} |",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_replicated_soak(settings: SoakSettings, scratch: Path, results_dir: Path) -> int:
+    """The phase on its own cluster; results in `results_dir/soak-replicated.{json,md}`."""
+    host = {**machine(), "pid": os.getpid()}
+    soak = ReplicatedSoak(settings, scratch)
+    try:
+        asyncio.run(soak.run())
+    except Exception as exc:  # noqa: BLE001 - a phase that cannot finish is reported, with its logs kept
+        soak.replicated.problems.append(f"the phase stopped: {exc!r} (logs under {scratch})")
+    result = soak.replicated
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": host, "result": asdict(result)}
+    (results_dir / "soak-replicated.json").write_text(json.dumps(payload, indent=1) + "\n")
+    table = summary(result)
+    (results_dir / "soak-replicated.md").write_text(table + "\n")
+    print(table)
+    ok = result.audit_ok and not result.problems
+    if ok:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0 if ok else 1

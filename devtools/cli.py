@@ -142,12 +142,20 @@ def layers(args: argparse.Namespace) -> int:
 
 
 def soak(args: argparse.Namespace) -> int:
-    """History, restarts, takeovers and faults under load; bench/results/soak.{json,md} (see RELIABILITY.md)."""
+    """History, restarts, takeovers and faults under load on one Kafka node (bench/results/soak.{json,md}), then the
+    faults only replication survives on three (bench/results/soak-replicated.{json,md}); see RELIABILITY.md."""
     from bench.soak import SoakSettings, run_soak
+    from bench.soak_replicated import run_replicated_soak
 
     settings = SoakSettings(history=args.history, kills=args.kills, leave_join_cycles=args.leave_join_cycles,
                             offered_tps=args.rate, full_load_cycles=args.full_load_cycles)  # fmt: skip
-    return run_soak(settings, Path(args.scratch) / "soak", Path(args.results_dir))
+    scratch, results = Path(args.scratch), Path(args.results_dir)
+    failed = 0
+    if "one-node" in args.phases:
+        failed |= run_soak(settings, scratch / "soak", results)
+    if "three-nodes" in args.phases:
+        failed |= run_replicated_soak(settings, scratch / "soak-replicated", results)
+    return failed
 
 
 def bench_matrix(args: argparse.Namespace) -> list[Any]:
@@ -271,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     soak_parser.add_argument("--leave-join-cycles", type=int, default=20)
     soak_parser.add_argument("--rate", type=float, default=3_000.0, help="offered transfers/s during the faults")
     soak_parser.add_argument("--full-load-cycles", type=int, default=5, help="leave/join cycles at full load")
+    soak_parser.add_argument("--phases", nargs="+", choices=["one-node", "three-nodes"],
+                             default=["one-node", "three-nodes"], help="the Kafka clusters to soak")  # fmt: skip
     soak_parser.add_argument("--scratch", default=str(PROJECT_ROOT / "bench" / "scratch"))
     soak_parser.add_argument("--results-dir", default=str(PROJECT_ROOT / "bench" / "results"))
     soak_parser.set_defaults(handler=soak)

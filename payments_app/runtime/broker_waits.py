@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,12 @@ def passes(exc: BaseException) -> bool:
     return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
 
 
-async def until_answered(call: Callable[[], Awaitable[T]], what: str, within_s: float = BROKER_WAIT_S) -> T:
-    """`call()`'s result, calling it again after each failure that `passes`, for up to `within_s`."""
+async def until_answered(
+    call: Callable[[], Awaitable[T]], what: str, client: AIOKafkaClient | None = None, within_s: float = BROKER_WAIT_S
+) -> T:
+    """`call()`'s result, calling it again after each failure that `passes`, for up to `within_s`. After a time-out
+    `client` (the one `call` uses) asks for fresh metadata: a call that times out as a whole (a consumer's offsets
+    lookup) cancels its request rather than failing it, so the client would ask the same silent node again."""
     deadline = time.monotonic() + within_s
     while True:
         try:
@@ -43,4 +48,6 @@ async def until_answered(call: Callable[[], Awaitable[T]], what: str, within_s: 
             if not passes(exc) or time.monotonic() > deadline:
                 raise
             log.warning("%s: %r; asking again", what, exc)
+            if client is not None and isinstance(exc, KafkaTimeoutError):
+                client.force_metadata_update()
         await asyncio.sleep(RETRY_BACKOFF_S)

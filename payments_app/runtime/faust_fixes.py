@@ -21,6 +21,10 @@
   client kept asking it (a consumer's fetches, a reader's offsets) long after the controller had moved its
   partitions' leadership away. Java's client asks for fresh metadata after every timed-out request; so does every
   aiokafka client here (`refresh_metadata_after_timeouts`).
+* aiokafka 0.14.0 asks only the brokers its metadata lists for fresh metadata. A client that learnt its metadata
+  while two of three nodes were down lists only the third; when that one died, it asked it forever, though the
+  other two were back. Here a refresh that no listed broker answers goes to the bootstrap servers, as Java's
+  `metadata.recovery.strategy=rebootstrap` does (KIP-899).
 * The consumer's heartbeats and joins renew this worker's group lease (`runtime.lease`), which aiokafka does not
   expose: reads of local partitions stop when it runs out. A completed join also records the generation and member
   id the assignment was given to, before the assignment is announced: the ledger commits under them
@@ -35,9 +39,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
+from aiokafka.conn import create_conn
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import KafkaError, RequestTimedOutError
 from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -95,11 +101,33 @@ async def leave_group(coordinator: GroupCoordinator) -> None:
 
 
 def refresh_metadata_after_timeouts() -> None:
-    """Every aiokafka client in this process asks for fresh metadata when a request times out (see the module
-    docstring); the refresh runs in the background, trying the nodes in random order. Idempotent."""
+    """Every aiokafka client in this process asks for fresh metadata when a request times out, and asks its
+    bootstrap servers when none of the brokers it knows answers (see the module docstring); the refresh runs in
+    the background. Idempotent."""
     if getattr(AIOKafkaClient.send, "refreshes_metadata", False):
         return
-    send = AIOKafkaClient.send
+    send, metadata_update = AIOKafkaClient.send, AIOKafkaClient._metadata_update
+
+    async def metadata_update_or_rebootstrap(self: AIOKafkaClient, cluster: Any, topics: Any) -> bool:
+        if await metadata_update(self, cluster, topics):
+            return True
+        for host, port, _ in self.hosts:
+            try:
+                conn = await create_conn(host, port, client_id=self._client_id,
+                                         request_timeout_ms=self._request_timeout_ms)  # fmt: skip
+            except (OSError, KafkaError, TimeoutError):
+                continue
+            try:
+                metadata = await conn.send(MetadataRequest(list(topics) if topics else None))
+            except (KafkaError, TimeoutError):
+                continue
+            finally:
+                conn.close()
+            if metadata.brokers:
+                log.warning("no known broker answered; metadata from the bootstrap server %s:%s", host, port)
+                cluster.update_metadata(metadata)
+                return True
+        return False
 
     async def send_refreshing(
         self: AIOKafkaClient, node_id: Any, request: Any, *, group: ConnectionGroup = ConnectionGroup.DEFAULT
@@ -112,6 +140,7 @@ def refresh_metadata_after_timeouts() -> None:
 
     send_refreshing.refreshes_metadata = True  # type: ignore[attr-defined]
     AIOKafkaClient.send = send_refreshing  # type: ignore[method-assign]
+    AIOKafkaClient._metadata_update = metadata_update_or_rebootstrap  # type: ignore[method-assign]
 
 
 async def track_topics(producer: AIOKafkaProducer, topics: list[str]) -> None:

@@ -80,8 +80,8 @@ class LogReader:
         while True:
             async with self._lock:  # not held while waiting: other partitions' reads go on meanwhile
                 await self._start()
-                high = (await until_answered(lambda: self._uncommitted.end_offsets([tp]), f"{tp} high watermark"))[tp]
-                stable = (await until_answered(lambda: self._consumer.end_offsets([tp]), f"{tp} stable offset"))[tp]
+                high = await end_offset(self._uncommitted, tp, "high watermark")
+                stable = await end_offset(self._consumer, tp, "stable offset")
             if stable >= high:
                 return stable
             if time.monotonic() > deadline:
@@ -94,7 +94,9 @@ class LogReader:
         async with self._lock:
             await self._start()
             offsets = await until_answered(
-                lambda: self._admin.list_consumer_group_offsets(self._group_id, partitions=[tp]), f"{tp} committed"
+                lambda: self._admin.list_consumer_group_offsets(self._group_id, partitions=[tp]),
+                f"{tp} committed",
+                self._admin._client,
             )
         committed = offsets.get(tp)
         return None if committed is None or committed.offset < 0 else committed.offset
@@ -134,6 +136,13 @@ class LogReader:
             await self._consumer.stop()
             await self._uncommitted.stop()
             await self._admin.close()
+
+
+async def end_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, what: str) -> int:
+    """`tp`'s end as `consumer` reads it (its isolation level: the high watermark, or the last stable offset),
+    waiting out a node that does not answer."""
+    offsets = await until_answered(lambda: consumer.end_offsets([tp]), f"{tp} {what}", consumer._client)
+    return offsets[tp]  # type: ignore[no-any-return]
 
 
 @dataclass(eq=False)

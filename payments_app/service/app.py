@@ -42,6 +42,9 @@ app = PaymentsApp(
     producer_request_timeout=PRODUCER_REQUEST_TIMEOUT_S,
     broker_commit_interval=1.0,
     broker_session_timeout=SETTINGS.session_timeout_s,
+    # Faust's 90 s: a group coordinator that stops answering (its node paused) held the consumer that long on each
+    # lookup sent to it. Twice the session timeout still covers a join waiting for a dead member's session to end.
+    broker_request_timeout=2 * SETTINGS.session_timeout_s,
     # A member learns of a rebalance (another member left or joined) from its next heartbeat: at 3 s a clean
     # leave's takeover waited 1.5 s on average for it.
     broker_heartbeat_interval=min(1.0, SETTINGS.session_timeout_s / 3),
