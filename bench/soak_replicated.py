@@ -49,6 +49,7 @@ class ReplicatedResult:
 
     decide_after_s: dict[str, float] = field(default_factory=dict)
     outage_answers: dict[str, int] = field(default_factory=dict)  # HTTP status (and "503 with Retry-After") -> count
+    outage_slowest_answer_s: float = 0.0  # the longest any of those requests waited for its answer
     submitted_ids: int = 0
     decided: int = 0
     audit_ok: bool = False
@@ -155,6 +156,7 @@ class ReplicatedSoak(Soak):
             n += 1
             worker = self.workers[n % 2]
             body = {"id": f"outage-{n}", "payer": "acct-1", "payee": "acct-2", "amount": 1}
+            asked_at = time.monotonic()
             try:
                 async with ledger.session.post(f"{worker.url}/transfers", json=body) as response:
                     answer = str(response.status)
@@ -162,6 +164,8 @@ class ReplicatedSoak(Soak):
                         answer = "503 with Retry-After"
             except (OSError, TimeoutError, aiohttp.ClientError) as exc:
                 answer = type(exc).__name__
+            waited_s = round(time.monotonic() - asked_at, 2)
+            self.replicated.outage_slowest_answer_s = max(self.replicated.outage_slowest_answer_s, waited_s)
             self.replicated.outage_answers[answer] = self.replicated.outage_answers.get(answer, 0) + 1
             if answer in ("202", "200"):
                 self.probes += 1  # taken: it must be decided once, like every id
@@ -208,6 +212,7 @@ def summary(result: ReplicatedResult) -> str:
         *(f"| {what}: every partition deciding again | {s} s |" for what, s in result.decide_after_s.items()),
         f"| the API's answers to new transfers while two nodes were down | "
         f"{', '.join(f'{answer}: {count}' for answer, count in result.outage_answers.items()) or 'none'} |",
+        f"| the longest any of them waited for its answer | {result.outage_slowest_answer_s} s |",
         f"| distinct ids submitted / decided | {result.submitted_ids:,} / {result.decided:,} |",
         f"| audit ok, problems | {result.audit_ok}, {result.problems or 'none'} |",
     ]  # fmt: skip

@@ -16,9 +16,10 @@ transaction for every partition in its group, as in Kafka Streams' exactly-once 
   when the group notices it is gone; when it comes back it is fenced (the broker aborted its transaction and
   bumped its epoch), replaces its producer and opens its partitions again if they are still its own. A commit
   that outlives the timeout on a live worker (a broker restart) ends the same way.
-* A commit the brokers do not finish within `commit_timeout_s` (fewer replicas in sync than a write needs: two of
-  three nodes down) ends as if fenced: its outcome is unknown, the producer is discarded, and a new one waits for a
-  producer id (for up to `BROKER_WAIT_S`) before the partitions open again from what the log holds.
+* A commit the brokers do not finish within `commit_timeout_s` (the transaction timeout and 5 s: a node paused or
+  killed in the middle of it, two of three nodes down) ends as if fenced: its outcome is unknown, the producer is
+  discarded, and a new one waits for a producer id (for up to `BROKER_WAIT_S`) before the partitions open again
+  from what the log holds.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 900_000
 PRODUCER_FENCING_ERRORS = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
 STOP_TIMEOUT_S = 5.0
-MIN_COMMIT_TIMEOUT_S = 30.0
+#: a commit still running this long past the transaction timeout has been aborted by the broker (unless its end
+#: was already under way): waiting longer cannot make it commit
+COMMIT_TIMEOUT_MARGIN_S = 5.0
 
 
 class StaleAssignment(Fenced):
@@ -78,10 +81,9 @@ class LedgerWriter:
         self.transactional_id = transactional_id
         self.topics = topics
         self.transaction_timeout_s = transaction_timeout_s
-        #: a commit not done by then stops the worker (a stuck send must not hang forever); well past the
-        #: transaction timeout, so that a worker cut off from the broker for longer learns on its return that the
-        #: transaction was aborted (it is fenced) instead of stopping
-        self.commit_timeout_s = max(MIN_COMMIT_TIMEOUT_S, 2 * transaction_timeout_s)
+        #: a commit not done by then ends as a fence: a stuck send must not hang forever, and past the transaction
+        #: timeout the broker has aborted it (or is finishing its end); which one, the log says
+        self.commit_timeout_s = transaction_timeout_s + COMMIT_TIMEOUT_MARGIN_S
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._stopped = False

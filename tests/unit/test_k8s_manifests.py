@@ -25,7 +25,7 @@ from faust.assignor.leader_assignor import LeaderAssignor
 from kubernetes_validate import utils as kv_utils
 
 import payments_app.service.topics
-from payments_app.runtime.ledger_writer import MIN_COMMIT_TIMEOUT_S
+from payments_app.runtime.ledger_writer import COMMIT_TIMEOUT_MARGIN_S
 from payments_app.settings import SETTINGS
 from payments_app.worker import app
 
@@ -451,7 +451,10 @@ def test_a_stopping_worker_leaves_the_service_first_and_has_time_to_finish_its_c
     assert command[0] == "sleep"
     pre_stop_s = int(command[1])
     assert 1 <= pre_stop_s <= 15
-    assert pod_spec()["terminationGracePeriodSeconds"] >= pre_stop_s + MIN_COMMIT_TIMEOUT_S + 10
+    settings = config()
+    session_s = float(settings.get("PAYMENTS_SESSION_TIMEOUT_S", "10"))
+    commit_timeout_s = float(settings.get("PAYMENTS_TRANSACTION_TIMEOUT_S", session_s)) + COMMIT_TIMEOUT_MARGIN_S
+    assert pod_spec()["terminationGracePeriodSeconds"] >= pre_stop_s + commit_timeout_s + 10
 
 
 def test_resources_are_requested_and_memory_is_limited() -> None:
