@@ -1,7 +1,8 @@
 """The soak's three-broker phase: the faults only replication survives, under load; results for RELIABILITY.md.
 
 Three local Kafka nodes (`LocalKafkaCluster`: every topic on all three, a write acknowledged once two have it) and
-two workers apply a steady offered load, on the Kafka path and through the API, while one after another:
+two workers apply a steady offered load (1,000 transfers/s on the Kafka path, and arrays through the API), while
+one after another:
 1. the node that leads most of the app's partitions is SIGKILLed, then started again with the same command line;
 2. a node is SIGSTOPped past its session with the controller, then resumed: a stale leader that comes back;
 3. two nodes are SIGKILLed at once: no write can reach two replicas, so the API answers 503 with Retry-After; then
@@ -40,6 +41,8 @@ OUTAGE_S = 20.0
 UNAVAILABLE_WITHIN_S = 60.0
 IN_SYNC_TIMEOUT_S = 180.0
 ACCOUNTS = 2_000
+#: the steady load offered throughout: three Kafka nodes share the two cores with the workers
+OFFERED_TPS = 1_000.0
 
 
 @dataclass
@@ -71,7 +74,7 @@ class ReplicatedSoak(Soak):
         run = RunSettings(accounts=ACCOUNTS, partitions=self.settings.partitions, duration_s=10**9)
         accounts = account_names(run)
         await open_and_fund(ledger, run, accounts, self.progress)
-        steady = RunSettings(**{**asdict(run), "rate_tps": self.settings.offered_tps, "max_backlog": 10**12})
+        steady = RunSettings(**{**asdict(run), "rate_tps": OFFERED_TPS, "max_backlog": 10**12})
         load = Load(steady)
         records = Records(TransferSource(steady, accounts, tag="r"), steady.batch_size)
         senders = [asyncio.create_task(kafka_sender(ledger, load, records)) for _ in range(4)]

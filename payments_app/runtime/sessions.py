@@ -110,12 +110,16 @@ class LedgerSessions:
                     self.assign({partition}, session.writer.member)
 
     def _opened(self, task: asyncio.Task[KafkaSession]) -> None:
-        """A partition that could not open stops the worker (`on_failed`). A session whose producer was replaced
-        while it opened (its catch-up commit was dropped) opens again at once: no later commit of the agent's may
-        come to notice it."""
+        """A partition that could not open stops the worker (`on_failed`), unless its session was retired meanwhile
+        (revoked, or the worker is stopping and closed the reader under it): nothing uses that session. A session
+        whose producer was replaced while it opened (its catch-up commit was dropped) opens again at once: no later
+        commit of the agent's may come to notice it."""
         if task.cancelled():
             return
         if (exc := task.exception()) is not None:
+            if task not in self._opening.values():
+                log.info("%s, retired while opening, ended with %r", task.get_name(), exc)
+                return
             self.on_failed(exc)
         elif task.result().writer.replaced:
             self.reopen_replaced()

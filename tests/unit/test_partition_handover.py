@@ -4,8 +4,10 @@ accepted transaction is decided exactly once, money is conserved, and every owne
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from aiokafka.errors import ConsumerStoppedError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +15,7 @@ from payments_app.domain.commands import ClientTransaction, Deposit, OpenAccount
 from payments_app.domain.ledger import APPLIED
 from payments_app.runtime.ledger_writer import ProducerReplaced
 from tables.codec import encode_batch
-from tests.unit.handover_sim import HandoverSim
+from tests.unit.handover_sim import HandoverSim, SimReader
 
 PARTITIONS, WORKERS = 3, 3
 ACCOUNTS = ("alice", "bob", "carol")
@@ -176,3 +178,28 @@ def test_a_session_fenced_while_it_opens_opens_again_by_itself() -> None:
     check(sim)
     assert len(sim.workers[0].fenced) >= 2  # the agent's group, and the catch-up's
     assert sim.status("fund").status == APPLIED
+
+
+def test_a_partition_that_fails_to_open_stops_the_worker_unless_it_was_retired_meanwhile() -> None:
+    """The failure policy covers the sessions a worker uses. A worker stopping closes its log reader under a
+    partition still opening (or a rebalance revokes it): that opening's error concerns nothing, and used to end a
+    clean stop with exit code 70."""
+    sim = HandoverSim(2, 1)
+    worker = sim.workers[0]
+    reader = SimReader(sim.broker)
+    reading = asyncio.Event()
+
+    async def closed_under_it(*args: Any) -> None:
+        await reading.wait()
+        raise ConsumerStoppedError()
+
+    reader.read = closed_under_it  # type: ignore[method-assign]
+    worker.sessions._reader = reader  # type: ignore[assignment]
+    sim.broker.changelogs[0].append((b"0/m", b"{}"))  # something to restore, so the opening reads
+    sim.broker.changelogs[1].append((b"1/m", b"{}"))
+    sim.rebalance()
+    worker.run(asyncio.sleep(0))
+    worker.sessions.revoke({0})
+    reading.set()
+    worker.run(asyncio.sleep(0))
+    assert [type(exc) for exc in worker.failures] == [ConsumerStoppedError]  # partition 1's, not the retired 0's
