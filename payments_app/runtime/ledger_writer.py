@@ -26,15 +26,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaConnectionError,
+    KafkaError,
+    ProducerFenced,
+    TransactionCoordinatorFenced,
+)
 
 from payments_app.domain.checks import require
-from payments_app.runtime.broker_waits import BROKER_WAIT_S
+from payments_app.runtime.broker_waits import BROKER_WAIT_S, RETRY_BACKOFF_S
 from payments_app.runtime.commit import Fenced, PartitionCommit
 from payments_app.runtime.faust_fixes import track_topics
 from payments_app.runtime.metrics import COMMIT_SECONDS
@@ -146,6 +153,16 @@ class LedgerWriter:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
+            producer = await self._new_producer(deadline=time.monotonic() + max(self.commit_timeout_s, BROKER_WAIT_S))
+            await track_topics(producer, self.topics)
+            self._producer = producer
+            log.info("%s: producer %s started", self.transactional_id, _epoch(producer))
+        return self._producer
+
+    async def _new_producer(self, deadline: float) -> AIOKafkaProducer:
+        """A started producer holding the transactional id; a broker that does not answer yet (restarting, two of
+        three nodes down) is waited for until `deadline`."""
+        while True:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 transactional_id=self.transactional_id,
@@ -154,17 +171,19 @@ class LedgerWriter:
                 max_batch_size=MAX_BATCH_BYTES,
                 request_timeout_ms=int(self.transaction_timeout_s * 1000),
             )
-            within_s = max(self.commit_timeout_s, BROKER_WAIT_S)
             try:  # InitProducerId: aiokafka retries it for as long as the coordinator asks
-                await asyncio.wait_for(producer.start(), within_s)
+                await asyncio.wait_for(producer.start(), max(0.0, deadline - time.monotonic()))
+                return producer
+            except KafkaConnectionError as exc:  # no bootstrap server answered
+                await producer.stop()
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("%s: %r; trying again", self.transactional_id, exc)
             except TimeoutError:
                 await producer.stop()
                 raise TimeoutError(f"{self.transactional_id}: the transaction coordinator gave no producer id "
-                                   f"within {within_s:.0f} s") from None  # fmt: skip
-            await track_topics(producer, self.topics)
-            self._producer = producer
-            log.info("%s: producer %s started", self.transactional_id, _epoch(producer))
-        return self._producer
+                                   f"in time") from None  # fmt: skip
+            await asyncio.sleep(RETRY_BACKOFF_S)
 
     async def _abort(self, producer: AIOKafkaProducer) -> None:
         try:

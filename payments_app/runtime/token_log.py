@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
 from payments_app.domain.access import Grant, Keyring
-from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS
+from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, until_answered
 
 POLL_TIMEOUT_MS = 500
 #: how long a minting or revoking request waits to read its own write back before it fails
@@ -50,7 +50,7 @@ class TokenLog:
         await self._producer.start()
         self._consumer.assign([self._tp])
         await self._consumer.seek_to_beginning(self._tp)
-        self._end_at_start = (await self._consumer.end_offsets([self._tp]))[self._tp]
+        self._end_at_start = await self._end()
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -84,10 +84,16 @@ class TokenLog:
         await asyncio.shield(self._catching_up)
 
     async def _read_to_end(self) -> None:
-        end = (await self._consumer.end_offsets([self._tp]))[self._tp]
+        end = await self._end()
         async with asyncio.timeout(READ_BACK_TIMEOUT_S):
             while self._position < end:
                 await self._moved.wait()
+
+    async def _end(self) -> int:
+        """The topic's end offset, waiting out a broker that does not answer (restarting, or its leader moving)."""
+        consumer = self._consumer
+        ends = await until_answered(lambda: consumer.end_offsets([self._tp]), "the tokens' end", consumer._client)
+        return ends[self._tp]  # type: ignore[no-any-return]
 
     async def publish(self, grant: Grant) -> None:
         await self._write(grant.id, orjson.dumps(grant.to_dict()))
