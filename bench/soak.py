@@ -391,9 +391,18 @@ async def kafka_sender_once(ledger: Ledger, load: Load, source: TransferSource) 
     load.submitted += len(batch)
 
 
-def write_results(result: SoakResult, host: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": host, "result": asdict(result)}, indent=1) + "\n")
+def publish(result: Any, table: str, results_dir: Path, name: str, scratch: Path) -> int:
+    """A soak phase's result (a dataclass) as `{name}.json`, with the machine, and its table as `{name}.md`, printed
+    too; its scratch (logs, stores) is kept only when it failed. Returns the exit code: 0 when it passed."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": {**machine(), "pid": os.getpid()}, "result": asdict(result)}
+    (results_dir / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (results_dir / f"{name}.md").write_text(table + "\n")
+    print(table)
+    ok = result.audit_ok and not result.problems
+    if ok:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0 if ok else 1
 
 
 def summary(result: SoakResult) -> str:
@@ -433,13 +442,5 @@ def summary(result: SoakResult) -> str:
 
 
 def run_soak(settings: SoakSettings, scratch: Path, results_dir: Path) -> int:
-    host = {**machine(), "pid": os.getpid()}
     result = asyncio.run(Soak(settings, scratch).run())
-    write_results(result, host, results_dir / "soak.json")
-    table = summary(result)
-    (results_dir / "soak.md").write_text(table + "\n")
-    print(table)
-    ok = result.audit_ok and not result.problems
-    if ok:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return 0 if ok else 1
+    return publish(result, summary(result), results_dir, "soak", scratch)

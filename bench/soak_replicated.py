@@ -15,9 +15,6 @@ probe deposit to each) is recorded. After the load drains: the audit is ok, and 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -27,9 +24,9 @@ from typing import Any
 import aiohttp
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.common import RunSettings, TransferSource, account_names, funding, machine
+from bench.common import RunSettings, TransferSource, account_names, funding
 from bench.driver import Ledger, Load, Records, kafka_sender, open_and_fund, wait_applied
-from bench.soak import API_LANES, Soak, SoakSettings
+from bench.soak import API_LANES, Soak, SoakSettings, publish
 from devtools.local_kafka import LocalKafka, LocalKafkaCluster
 from payments_app.runtime.faust_fixes import refresh_metadata_after_timeouts
 
@@ -224,20 +221,9 @@ def summary(result: ReplicatedResult) -> str:
 
 def run_replicated_soak(settings: SoakSettings, scratch: Path, results_dir: Path) -> int:
     """The phase on its own cluster; results in `results_dir/soak-replicated.{json,md}`."""
-    host = {**machine(), "pid": os.getpid()}
     soak = ReplicatedSoak(settings, scratch)
     try:
         asyncio.run(soak.run())
     except Exception as exc:  # noqa: BLE001 - a phase that cannot finish is reported, with its logs kept
         soak.replicated.problems.append(f"the phase stopped: {exc!r} (logs under {scratch})")
-    result = soak.replicated
-    results_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": host, "result": asdict(result)}
-    (results_dir / "soak-replicated.json").write_text(json.dumps(payload, indent=1) + "\n")
-    table = summary(result)
-    (results_dir / "soak-replicated.md").write_text(table + "\n")
-    print(table)
-    ok = result.audit_ok and not result.problems
-    if ok:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return 0 if ok else 1
+    return publish(soak.replicated, summary(soak.replicated), results_dir, "soak-replicated", scratch)

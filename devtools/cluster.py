@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.local_kafka import PROJECT_ROOT, free_port
-from devtools.processes import die_with_parent, stop_process
+from devtools.processes import ChildSignals, die_with_parent, stop_process
 from payments_app.exits import EXIT_FOR_RESTART
 
 READY_TIMEOUT_S = 120.0
@@ -33,8 +32,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @dataclass
-class WorkerProcess:
-    """One `faust -A payments_app.worker worker` process with its own data folder, client and internal ports."""
+class WorkerProcess(ChildSignals):
+    """One `faust -A payments_app.worker worker` process with its own data folder, client and internal ports;
+    `kill` (a crash, with no chance to flush or commit), `pause` and `resume` signal it."""
 
     broker_url: str
     data_dir: Path
@@ -133,22 +133,6 @@ class WorkerProcess:
         self.process = None
         self.start()
         return code
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, with no chance to flush or commit."""
-        proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    def pause(self) -> None:
-        """SIGSTOP: the process freezes (a long GC pause, a stalled VM) and keeps its sockets open."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """SIGTERM for a clean shutdown, SIGKILL if it does not finish in time."""

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.processes import die_with_parent, stop_process, stop_processes
+from devtools.processes import ChildSignals, die_with_parent, stop_process, stop_processes
 from payments_app.settings import min_insync_replicas
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -142,8 +141,9 @@ def wait_until_ready(bootstrap: str, timeout_s: float, alive: Callable[[], bool]
 
 
 @dataclass
-class LocalKafka:
-    """One KRaft node (broker and controller in one JVM) on 127.0.0.1: alone, or one of a `LocalKafkaCluster`."""
+class LocalKafka(ChildSignals):
+    """One KRaft node (broker and controller in one JVM) on 127.0.0.1: alone, or one of a `LocalKafkaCluster`.
+    `kill`, `pause` and `resume` signal its JVM (a killed broker recovers its logs at the next start)."""
 
     data_dir: Path
     port: int = 0
@@ -245,22 +245,6 @@ class LocalKafka:
         """SIGTERM, then SIGKILL after a grace period; always by our own pid."""
         proc, self.process = self.process, None
         stop_process(proc, STOP_TIMEOUT_S)
-
-    def kill(self) -> None:
-        """SIGKILL: the broker dies with no clean shutdown (its logs are recovered at the next start)."""
-        proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    def pause(self) -> None:
-        """SIGSTOP: the JVM freezes with its sockets open (a stalled VM), until `resume`."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():

@@ -36,3 +36,25 @@ def stop_processes(procs: list[subprocess.Popen[bytes] | None], timeout_s: float
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout_s)
+
+
+class ChildSignals:
+    """SIGKILL, SIGSTOP and SIGCONT for a class that keeps the child it started in `process`."""
+
+    process: subprocess.Popen[bytes] | None
+
+    def kill(self) -> None:
+        """SIGKILL: the child dies with no chance to flush or shut down cleanly."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the child freezes (a long GC pause, a stalled VM) and keeps its sockets open, until `resume`."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
