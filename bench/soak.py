@@ -174,7 +174,9 @@ class Soak:
             "worker_stores_both": round(stores / millions),
         }
 
-    async def probe_all_partitions(self, ledger: Ledger, url_of: list[WorkerProcess]) -> float:
+    async def probe_all_partitions(
+        self, ledger: Ledger, url_of: list[WorkerProcess], timeout_s: float = PROBE_TIMEOUT_S
+    ) -> float:
         """Send a deposit to every partition; the seconds until all of them are decided."""
         started = time.monotonic()
         ids = []
@@ -185,8 +187,8 @@ class Soak:
             await ledger.send(partition, [Deposit(tx_id, "acct-0", 1)])
         assert ledger.session is not None
         while ids:
-            if time.monotonic() - started > PROBE_TIMEOUT_S:
-                raise TimeoutError(f"probes {ids} not decided within {PROBE_TIMEOUT_S:.0f} s")
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"probes {ids} not decided within {timeout_s:.0f} s")
             worker = url_of[0]
             try:
                 async with ledger.session.get(f"{worker.url}/transactions/{ids[0]}") as response:

@@ -37,6 +37,9 @@ OUTAGE_S = 20.0
 #: how long after the two nodes die the API must be answering 503 (its commits time out and it says so)
 UNAVAILABLE_WITHIN_S = 60.0
 IN_SYNC_TIMEOUT_S = 180.0
+#: how long a step may keep the partitions from deciding before the phase fails: a hung node took 49-113 s, once
+#: over 120 s (every client meets it by its own request timeout, and the group rebalances more than once)
+DECIDING_AGAIN_TIMEOUT_S = 300.0
 ACCOUNTS = 2_000
 #: the steady load offered throughout: three Kafka nodes share the two cores with the workers
 OFFERED_TPS = 1_000.0
@@ -103,7 +106,8 @@ class ReplicatedSoak(Soak):
         self.replicated.problems = self.result.problems
 
     async def decides_again(self, ledger: Ledger, what: str) -> None:
-        seconds = await self.probe_all_partitions(ledger, [w for w in self.workers if w.process is not None])
+        live = [w for w in self.workers if w.process is not None]
+        seconds = await self.probe_all_partitions(ledger, live, DECIDING_AGAIN_TIMEOUT_S)
         self.replicated.decide_after_s[what] = seconds
         self.progress.done(f"{what}: every partition deciding after {seconds} s")
 
@@ -129,12 +133,13 @@ class ReplicatedSoak(Soak):
         first, second = self.kafka.nodes[1], self.kafka.nodes[2]
         first.kill()
         second.kill()
-        await self.answers_unavailable(ledger)
+        refused = await self.answers_unavailable(ledger)
         await asyncio.to_thread(first.start)
         await self.decides_again(ledger, f"two nodes SIGKILLed, node {first.node_id} started again")
         await asyncio.to_thread(second.start)
         await self.in_sync()
-        await self.decides_again(ledger, f"node {second.node_id} started again, back in sync")
+        await self.decides_again(ledger, f"two nodes SIGKILLed, node {second.node_id} started again too, back in sync")
+        await self.count_decided(ledger, refused)
 
     async def worker_and_leader_killed(self, ledger: Ledger) -> None:
         node, worker = await self.busiest_leader(), self.workers[0]
@@ -146,16 +151,16 @@ class ReplicatedSoak(Soak):
         await self.in_sync()
         await self.decides_again(ledger, f"both started again, node {node.node_id} back in sync")
 
-    async def answers_unavailable(self, ledger: Ledger) -> None:
-        """Transfers posted while two nodes are down: each is answered (none hangs), with 503 and Retry-After once
-        the commits time out; counted by answer."""
+    async def answers_unavailable(self, ledger: Ledger) -> list[str]:
+        """Transfers posted, one at a time, for OUTAGE_S while two nodes are down (until UNAVAILABLE_WITHIN_S if no
+        503 with Retry-After has come by then), counted by answer; returns the ids not taken (a refused one may
+        still have reached its owner's commit, whose outcome was unknown)."""
         assert ledger.session is not None
-        deadline = time.monotonic() + UNAVAILABLE_WITHIN_S
-        n = 0
-        while time.monotonic() < deadline:
-            n += 1
-            worker = self.workers[n % 2]
-            body = {"id": f"outage-{n}", "payer": "acct-1", "payee": "acct-2", "amount": 1}
+        started, refused = time.monotonic(), []
+        while time.monotonic() - started < UNAVAILABLE_WITHIN_S:
+            asked = sum(self.replicated.outage_answers.values())
+            tx_id, worker = f"outage-{asked}", self.workers[asked % 2]
+            body = {"id": tx_id, "payer": "acct-1", "payee": "acct-2", "amount": 1}
             asked_at = time.monotonic()
             try:
                 async with ledger.session.post(f"{worker.url}/transfers", json=body) as response:
@@ -169,11 +174,21 @@ class ReplicatedSoak(Soak):
             self.replicated.outage_answers[answer] = self.replicated.outage_answers.get(answer, 0) + 1
             if answer in ("202", "200"):
                 self.probes += 1  # taken: it must be decided once, like every id
-            if answer == "503 with Retry-After" and time.monotonic() > deadline - UNAVAILABLE_WITHIN_S + OUTAGE_S:
-                return
+            else:
+                refused.append(tx_id)
+            if "503 with Retry-After" in self.replicated.outage_answers and time.monotonic() - started >= OUTAGE_S:
+                return refused
             await asyncio.sleep(0.5)
         self.replicated.problems.append(f"no 503 with Retry-After within {UNAVAILABLE_WITHIN_S:.0f} s of two nodes "
                                         f"going down: {self.replicated.outage_answers}")  # fmt: skip
+        return refused
+
+    async def count_decided(self, ledger: Ledger, ids: list[str]) -> None:
+        """Count among the ids that must be decided once those of `ids` the ledger knows after all."""
+        assert ledger.session is not None
+        for tx_id in ids:
+            async with ledger.session.get(f"{self.workers[1].url}/transactions/{tx_id}") as response:
+                self.probes += response.status == 200
 
     async def busiest_leader(self) -> LocalKafka:
         """The node leading the most partitions of the app's topics."""
