@@ -38,6 +38,18 @@ def _json(value: Any, status: int = 200) -> aiohttp_web.Response:
     return aiohttp_web.Response(status=status, body=orjson.dumps(value), content_type=JSON)
 
 
+#: what the owner says when it does not answer a request itself: the error's name in the body, and the status
+REFUSALS: dict[type[Exception], tuple[str, int]] = {
+    NotOwner: ("not_owner", 409),
+    Backlogged: ("backlogged", 429),
+    Unavailable: ("unavailable", 503),
+}
+
+
+def _refusal(exc: Exception) -> dict[str, str]:
+    return {"error": REFUSALS[type(exc)][0], "detail": str(exc)}
+
+
 async def _owner_answer(
     request: aiohttp_web.Request, parse: Callable[[Any], T], answer: Callable[[T], Awaitable[Any]]
 ) -> aiohttp_web.Response:
@@ -49,12 +61,8 @@ async def _owner_answer(
         return _json({"error": "malformed_request", "detail": str(exc)}, status=400)
     try:
         return _json(await answer(args))
-    except NotOwner as exc:
-        return _json({"error": "not_owner", "detail": str(exc)}, status=409)
-    except Backlogged as exc:
-        return _json({"error": "backlogged", "detail": str(exc)}, status=429)
-    except Unavailable as exc:
-        return _json({"error": "unavailable", "detail": str(exc)}, status=503)
+    except (NotOwner, Backlogged, Unavailable) as exc:
+        return _json(_refusal(exc), status=REFUSALS[type(exc)][1])
 
 
 async def entries(request: aiohttp_web.Request) -> aiohttp_web.Response:
@@ -97,12 +105,8 @@ def parse_submission(body: Any) -> Submission:
 async def answer_one(partition: int, transactions: list[ClientTransaction], wait_s: float) -> dict[str, Any]:
     try:
         return {"answers": await INTAKE.submit(partition, transactions, wait_s)}
-    except NotOwner as exc:
-        return {"error": "not_owner", "detail": str(exc)}
-    except Backlogged as exc:
-        return {"error": "backlogged", "detail": str(exc)}
-    except Unavailable as exc:
-        return {"error": "unavailable", "detail": str(exc)}
+    except (NotOwner, Backlogged, Unavailable) as exc:
+        return _refusal(exc)
 
 
 async def lookup(request: aiohttp_web.Request) -> aiohttp_web.Response:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
@@ -51,3 +52,9 @@ async def until_answered(
             if client is not None and isinstance(exc, KafkaTimeoutError):
                 client.force_metadata_update()
         await asyncio.sleep(RETRY_BACKOFF_S)
+
+
+async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition], what: str) -> dict[TopicPartition, int]:
+    """The partitions' ends as `consumer` reads them (its isolation level: high watermarks, or last stable offsets),
+    waiting out a node that does not answer."""
+    return await until_answered(lambda: consumer.end_offsets(tps), what, consumer._client)  # type: ignore[no-any-return]

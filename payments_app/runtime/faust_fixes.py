@@ -113,8 +113,20 @@ def refresh_metadata_after_timeouts() -> None:
             return True
         for host, port, _ in self.hosts:
             try:
-                conn = await create_conn(host, port, client_id=self._client_id,
-                                         request_timeout_ms=self._request_timeout_ms)  # fmt: skip
+                conn = await create_conn(  # with the settings `AIOKafkaClient.bootstrap` connects with
+                    host,
+                    port,
+                    client_id=self._client_id,
+                    request_timeout_ms=self._request_timeout_ms,
+                    ssl_context=self._ssl_context,
+                    security_protocol=self._security_protocol,
+                    sasl_mechanism=self._sasl_mechanism,
+                    sasl_plain_username=self._sasl_plain_username,
+                    sasl_plain_password=self._sasl_plain_password,
+                    sasl_kerberos_service_name=self._sasl_kerberos_service_name,
+                    sasl_kerberos_domain_name=self._sasl_kerberos_domain_name,
+                    sasl_oauth_token_provider=self._sasl_oauth_token_provider,
+                )
             except (OSError, KafkaError, TimeoutError):
                 continue
             try:

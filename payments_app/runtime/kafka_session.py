@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.ledger import PartitionState
-from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, until_answered
+from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, end_offsets, until_answered
 from payments_app.runtime.ledger_writer import Tenure
 from payments_app.runtime.metrics import METRICS
 from tables.ledger import PartitionStore
@@ -80,8 +80,8 @@ class LogReader:
         while True:
             async with self._lock:  # not held while waiting: other partitions' reads go on meanwhile
                 await self._start()
-                high = await end_offset(self._uncommitted, tp, "high watermark")
-                stable = await end_offset(self._consumer, tp, "stable offset")
+                high = (await end_offsets(self._uncommitted, [tp], f"{tp} high watermark"))[tp]
+                stable = (await end_offsets(self._consumer, [tp], f"{tp} stable offset"))[tp]
             if stable >= high:
                 return stable
             if time.monotonic() > deadline:
@@ -136,13 +136,6 @@ class LogReader:
             await self._consumer.stop()
             await self._uncommitted.stop()
             await self._admin.close()
-
-
-async def end_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, what: str) -> int:
-    """`tp`'s end as `consumer` reads it (its isolation level: the high watermark, or the last stable offset),
-    waiting out a node that does not answer."""
-    offsets = await until_answered(lambda: consumer.end_offsets([tp]), f"{tp} {what}", consumer._client)
-    return offsets[tp]  # type: ignore[no-any-return]
 
 
 @dataclass(eq=False)

@@ -32,16 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import (
-    InvalidProducerEpoch,
-    KafkaConnectionError,
-    KafkaError,
-    ProducerFenced,
-    TransactionCoordinatorFenced,
-)
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import require
-from payments_app.runtime.broker_waits import BROKER_WAIT_S, RETRY_BACKOFF_S
+from payments_app.runtime.broker_waits import BROKER_WAIT_S, until_answered
 from payments_app.runtime.commit import Fenced, PartitionCommit
 from payments_app.runtime.faust_fixes import track_topics
 from payments_app.runtime.metrics import COMMIT_SECONDS
@@ -162,7 +156,8 @@ class LedgerWriter:
     async def _new_producer(self, deadline: float) -> AIOKafkaProducer:
         """A started producer holding the transactional id; a broker that does not answer yet (restarting, two of
         three nodes down) is waited for until `deadline`."""
-        while True:
+
+        async def start() -> AIOKafkaProducer:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 transactional_id=self.transactional_id,
@@ -173,17 +168,17 @@ class LedgerWriter:
             )
             try:  # InitProducerId: aiokafka retries it for as long as the coordinator asks
                 await asyncio.wait_for(producer.start(), max(0.0, deadline - time.monotonic()))
-                return producer
-            except KafkaConnectionError as exc:  # no bootstrap server answered
+            except (KafkaError, TimeoutError):
                 await producer.stop()
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("%s: %r; trying again", self.transactional_id, exc)
-            except TimeoutError:
-                await producer.stop()
-                raise TimeoutError(f"{self.transactional_id}: the transaction coordinator gave no producer id "
-                                   f"in time") from None  # fmt: skip
-            await asyncio.sleep(RETRY_BACKOFF_S)
+                raise
+            return producer
+
+        try:
+            return await until_answered(start, f"{self.transactional_id}: a producer",
+                                        within_s=deadline - time.monotonic())  # fmt: skip
+        except TimeoutError:
+            raise TimeoutError(f"{self.transactional_id}: the transaction coordinator gave no producer id "
+                               f"in time") from None  # fmt: skip
 
     async def _abort(self, producer: AIOKafkaProducer) -> None:
         try:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, until_answered
+from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, end_offsets
 from payments_app.runtime.metrics import METRICS
 from tables.ledger import LedgerStores
 
@@ -93,7 +93,7 @@ class StandbyFollower:
         consumer.assign(tps)
         if not tps:
             return
-        ends = await until_answered(lambda: consumer.end_offsets(tps), "standby: changelog ends", consumer._client)
+        ends = await end_offsets(consumer, tps, "standby: changelog ends")
         for tp in tps:
             if tp.partition not in self.partitions:
                 continue  # a session took it over while the end offsets were read

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
 from payments_app.domain.access import Grant, Keyring
-from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, until_answered
+from payments_app.runtime.broker_waits import REQUEST_TIMEOUT_MS, end_offsets
 
 POLL_TIMEOUT_MS = 500
 #: how long a minting or revoking request waits to read its own write back before it fails
@@ -91,9 +91,7 @@ class TokenLog:
 
     async def _end(self) -> int:
         """The topic's end offset, waiting out a broker that does not answer (restarting, or its leader moving)."""
-        consumer = self._consumer
-        ends = await until_answered(lambda: consumer.end_offsets([self._tp]), "the tokens' end", consumer._client)
-        return ends[self._tp]  # type: ignore[no-any-return]
+        return (await end_offsets(self._consumer, [self._tp], "the tokens' end"))[self._tp]
 
     async def publish(self, grant: Grant) -> None:
         await self._write(grant.id, orjson.dumps(grant.to_dict()))
