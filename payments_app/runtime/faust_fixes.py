@@ -25,6 +25,9 @@
   while two of three nodes were down lists only the third; when that one died, it asked it forever, though the
   other two were back. Here a refresh that no listed broker answers goes to the bootstrap servers, as Java's
   `metadata.recovery.strategy=rebootstrap` does (KIP-899).
+* Faust asks only the first broker of its client's metadata which node creates topics, and a failure there stops
+  the worker: a worker started while that node was down exited at once, again and again. Here the first broker that
+  answers is asked, and a cluster with none answering is waited out (`LedgerTransport._get_controller_node`).
 * The consumer's heartbeats and joins renew this worker's group lease (`runtime.lease`), which aiokafka does not
   expose: reads of local partitions stop when it runs out. A completed join also records the generation and member
   id the assignment was given to, before the assignment is announced: the ledger commits under them
@@ -41,12 +44,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.conn import create_conn
 from aiokafka.consumer.group_coordinator import GroupCoordinator
-from aiokafka.errors import KafkaError, RequestTimedOutError
+from aiokafka.errors import KafkaError, NodeNotReadyError, RequestTimedOutError
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
 
+from payments_app.runtime.broker_waits import passes, until_answered
 from payments_app.runtime.lease import GroupLease
 from payments_app.runtime.txn_offsets import GroupMember
 
@@ -207,3 +212,23 @@ class LedgerTransport(faust_aiokafka.Transport):
     `instance_id` (the static membership id)."""
 
     Consumer = LedgerConsumer
+
+    async def _get_controller_node(self, owner: Service, client: AIOKafkaClient, timeout: int = 30000) -> int | None:
+        """The node to send a topic's creation to: asked of the first broker that answers (see the module
+        docstring). `timeout` is Faust's, in ms."""
+
+        async def ask_any_broker() -> int:
+            for broker in client.cluster.brokers():
+                try:
+                    response = await client.send(broker.nodeId, MetadataRequest([]))
+                except KafkaError as exc:
+                    if not passes(exc):
+                        raise
+                    continue
+                return int(response.controller_id)
+            client.force_metadata_update()
+            raise NodeNotReadyError("no broker of the cluster's metadata answers")
+
+        asked = until_answered(ask_any_broker, "the controller's id", client, within_s=timeout / 1000)
+        waited = await owner.wait(asked, timeout=timeout / 1000)
+        return None if waited.stopped else int(waited.result)

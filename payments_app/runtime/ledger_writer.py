@@ -19,7 +19,9 @@ transaction for every partition in its group, as in Kafka Streams' exactly-once 
 * A commit the brokers do not finish within `commit_timeout_s` (the transaction timeout and 5 s: a node paused or
   killed in the middle of it, two of three nodes down) ends as if fenced: its outcome is unknown, the producer is
   discarded, and a new one waits for a producer id (for up to `BROKER_WAIT_S`) before the partitions open again
-  from what the log holds.
+  from what the log holds. So does a commit one of whose requests fails with an error Kafka calls retriable, or
+  times out (a batch whose partition has had no leader for the request timeout: the node that led it was killed):
+  such a transaction can no longer commit, and a new producer's id aborts it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced, TransactionCoordinatorFenced
 
 from payments_app.domain.checks import require
-from payments_app.runtime.broker_waits import BROKER_WAIT_S, until_answered
+from payments_app.runtime.broker_waits import BROKER_WAIT_S, passes, until_answered
 from payments_app.runtime.commit import Fenced, PartitionCommit
 from payments_app.runtime.faust_fixes import track_topics
 from payments_app.runtime.metrics import COMMIT_SECONDS
@@ -120,6 +122,13 @@ class LedgerWriter:
                 log.warning("%s: producer %s replaced (%r)", self.transactional_id, _epoch(producer), exc)
                 await self._discard(producer)
                 raise ProducerReplaced(f"{self.transactional_id}: fenced ({exc!r})") from exc
+            except KafkaError as exc:
+                if not passes(exc):
+                    raise
+                log.warning("%s: a request of the commit failed (%r); its transaction is abandoned",
+                            self.transactional_id, exc)  # fmt: skip
+                await self._discard(producer)
+                raise ProducerReplaced(f"{self.transactional_id}: a request failed ({exc!r})") from exc
 
     async def _commit(
         self, producer: AIOKafkaProducer, parts: Sequence[PartitionCommit], member: GroupMember

@@ -15,6 +15,7 @@ transactional id), so the request is built here and sent through the producer's 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,10 @@ PRODUCER_FENCED_CODES = frozenset({47, 90})  # INVALID_PRODUCER_EPOCH, PRODUCER_
 _COORDINATOR_MOVED = frozenset({15, 16})  # COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
 _TRY_AGAIN = frozenset({7, 14, 51})  # REQUEST_TIMED_OUT, COORDINATOR_LOAD_IN_PROGRESS, CONCURRENT_TRANSACTIONS
 RETRY_BACKOFF_S = 0.05
-MAX_TRIES = 100
+#: how long a request is sent again while its coordinator cannot be reached or says to: a killed node stays the
+#: coordinator until the controller fences it (9 s) and the group's or transaction's state log moves, so a bound
+#: in tries (100 at 50 ms gave up after 5 s) stopped the worker; the commit's own time-out usually ends it first
+COORDINATOR_WAIT_S = 30.0
 
 
 class StaleMember(Exception):
@@ -135,9 +139,11 @@ def _partition_codes(response: Any) -> list[int]:
 
 async def _send(producer: AIOKafkaProducer, kind: CoordinationType, key: str, request: Any, codes: Any) -> None:
     """Send `request` to the coordinator of `key`, again while the broker says to or cannot be reached (as
-    aiokafka's own transactional requests do); raise on any other error."""
+    aiokafka's own transactional requests do), for up to `COORDINATOR_WAIT_S`; raise on any other error. Raises
+    KafkaTimeoutError when the time is up: the transaction's outcome is then unknown, as after any time-out."""
     sender = producer._sender
-    for _ in range(MAX_TRIES):
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while time.monotonic() < deadline:
         node_id = await sender._find_coordinator(kind, key)
         try:
             response = await producer.client.send(node_id, request, group=ConnectionGroup.COORDINATION)
@@ -159,4 +165,5 @@ async def _send(producer: AIOKafkaProducer, kind: CoordinationType, key: str, re
         elif not errors <= _TRY_AGAIN:
             raise Errors.for_code(min(errors - _TRY_AGAIN))(f"{type(request).__name__} to the {kind.name} coordinator")
         await asyncio.sleep(RETRY_BACKOFF_S)
-    raise Errors.KafkaError(f"{type(request).__name__}: still refused after {MAX_TRIES} tries")
+    raise Errors.KafkaTimeoutError(f"{type(request).__name__}: no answer from the {kind.name} coordinator in "
+                                   f"{COORDINATOR_WAIT_S:.0f} s")  # fmt: skip

@@ -1,6 +1,7 @@
 """How the ledger writer reads a failed commit: a refused assignment aborts the transaction and fences the tenure;
 a fenced producer, or one whose transaction's end is unknown, is replaced and its partitions are to be opened again;
-a commit the brokers never finish, likewise; any other failure is raised as is.
+a commit the brokers never finish, or one whose request failed with a retriable error, likewise; any other failure is
+raised as is.
 
 The producer is a stand-in that records what the writer asked of it."""
 
@@ -11,7 +12,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaError, ProducerFenced, UnknownError
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    NotEnoughReplicasError,
+    NotLeaderForPartitionError,
+    ProducerFenced,
+    UnknownError,
+)
 
 from payments_app.runtime import ledger_writer
 from payments_app.runtime.commit import Fenced, PartitionCommit
@@ -132,6 +140,25 @@ async def test_a_commit_the_brokers_never_finish_replaces_the_producer(monkeypat
     writer.commit_timeout_s = 0.05
     tenure = Tenure(writer, MEMBER)
     with pytest.raises(ProducerReplaced, match="commit timed out"):
+        await tenure.commit([PART])
+    assert producer.calls == ["begin", "stop"]
+    assert writer._producer is None and tenure.replaced
+
+
+@pytest.mark.parametrize("error", [NotLeaderForPartitionError(), KafkaTimeoutError(), NotEnoughReplicasError()])
+async def test_a_commit_whose_request_failed_retriably_is_abandoned(monkeypatch: Any, error: Exception) -> None:
+    """A killed node led a changelog partition: the batch sent to it fails once no leader is known for the request
+    timeout. The transaction cannot commit any more, so it is abandoned as a fenced one is, not a worker stopped."""
+
+    async def failed_send(self: Any, producer: Any, parts: Any, member: GroupMember) -> list[int]:
+        await producer.begin_transaction()
+        raise error
+
+    monkeypatch.setattr(LedgerWriter, "_commit", failed_send)
+    producer = RecordingProducer()
+    writer = writer_with(producer)
+    tenure = Tenure(writer, MEMBER)
+    with pytest.raises(ProducerReplaced, match="a request failed"):
         await tenure.commit([PART])
     assert producer.calls == ["begin", "stop"]
     assert writer._producer is None and tenure.replaced
