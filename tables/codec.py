@@ -9,6 +9,11 @@ The stored formats carry one version, `STORED_FORMAT`, for the changelog and the
 3. the changelog holds a commit's store entries packed (`r/{seq}/{part}`, `pack_entries`): a commit is one
    changelog record per partition instead of about two per transfer, and a standby or a restore writes what it
    reads without decoding any of it. (A version 2 worker reading such a key fails on its seq, `41/0`, and stops.)
+4. reservations (two-phase transfers): a segment's extras may hold `reserved`; a reservation's row
+   (`ROW_FIELDS["reservation"]`), its history entries naming the step they show (`"{id} {status}"`), and an expiry
+   entry (`x/{expires ms}/{id}`) while it is reserved, removed by an empty value once it is resolved. A version 3
+   worker would drop a segment's reserved money and leave the empty values in its store, so a rollout to version 4
+   goes forward only, as every rollout across a version does.
 
 A worker writes `STORED_FORMAT` and reads every earlier version too (`Segment.from_stored`, `store_entries`); a
 worker of an older version cannot read a newer one (it stops before committing anything), so a rollout across a
@@ -29,17 +34,23 @@ from payments_app.domain.checks import InvariantViolation
 from payments_app.domain.commands import Command, from_dict, to_dict
 from payments_app.domain.ledger import (
     PENDING,
+    REJECTED,
+    RESERVATION,
+    RESERVED,
+    expiry_key,
     history_accounts,
     history_positions,
     history_prefix,
     transaction_key,
 )
 
-STORED_FORMAT = 3
+STORED_FORMAT = 4
 
 #: commands per record: a group's relays to one partition can number thousands, and a record must stay well
 #: under the producer's 1 MB request limit (a relay is about 120 bytes encoded)
 MAX_COMMANDS_PER_RECORD = 2_000
+#: a store entry with this value is removed (`tables.ledger.PartitionStore.apply`): no stored value is empty
+DELETED = b""
 #: a commit's store entries travel in changelog records of at most this many bytes (well within the producer's
 #: batch and the broker's 1 MiB record limit); an entry larger than that travels alone
 MAX_PACK_BYTES = 512 * 1024
@@ -78,7 +89,8 @@ def decode_entries(payloads: Iterable[bytes]) -> list[Any]:
 def transaction_entries(prefix: str, seq: int, rows: list[list[Any]], decided_ms: int) -> list[tuple[bytes, bytes]]:
     """A commit's transaction rows as the store keeps them: one entry per id, and per decided row a history entry
     for each account it shows for (`history_accounts`), stamped `decided_ms`: the key says where it sorts, the value
-    is only the id (a history read looks the row up; this runs for every transfer, twice). `prefix` is the
+    is only the id (a history read looks the row up; this runs for every transfer, twice), or for a reservation the
+    id and the step it shows. A reservation also has its expiry entry while it is reserved. `prefix` is the
     partition's storage-key prefix."""
     rows_at = prefix + transaction_key("")
     entries = [((rows_at + row[0]).encode(), orjson.dumps(row)) for row in rows]
@@ -87,9 +99,14 @@ def transaction_entries(prefix: str, seq: int, rows: list[list[Any]], decided_ms
         if row[2] == PENDING:
             continue
         position = position_of(index)
-        tx_id = row[0].encode()
+        shown = row[0].encode()
+        if row[1] == RESERVATION:
+            shown = f"{row[0]} {row[2]}".encode()
+            if row[2] != REJECTED:  # a rejected one never held anything
+                held = row[2] == RESERVED
+                entries.append(((prefix + expiry_key(row[8], row[0])).encode(), row[0].encode() if held else DELETED))
         for account in history_accounts(row):
-            entries.append(((prefix + history_prefix(account) + position).encode(), tx_id))
+            entries.append(((prefix + history_prefix(account) + position).encode(), shown))
     return entries
 
 

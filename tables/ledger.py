@@ -102,7 +102,8 @@ class PartitionStore:
         return StoreView(self._db.iter())
 
     def apply(self, entries: Iterable[tuple[bytes, bytes]], changelog_offset: int) -> None:
-        """Store committed entries and the changelog offset of the last of them, in one atomic write."""
+        """Store committed entries and the changelog offset of the last of them, in one atomic write; an entry
+        with an empty value removes its key."""
         require(
             changelog_offset > self.checkpoint,
             f"{self.path}: changelog offset {changelog_offset} is not past the checkpoint {self.checkpoint}",
@@ -114,7 +115,10 @@ class PartitionStore:
         for key, value in sorted(entries, key=itemgetter(0)):
             if key == CHECKPOINT_KEY:
                 raise InvariantViolation("a ledger entry cannot use the checkpoint key")
-            batch.put(key, value)
+            if value:
+                batch.put(key, value)
+            else:  # `codec.DELETED`: a resolved reservation's expiry entry
+                batch.delete(key)
         batch.put(CHECKPOINT_KEY, str(changelog_offset).encode())
         self._db.write(batch, self._writes)
         self.checkpoint = changelog_offset

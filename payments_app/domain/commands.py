@@ -50,6 +50,43 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class Reserve:
+    """A two-phase transfer's first phase: hold `amount` of the payer's money for the payee until it is posted or
+    voided, or until `timeout_s` after `at_ms` (when the API took the request, in Unix ms) it expires."""
+
+    id: str
+    payer: str
+    payee: str
+    amount: int
+    timeout_s: int
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PostReserved:
+    """Pay the payee `amount` of reservation `id` (None: all of it); the rest goes back to the payer."""
+
+    id: str
+    amount: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class VoidReserved:
+    """Give all of reservation `id` back to the payer."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireReserved:
+    """Give back those of reservations `ids` whose time had run out at `now_ms` (the owner found them due in its
+    committed store; one posted or voided meanwhile stays as it is)."""
+
+    ids: list[str]
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class OfferRequest:
     """Ask this partition how much of `amount` the account's segment could move to partition `to`, for collection
     round `round`: nothing moves yet. The answer is always an Offer, possibly of zero."""
@@ -108,14 +145,23 @@ class PayeeCredit:
     relay: RelayId | None
 
 
-ClientTransaction = Deposit | Withdrawal | Transfer
-Command = OpenAccount | Deposit | Withdrawal | Transfer | OfferRequest | Offer | MoveRequest | MoveCredit | PayeeCredit
+ClientTransaction = Deposit | Withdrawal | Transfer | Reserve
+#: what a client asks of a reservation already decided
+Resolution = PostReserved | VoidReserved
+Command = (
+    OpenAccount | Deposit | Withdrawal | Transfer | Reserve | PostReserved | VoidReserved | ExpireReserved
+    | OfferRequest | Offer | MoveRequest | MoveCredit | PayeeCredit
+)  # fmt: skip
 
 KIND_OF: dict[type, str] = {
     OpenAccount: "open",
     Deposit: "deposit",
     Withdrawal: "withdrawal",
     Transfer: "transfer",
+    Reserve: "reservation",
+    PostReserved: "post",
+    VoidReserved: "void",
+    ExpireReserved: "expire",
     OfferRequest: "offer_request",
     Offer: "offer",
     MoveRequest: "move_request",
@@ -139,6 +185,9 @@ def _reader(cls: type) -> tuple[type, Callable[[dict[str, Any]], tuple[Any, ...]
     names: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
     if "relay" in names and names[-1] != "relay":
         raise TypeError(f"{cls.__name__}: the relay id must be the last field")
+    if len(names) == 1:  # itemgetter of one name returns the value itself, not a tuple of it
+        (name,) = names
+        return cls, lambda data: (data[name],), False
     return cls, itemgetter(*names), names[-1] == "relay"
 
 

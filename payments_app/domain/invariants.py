@@ -1,8 +1,9 @@
 """The bank's invariants as checks, shared by the reconciler, the tests and the benchmark.
 
-Each partition can be audited alone: its segments must add up to what flowed through it. Across partitions,
-money in flight (moved out of one segment or relayed to a payee's home, not yet arrived) must be
-non-negative, and all balances plus money in flight must equal deposits minus withdrawals.
+Each partition can be audited alone: its segments (what they can spend and what reservations hold in them) must
+add up to what flowed through it. Across partitions, money in flight (moved out of one segment or relayed to a
+payee's home, not yet arrived) must be non-negative, and all balances plus reserved money plus money in flight must
+equal deposits minus withdrawals.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class AuditReport:
     """What an audit found: the totals it computed and every problem, in words."""
 
     balances: int = 0
+    reserved: int = 0
     deposits: int = 0
     withdrawals: int = 0
     in_flight: int = 0
@@ -35,6 +37,7 @@ class AuditReport:
         return {
             "ok": self.ok,
             "balances": self.balances,
+            "reserved": self.reserved,
             "deposits": self.deposits,
             "withdrawals": self.withdrawals,
             "in_flight": self.in_flight,
@@ -67,6 +70,7 @@ class PartitionAudit:
         report = self.report
         report.segments += len(balances)
         report.balances += sum(balances)
+        report.reserved += sum(segment[3].get("reserved", 0) for segment in stored if len(segment) > 3)
         self.moved_in += sum(map(itemgetter(1), stored))
         self.moved_out += sum(map(itemgetter(2), stored))
         if balances and min(balances) < 0:
@@ -79,12 +83,17 @@ class PartitionAudit:
         meta, report, partition = self.meta, self.report, self.partition
         flows = (meta.deposits, -meta.withdrawals, meta.moved_in, -meta.moved_out, meta.credits_in, -meta.credits_out)
         expected = sum(flows)
-        if report.balances != expected:
+        if report.balances + report.reserved != expected:
             report.problems.append(
-                f"partition {partition}: segments hold {report.balances}, flows say {expected} "
+                f"partition {partition}: segments hold {report.balances} and {report.reserved} reserved, flows say "
+                f"{expected} "
                 f"(deposits {meta.deposits} - withdrawals {meta.withdrawals} "
                 f"+ moved in {meta.moved_in} - moved out {meta.moved_out} "
                 f"+ credits in {meta.credits_in} - credits out {meta.credits_out})"
+            )
+        if report.reserved != meta.reserved:
+            report.problems.append(
+                f"partition {partition}: segments hold {report.reserved} reserved, its reservations {meta.reserved}"
             )
         if (self.moved_in, self.moved_out) != (meta.moved_in, meta.moved_out):
             report.problems.append(
@@ -108,6 +117,7 @@ def audit_ledger(partitions: Mapping[int, tuple[PartitionMeta, AuditReport]]) ->
     moved_in = moved_out = 0
     for meta, report in partitions.values():
         total.balances += report.balances
+        total.reserved += report.reserved
         total.deposits += report.deposits
         total.withdrawals += report.withdrawals
         total.segments += report.segments
@@ -117,9 +127,10 @@ def audit_ledger(partitions: Mapping[int, tuple[PartitionMeta, AuditReport]]) ->
     total.in_flight = moved_out - moved_in
     if total.in_flight < 0:
         total.problems.append(f"more money arrived in segments than left them: in flight {total.in_flight}")
-    if total.balances + total.in_flight != total.deposits - total.withdrawals:
+    if total.balances + total.reserved + total.in_flight != total.deposits - total.withdrawals:
         total.problems.append(
-            f"money is not conserved: balances {total.balances} + in flight {total.in_flight} "
+            f"money is not conserved: balances {total.balances} + reserved {total.reserved} "
+            f"+ in flight {total.in_flight} "
             f"!= deposits {total.deposits} - withdrawals {total.withdrawals}"
         )
     return total

@@ -26,20 +26,27 @@ from payments_app.domain.commands import (
     ClientTransaction,
     Command,
     Deposit,
+    ExpireReserved,
     MoveCredit,
     MoveRequest,
     Offer,
     OfferRequest,
     OpenAccount,
     PayeeCredit,
+    PostReserved,
     RelayId,
+    Reserve,
     Transfer,
+    VoidReserved,
     Withdrawal,
 )
 from payments_app.domain.routing import BASELINE, decided_in, home_of, require_model
 from payments_app.domain.segments import Parked, Round, Segment
 
 PENDING, APPLIED, REJECTED = "pending", "applied", "rejected"
+#: a reservation's statuses once decided: held, then paid out (in full or in part), given back, or timed out
+RESERVED, POSTED, VOIDED, EXPIRED = "reserved", "posted", "voided", "expired"
+RESERVATION = "reservation"
 INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, SAME_ACCOUNT = "insufficient_funds", "unknown_account", "same_account"
 TOO_MANY_PENDING, MISROUTED = "too_many_pending", "misrouted"
 REJECTION_REASONS = (INSUFFICIENT_FUNDS, UNKNOWN_ACCOUNT, SAME_ACCOUNT, TOO_MANY_PENDING, MISROUTED)
@@ -53,6 +60,14 @@ def segment_key(account: str) -> str:
 
 def transaction_key(tx_id: str) -> str:
     return f"t/{tx_id}"
+
+
+def expiry_key(expires_ms: int, tx_id: str) -> str:
+    """A reservation's place among those its partition expires, in time order (kept while it is `reserved`)."""
+    return f"{EXPIRY_PREFIX}{expires_ms:013d}/{tx_id}"
+
+
+EXPIRY_PREFIX = "x/"
 
 
 def history_prefix(account: str) -> str:
@@ -73,15 +88,21 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
     "transfer": ("payer", "payee", "amount"),
     "deposit": ("account", "amount"),
     "withdrawal": ("account", "amount"),
+    RESERVATION: ("payer", "payee", "amount", "timeout_s", "expires_ms", "posted"),
 }
+#: the fields a request sets, which a resubmission must repeat (a reservation's deadline and posted amount are not)
+REQUEST_FIELDS: dict[str, tuple[str, ...]] = {**ROW_FIELDS, RESERVATION: ("payer", "payee", "amount", "timeout_s")}
 
 
 def history_accounts(row: list[Any]) -> tuple[str, ...]:
     """The accounts whose history shows a decided transaction, from its row (read in every store for every
     decided row, so without building a record): both sides of an applied transfer, only the payer of a rejected
-    one (it was the payer's request), the account of a deposit or withdrawal."""
+    one (it was the payer's request), the account of a deposit or withdrawal; a reservation's payer at each step,
+    and its payee once posted."""
     if row[1] == "transfer":
         return (row[4],) if row[2] == REJECTED else (row[4], row[5])
+    if row[1] == RESERVATION:
+        return (row[4], row[5]) if row[2] == POSTED else (row[4],)
     return (row[4],)
 
 
@@ -106,7 +127,10 @@ class TxRecord:
     def pending(cls, tx: ClientTransaction) -> TxRecord:
         """The record of a transaction not decided yet (an acknowledged submission, before its record is applied)."""
         kind = KIND_OF[type(tx)]
-        return cls(tx.id, kind, PENDING, None, {name: getattr(tx, name) for name in ROW_FIELDS[kind]})
+        fields = {name: getattr(tx, name) for name in REQUEST_FIELDS[kind]}
+        if isinstance(tx, Reserve):
+            fields["expires_ms"], fields["posted"] = tx.at_ms + tx.timeout_s * 1000, None
+        return cls(tx.id, kind, PENDING, None, fields)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TxRecord:
@@ -115,28 +139,36 @@ class TxRecord:
 
     def same_request(self, tx: ClientTransaction) -> bool:
         """Whether `tx` asks for what this record holds (same kind and fields): a resubmission, not a conflict."""
-        return self.kind == KIND_OF[type(tx)] and all(getattr(tx, name) == value for name, value in self.fields.items())
+        kind, fields = self.kind, self.fields
+        return kind == KIND_OF[type(tx)] and all(getattr(tx, name) == fields[name] for name in REQUEST_FIELDS[kind])
 
     @property
     def decided(self) -> bool:
         return self.status != PENDING
 
-    def seen_from(self, account: str) -> tuple[int, str | None]:
+    def seen_from(self, account: str, step: str | None = None) -> tuple[int, str | None]:
         """The transaction in `account`'s history: its signed amount (negative leaves the account) and the
-        counterparty of a transfer."""
+        counterparty of a transfer. A reservation shows each `step` (the status it reached) on its own: the hold
+        leaves the payer; a post pays the payee and gives the payer back what was not posted; a void or an expiry
+        gives the payer everything back."""
         fields, amount = self.fields, self.fields["amount"]
         if self.kind == "deposit":
             return amount, None
         if self.kind == "withdrawal":
             return -amount, None
-        if fields["payer"] == account:
-            return -amount, fields["payee"]
-        return amount, fields["payer"]
+        payer, payee = fields["payer"], fields["payee"]
+        if self.kind == RESERVATION and step in (POSTED, VOIDED, EXPIRED):
+            if account == payee:
+                return fields["posted"], payer
+            return amount - (fields["posted"] or 0) if step == POSTED else amount, payee
+        if payer == account:
+            return -amount, payee
+        return amount, payer
 
     @property
     def accounts(self) -> set[str]:
         """The accounts it moves money of: payer and payee, or the one account of a deposit or withdrawal."""
-        if self.kind == "transfer":
+        if self.kind in ("transfer", RESERVATION):
             return {self.fields["payer"], self.fields["payee"]}
         return {self.fields["account"]}
 
@@ -166,6 +198,7 @@ class PartitionMeta:
     next_round: int = 0
     relay_seen: dict[str, list[int]] = field(default_factory=dict)
     decided: int = 0  # client transactions applied or rejected here: each id counts once, ever
+    reserved: int = 0  # held by this partition's open reservations (in its segments' `reserved`)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -341,6 +374,14 @@ class _Batch:
             self.payee_credit(command)
         elif isinstance(command, OpenAccount):
             self.open_account(command)
+        elif isinstance(command, Reserve):
+            self.reserve(command)
+        elif isinstance(command, PostReserved):
+            self.post(command)
+        elif isinstance(command, VoidReserved):
+            self.void(command)
+        elif isinstance(command, ExpireReserved):
+            self.expire(command)
         else:
             raise TypeError(f"unknown command {command!r}")
 
@@ -384,6 +425,66 @@ class _Batch:
             self._reject(record, UNKNOWN_ACCOUNT)
             return
         self._debit_or_park(tx.payer, segment, record, tx.amount, tx.payee)
+
+    def reserve(self, tx: Reserve) -> None:
+        """Decided as a transfer is (at once, parked for a collection round, or rejected), but the payer's money is
+        held in its segment here instead of reaching the payee."""
+        if self._is_duplicate(tx.id):
+            return
+        record = TxRecord.pending(tx)
+        if tx.payer == tx.payee:
+            self._reject(record, SAME_ACCOUNT)
+            return
+        if self._misrouted(tx, record):
+            return
+        segment = self.state.segment(tx.payer)
+        if segment is None or self.state.segment(tx.payee) is None:
+            self._reject(record, UNKNOWN_ACCOUNT)
+            return
+        self._debit_or_park(tx.payer, segment, record, tx.amount, tx.payee)
+
+    # a reservation's second phase: each applies to a reservation still `reserved`, and to nothing else (the
+    # service answers a client from the record as it stands afterwards)
+
+    def post(self, command: PostReserved) -> None:
+        record = self._reserved(command.id)
+        if record is None:
+            return
+        amount = record.fields["amount"]
+        posted = amount if command.amount is None else command.amount
+        if not 1 <= posted <= amount:
+            return
+        self._release(record, POSTED, kept=amount - posted)
+        record.fields["posted"] = posted
+        self._credit_payee(record.fields["payee"], posted, record)
+
+    def void(self, command: VoidReserved) -> None:
+        record = self._reserved(command.id)
+        if record is not None:
+            self._release(record, VOIDED, kept=record.fields["amount"])
+
+    def expire(self, command: ExpireReserved) -> None:
+        for tx_id in command.ids:
+            record = self._reserved(tx_id)
+            if record is not None and record.fields["expires_ms"] <= command.now_ms:
+                self._release(record, EXPIRED, kept=record.fields["amount"])
+
+    def _reserved(self, tx_id: str) -> TxRecord | None:
+        record = self.state.transaction(tx_id)
+        return record if record is not None and record.kind == RESERVATION and record.status == RESERVED else None
+
+    def _release(self, record: TxRecord, status: str, kept: int) -> None:
+        """End a reservation: its hold leaves the payer's segment here, `kept` of it back to the balance."""
+        payer = record.fields["payer"]
+        segment = self.state.segment(payer)
+        if segment is None:
+            raise InvariantViolation(f"the payer of {record!r} has no segment here")
+        segment.release(record.fields["amount"], kept)
+        self.meta.reserved -= record.fields["amount"]
+        record.status = status
+        self.state.put_transaction(record)
+        self.state.put_segment(payer, segment)
+        self._drain(payer, segment)
 
     def _admit_one_account(self, tx: Deposit | Withdrawal, kind: str) -> tuple[TxRecord, Segment] | None:
         """The record and segment of a deposit or withdrawal that goes ahead; None when it is settled here."""
@@ -481,20 +582,30 @@ class _Batch:
     def _settle(self, segment: Segment, amount: int, payee: str | None, record: TxRecord) -> None:
         if record.status != PENDING:
             raise InvariantViolation(f"settling {amount} for {record!r}, which is decided")
+        if record.kind == RESERVATION:
+            segment.hold(amount)
+            self.meta.reserved += amount
+            self._apply(record, RESERVED)
+            return
         segment.debit(amount)
         if payee is None:
             self.meta.withdrawals += amount
-        elif not self.segmented and home_of(payee, self.partitions) != self.partition:
+        else:
+            self._credit_payee(payee, amount, record)
+        self._apply(record)
+
+    def _credit_payee(self, payee: str, amount: int, record: TxRecord) -> None:
+        """The payee's side: its segment here, or in the baseline its home, by a relay."""
+        if not self.segmented and home_of(payee, self.partitions) != self.partition:
             self.meta.credits_out += amount
             credit = PayeeCredit(payee, amount, record.id, self._next_relay_id())
             self.outcome.relays.append((home_of(payee, self.partitions), credit))
-        else:
-            payee_segment = self.state.segment(payee)
-            if payee_segment is None:
-                raise InvariantViolation(f"payee of {record!r} has no segment here")
-            payee_segment.credit(amount)
-            self.state.put_segment(payee, payee_segment)
-        self._apply(record)
+            return
+        payee_segment = self.state.segment(payee)
+        if payee_segment is None:
+            raise InvariantViolation(f"payee of {record!r} has no segment here")
+        payee_segment.credit(amount)
+        self.state.put_segment(payee, payee_segment)
 
     def _drain(self, account: str, segment: Segment) -> None:
         """Apply parked debits in order while they fit; reject those whose round closed short."""
@@ -579,8 +690,8 @@ class _Batch:
             return True
         return False
 
-    def _apply(self, record: TxRecord) -> None:
-        record.status = APPLIED
+    def _apply(self, record: TxRecord, status: str = APPLIED) -> None:
+        record.status = status
         self.state.put_transaction(record)
         self.outcome.applied += 1
         self.meta.decided += 1

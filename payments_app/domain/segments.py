@@ -62,6 +62,7 @@ class Segment:
     parked: list[Parked] = field(default_factory=list)
     round: Round | None = None
     opened_by: str | None = None  # the request that created the account (kept in its home partition only)
+    reserved: int = 0  # held by reservations decided in this partition: out of `balance`, not yet the payee's
 
     def credit(self, amount: int) -> None:
         if amount < 0:
@@ -73,6 +74,18 @@ class Segment:
         if not 0 <= amount <= self.balance:
             raise LedgerError(f"debit of {amount} from a segment holding {self.balance}")
         self.balance -= amount
+
+    def hold(self, amount: int) -> None:
+        """A reservation: the amount leaves what the segment can spend, and stays the account's until released."""
+        self.debit(amount)
+        self.reserved += amount
+
+    def release(self, amount: int, kept: int) -> None:
+        """A reservation of `amount` ends: `kept` of it comes back to the balance (the rest was paid out)."""
+        if not 0 <= kept <= amount <= self.reserved:
+            raise LedgerError(f"releasing {kept} of {amount} from a segment holding {self.reserved} reserved")
+        self.reserved -= amount
+        self.balance += kept
 
     def can_pay_now(self, amount: int) -> bool:
         """True when a new debit may be applied at once: funds are here and nobody is queued before it."""
@@ -91,9 +104,10 @@ class Segment:
     def to_stored(self) -> list[Any]:
         """The stored form, written for each segment a commit changes (about two per transfer): `[balance,
         moved_in, moved_out]`, and a fourth item, a dict, only while debits wait, a round is open or the segment
-        names the request that opened its account. A third of the dict form's bytes, and faster both ways."""
+        names the request that opened its account or reservations hold some of its money. A third of the dict
+        form's bytes, and faster both ways."""
         data: list[Any] = [self.balance, self.moved_in, self.moved_out]
-        if not self.parked and self.round is None and self.opened_by is None:
+        if not self.parked and self.round is None and self.opened_by is None and not self.reserved:
             return data  # nearly every segment: no extras to gather
         extras: dict[str, Any] = {}
         if self.parked:
@@ -102,6 +116,8 @@ class Segment:
             extras["round"] = self.round.to_list()
         if self.opened_by is not None:
             extras["opened_by"] = self.opened_by
+        if self.reserved:
+            extras["reserved"] = self.reserved
         data.append(extras)
         return data
 
@@ -122,6 +138,7 @@ class Segment:
             parked=[Parked.from_dict(p) for p in extras.get("parked", ())],
             round=Round.from_list(round_) if round_ else None,
             opened_by=extras.get("opened_by"),
+            reserved=extras.get("reserved", 0),
         )
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from payments_app.domain.checks import InvariantViolation
-from payments_app.domain.commands import ClientTransaction, MoveRequest, OpenAccount
+from payments_app.domain.commands import ClientTransaction, ExpireReserved, MoveRequest, OpenAccount, Resolution
 from payments_app.domain.invariants import AuditReport, audit_ledger, audit_partition
 from payments_app.domain.ledger import (
     META_KEY,
@@ -38,6 +38,12 @@ class Crash(Exception):
     pass
 
 
+def restored(entries: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """What a store holds after writing `entries` in order: the last value of each key, an empty one removing it."""
+    latest = dict(entries)
+    return {key: value for key, value in latest.items() if value}
+
+
 @dataclass
 class SimStore:
     """`tables.ledger.PartitionStore` as a dict with a checkpoint."""
@@ -51,7 +57,11 @@ class SimStore:
     def apply(self, entries: Sequence[tuple[bytes, bytes]], changelog_offset: int) -> None:
         if changelog_offset <= self.checkpoint:
             raise InvariantViolation(f"checkpoint {changelog_offset} is not past {self.checkpoint}")
-        self.entries.update(entries)
+        for key, value in entries:
+            if value:
+                self.entries[key] = value
+            else:
+                self.entries.pop(key, None)
         self.checkpoint = changelog_offset
 
     def apply_log(self, records: Sequence[tuple[int, bytes, bytes]]) -> int:
@@ -125,7 +135,7 @@ class ChangelogReadout:
 
     def stored(self, p: int) -> dict[bytes, bytes]:
         """The entries a store restored from partition `p`'s whole changelog holds."""
-        return dict(entry for record in self.changelog(p) for entry in store_entries(*record))
+        return restored(entry for record in self.changelog(p) for entry in store_entries(*record))
 
     def value(self, p: int, key: str) -> Any:
         return decode_entry(self.stored(p).get(storage_key(p, key)))
@@ -177,6 +187,14 @@ class SimCluster(ChangelogReadout):
         """Append a client transaction to the partition the model routes it to (or to `partition`)."""
         p = decided_in(command, self.partitions, self.model) if partition is None else partition
         self.parts[p].log.append(encode_batch([command]))
+
+    def resolve(self, command: Resolution | ExpireReserved, tx_id: str) -> None:
+        """Append a reservation's post, void or expiry to the partition that decided `tx_id`."""
+        self.parts[self.where(tx_id)].log.append(encode_batch([command]))
+
+    def where(self, tx_id: str) -> int:
+        """The partition holding the transaction's record (the API looks it up the same way)."""
+        return next(p for p in range(self.partitions) if self.value(p, transaction_key(tx_id)) is not None)
 
     def submit_direct(self, command: ClientTransaction, fault: str | None = None) -> bool:
         """A client's transaction applied at its partition's owner as `service.intake` does it: staged in the
@@ -338,7 +356,8 @@ class SimCluster(ChangelogReadout):
     def stores_match_changelogs(self) -> bool:
         """Every store holds exactly the changelog prefix its checkpoint names."""
         for part in self.parts:
-            expected = dict(e for entry in part.changelog[: part.store.checkpoint + 1] for e in store_entries(*entry))
+            committed = part.changelog[: part.store.checkpoint + 1]
+            expected = restored(e for entry in committed for e in store_entries(*entry))
             if part.store.entries != expected:
                 return False
         return True
