@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import payments_app.service.agents.expiry
 import payments_app.service.agents.ledger
 import payments_app.service.agents.reconciler
 import payments_app.service.agents.standby

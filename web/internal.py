@@ -18,7 +18,7 @@ from aiohttp import web as aiohttp_web
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from payments_app.domain.commands import ClientTransaction, from_dict
+from payments_app.domain.commands import ClientTransaction, PostReserved, Resolution, VoidReserved, from_dict
 from payments_app.domain.money import InvalidInput
 from payments_app.runtime.metrics import METRICS, register_collector
 from payments_app.service.app import app
@@ -98,7 +98,7 @@ async def submit(request: aiohttp_web.Request) -> aiohttp_web.Response:
 def parse_submission(body: Any) -> Submission:
     transactions = [from_dict(item) for item in body["transactions"]]
     if not all(isinstance(tx, ClientTransaction) for tx in transactions):
-        raise TypeError("only deposits, withdrawals and transfers are submitted")
+        raise TypeError("only deposits, withdrawals, transfers and reservations are submitted")
     return int(body["partition"]), transactions, float(body["wait_s"])  # type: ignore[return-value]
 
 
@@ -118,6 +118,22 @@ async def lookup(request: aiohttp_web.Request) -> aiohttp_web.Response:
 
     async def answer(args: tuple[int, str, float]) -> Any:
         return {"record": await INTAKE.lookup(*args)}
+
+    return await _owner_answer(request, parse, answer)
+
+
+async def resolve(request: aiohttp_web.Request) -> aiohttp_web.Response:
+    """Post or void a reservation decided in a partition this worker owns (`intake.Intake.resolve`):
+    `{"partition", "command": wire form}` -> `{"record": ... or null}`."""
+
+    def parse(body: Any) -> tuple[int, Resolution]:
+        command = from_dict(body["command"])
+        if not isinstance(command, PostReserved | VoidReserved):
+            raise TypeError("only a post or a void resolves a reservation")
+        return int(body["partition"]), command
+
+    async def answer(args: tuple[int, Resolution]) -> Any:
+        return {"record": await INTAKE.resolve(*args)}
 
     return await _owner_answer(request, parse, answer)
 
@@ -194,6 +210,7 @@ def internal_app() -> aiohttp_web.Application:
     routes.router.add_post("/internal/entries", entries)
     routes.router.add_post("/internal/submit", submit)
     routes.router.add_post("/internal/lookup", lookup)
+    routes.router.add_post("/internal/resolve", resolve)
     routes.router.add_post("/internal/history", history)
     routes.router.add_get("/internal/progress", progress)
     routes.router.add_post("/internal/audit", audit)

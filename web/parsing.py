@@ -7,11 +7,13 @@ from typing import Any
 
 import orjson
 
-from payments_app.domain.commands import Deposit, Transfer, Withdrawal
+from payments_app.domain.commands import Deposit, PostReserved, Reserve, Transfer, Withdrawal
 from payments_app.domain.money import InvalidInput, require_amount, require_id
 
 MAX_BODY_BYTES = 4 * 2**20
 MAX_TRANSFERS_PER_REQUEST = 10_000
+#: a reservation's `timeout_s`: at least a second, at most 30 days, a day unless the request says
+MIN_TIMEOUT_S, MAX_TIMEOUT_S, DEFAULT_TIMEOUT_S = 1, 30 * 86_400, 86_400
 
 
 class BodyTooLarge(ValueError):
@@ -27,13 +29,15 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput(f"body is not valid JSON: {exc}", malformed=True) from exc
 
 
-def _fields(data: Any, required: tuple[str, ...], where: str = "body") -> dict[str, Any]:
+def _fields(
+    data: Any, required: tuple[str, ...], where: str = "body", optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput(f"{where} must be a JSON object", malformed=True)
     missing = [name for name in required if name not in data]
     if missing:
         raise InvalidInput(f"{where} is missing {', '.join(f'`{m}`' for m in missing)}", malformed=True)
-    unknown = sorted(set(data) - set(required))
+    unknown = sorted(set(data) - set(required) - set(optional))
     if unknown:
         raise InvalidInput(f"{where} has unknown field(s) {', '.join(f'`{u}`' for u in unknown)}", malformed=True)
     return data
@@ -57,26 +61,51 @@ def parse_withdrawal(data: Any) -> Withdrawal:
     )
 
 
-def parse_transfer(data: Any, where: str = "body") -> Transfer:
-    fields = _fields(data, ("id", "payer", "payee", "amount"), where)
-    transfer = Transfer(
+def parse_transfer(data: Any, now_ms: int, where: str = "body") -> Transfer | Reserve:
+    """A transfer, or with `"pending": true` a reservation (`timeout_s` from now, a day by default)."""
+    fields = _fields(data, ("id", "payer", "payee", "amount"), where, optional=("pending", "timeout_s"))
+    tx_id, payer, payee = (
         require_id(fields["id"], "id"),
         require_id(fields["payer"], "payer"),
         require_id(fields["payee"], "payee"),
-        require_amount(fields["amount"]),
     )
-    if transfer.payer == transfer.payee:
+    amount = require_amount(fields["amount"])
+    if payer == payee:
         raise InvalidInput(f"{where}: `payer` and `payee` must be different accounts", malformed=False)
-    return transfer
+    pending = fields.get("pending", False)
+    if not isinstance(pending, bool):
+        raise InvalidInput(f"{where}: `pending` must be true or false", malformed=True)
+    if not pending:
+        if "timeout_s" in fields:
+            raise InvalidInput(f"{where}: `timeout_s` is only for a pending transfer", malformed=False)
+        return Transfer(tx_id, payer, payee, amount)
+    return Reserve(tx_id, payer, payee, amount, _timeout_s(fields.get("timeout_s", DEFAULT_TIMEOUT_S), where), now_ms)
 
 
-def parse_transfers(data: Any) -> tuple[list[Transfer], bool]:
+def _timeout_s(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{where}: `timeout_s` must be a whole number of seconds", malformed=True)
+    if not MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S:
+        raise InvalidInput(f"{where}: `timeout_s` must be between {MIN_TIMEOUT_S} and {MAX_TIMEOUT_S:,}",
+                           malformed=False)  # fmt: skip
+    return value
+
+
+def parse_post(data: Any, tx_id: str) -> PostReserved:
+    """`POST /transfers/{id}/post`: an empty body or `{}` posts all of it, `{"amount": N}` N of it."""
+    if data is None:
+        return PostReserved(tx_id, None)
+    fields = _fields(data, (), optional=("amount",))
+    return PostReserved(tx_id, require_amount(fields["amount"]) if "amount" in fields else None)
+
+
+def parse_transfers(data: Any, now_ms: int) -> tuple[list[Transfer | Reserve], bool]:
     """One transfer object, or an array of 1..10,000; returns the transfers and whether an array was sent."""
     if not isinstance(data, list):
-        return [parse_transfer(data)], False
+        return [parse_transfer(data, now_ms)], False
     if not 1 <= len(data) <= MAX_TRANSFERS_PER_REQUEST:
         raise InvalidInput(f"an array must hold 1 to {MAX_TRANSFERS_PER_REQUEST} transfers", malformed=False)
-    transfers = [parse_transfer(item, f"item {n}") for n, item in enumerate(data)]
+    transfers = [parse_transfer(item, now_ms, f"item {n}") for n, item in enumerate(data)]
     seen: set[str] = set()
     for n, transfer in enumerate(transfers):
         if transfer.id in seen:

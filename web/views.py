@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -14,9 +15,16 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from payments_app.domain.access import READ, TRANSFER, Forbidden, mint, parse_grant_request
-from payments_app.domain.commands import ClientTransaction, OpenAccount, to_dict
+from payments_app.domain.commands import (
+    ClientTransaction,
+    OpenAccount,
+    PostReserved,
+    Resolution,
+    VoidReserved,
+    to_dict,
+)
 from payments_app.domain.invariants import AuditReport, audit_ledger
-from payments_app.domain.ledger import PartitionMeta, TxRecord, segment_key
+from payments_app.domain.ledger import POSTED, RESERVATION, RESERVED, VOIDED, PartitionMeta, TxRecord, segment_key
 from payments_app.domain.money import InvalidInput, partition_of, require_id
 from payments_app.domain.routing import BASELINE, decided_in
 from payments_app.domain.segments import Segment
@@ -46,6 +54,7 @@ from web.parsing import (
     parse_history_query,
     parse_json,
     parse_new_account,
+    parse_post,
     parse_transfers,
     parse_wait,
     parse_withdrawal,
@@ -64,8 +73,9 @@ def retry_later(view: View, status: int, code: str, detail: str) -> Response:
     return response
 
 
-async def read_body(request: Request) -> Any:
-    """The parsed JSON body, refusing more than MAX_BODY_BYTES before reading it all."""
+async def read_body(request: Request, optional: bool = False) -> Any:
+    """The parsed JSON body, refusing more than MAX_BODY_BYTES before reading it all; None for an empty body if it
+    is `optional`."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
     chunks, size = [], 0
@@ -74,6 +84,8 @@ async def read_body(request: Request) -> Any:
         if size > MAX_BODY_BYTES:
             raise BodyTooLarge(f"request body is larger than {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
+    if optional and not chunks:
+        return None
     return parse_json(b"".join(chunks))
 
 
@@ -208,6 +220,7 @@ class Account(ApiView):
             {
                 "id": account,
                 "balance": sum(s.balance for s in present),
+                "reserved": sum(s.reserved for s in present),
                 "segments": {str(p): s.balance for p, s in enumerate(present)},
                 "in_flight": sum(s.moved_out for s in present) - sum(s.moved_in for s in present),
             }
@@ -262,30 +275,91 @@ class Withdrawals(ApiView):
 @app.page("/transfers")
 class Transfers(ApiView):
     async def post(self, request: Request) -> Response:
-        transfers, as_array = parse_transfers(await read_body(request))
+        transfers, as_array = parse_transfers(await read_body(request), time.time_ns() // 1_000_000)
         principal(request).require_accounts(TRANSFER, {t.payer for t in transfers}, "pay from account(s)")
         return await submit(self, request, list(transfers), as_array)
+
+
+@app.page("/transfers/{tx_id}/post")
+class PostTransfer(ApiView):
+    """A reservation's second phase: pay the payee all of it, or `{"amount": N}` of it (the rest goes back)."""
+
+    async def post(self, request: Request, tx_id: str) -> Response:
+        require_id(tx_id, "id")
+        return await resolve(self, request, parse_post(await read_body(request, optional=True), tx_id))
+
+
+@app.page("/transfers/{tx_id}/void")
+class VoidTransfer(ApiView):
+    """A reservation's second phase: give all of it back to the payer."""
+
+    async def post(self, request: Request, tx_id: str) -> Response:
+        require_id(tx_id, "id")
+        if await read_body(request, optional=True) not in (None, {}):
+            raise InvalidInput("a void takes no fields: send no body, or `{}`", malformed=True)
+        return await resolve(self, request, VoidReserved(tx_id))
+
+
+async def resolve(view: View, request: Request, command: Resolution) -> Response:
+    """Post or void a reservation at the owner of the partition that decided it, if the caller may pay from its
+    payer. The same call again answers the same record; any other call on a reservation no longer reserved, or on
+    a transaction that is not one, answers 409 naming its status."""
+    found = await find_transaction(command.id, 0.0)
+    if found is None:
+        return error(view, 404, "not_found", f"no transaction {command.id!r}")
+    partition, record = found
+    caller = principal(request)
+    caller.require_any_account(READ, TxRecord.from_dict(record).accounts, f"read transaction {command.id!r}")
+    if record["kind"] != RESERVATION:
+        return error(view, 409, "not_pending", f"{command.id!r} is a {record['kind']}, not a pending transfer")
+    caller.require_accounts(TRANSFER, {record["payer"]}, "pay from account(s)")
+    if isinstance(command, PostReserved) and (command.amount or 0) > record["amount"]:
+        raise InvalidInput(f"`amount` must be at most the {record['amount']} reserved", malformed=False)
+    if record["status"] == RESERVED:
+
+        async def local() -> dict[str, Any]:
+            return {"record": await INTAKE.resolve(partition, command)}
+
+        payload = {"partition": partition, "command": to_dict(command)}
+        record = (await at_owner(partition, local, "/internal/resolve", payload))["record"] or record
+    if resolved_by(record, command):
+        return view.json(record)
+    return view.json({"error": "not_reserved", "status": record["status"], "record": record,
+                      "detail": f"transfer {command.id!r} is {record['status']}"}, status=409)  # fmt: skip
+
+
+def resolved_by(record: dict[str, Any], command: Resolution) -> bool:
+    """Whether the reservation is as `command` leaves it: voided, or posted with its amount (all by default)."""
+    if isinstance(command, VoidReserved):
+        return bool(record["status"] == VOIDED)
+    return record["status"] == POSTED and record["posted"] == (command.amount or record["amount"])
 
 
 @app.page("/transactions/{tx_id}")
 class Transaction(ApiView):
     async def get(self, request: Request, tx_id: str) -> Response:
         require_id(tx_id, "id")
-        wait_s = parse_wait(request.query.get("wait"))
-
-        async def at_partition(partition: int) -> dict[str, Any] | None:
-            async def local() -> dict[str, Any]:
-                return {"record": await INTAKE.lookup(partition, tx_id, wait_s)}
-
-            payload = {"partition": partition, "id": tx_id, "wait_s": wait_s}
-            return (await at_owner(partition, local, "/internal/lookup", payload, wait_s + REQUEST_TIMEOUT_S))["record"]
-
-        found = [r for r in await asyncio.gather(*map(at_partition, status_partitions(tx_id))) if r is not None]
-        if not found:
+        found = await find_transaction(tx_id, parse_wait(request.query.get("wait")))
+        if found is None:
             return error(self, 404, "not_found", f"no transaction {tx_id!r}")
-        record = max(found, key=lambda r: r["status"] != "pending")
+        _, record = found
         principal(request).require_any_account(READ, TxRecord.from_dict(record).accounts, f"read transaction {tx_id!r}")
         return self.json(record)
+
+
+async def find_transaction(tx_id: str, wait_s: float) -> tuple[int, dict[str, Any]] | None:
+    """The partition holding the transaction's record, and the record, waited for up to `wait_s` if pending."""
+
+    async def at_partition(partition: int) -> tuple[int, dict[str, Any] | None]:
+        async def local() -> dict[str, Any]:
+            return {"record": await INTAKE.lookup(partition, tx_id, wait_s)}
+
+        payload = {"partition": partition, "id": tx_id, "wait_s": wait_s}
+        answer = await at_owner(partition, local, "/internal/lookup", payload, wait_s + REQUEST_TIMEOUT_S)
+        return partition, answer["record"]
+
+    found = [(p, r) for p, r in await asyncio.gather(*map(at_partition, status_partitions(tx_id))) if r is not None]
+    return max(found, key=lambda found: found[1]["status"] != "pending") if found else None
 
 
 def status_partitions(tx_id: str) -> list[int]:

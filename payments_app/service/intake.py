@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from payments_app.domain.commands import ClientTransaction, Command
+from payments_app.domain.commands import ClientTransaction, Command, Resolution
 from payments_app.domain.ledger import TxRecord, transaction_key
 from payments_app.runtime.commit import GroupResult, Session
 from payments_app.runtime.metrics import DECISION_SECONDS
@@ -130,11 +130,7 @@ class Intake:
         if the client goes away."""
         if self.size + len(new) > self.max_waiting:
             raise Backlogged(f"{self.size:,} submissions wait for a decision on this worker")
-        if (stalled_s := self.pipeline.commit_running_s()) > STALLED_COMMIT_S:
-            raise Unavailable(f"the brokers have not finished this worker's last commit in {stalled_s:.0f} s")
-        session = self.opened(partition)
-        if session is None:
-            raise NotOwner(f"partition {partition} is not open on this worker")
+        session = self._committing(partition)
         commit = asyncio.ensure_future(self._commit(session, new))
         waiting = self._waiting[partition]
         loop, now = asyncio.get_running_loop(), time.monotonic()
@@ -146,6 +142,34 @@ class Intake:
         self.size += len(new)
         if not await asyncio.shield(commit):
             raise NotOwner(f"partition {partition}: left this worker before its commit; nothing was applied")
+
+    def _committing(self, partition: int) -> Session:
+        """The partition's session, if it is open here and the brokers take this worker's commits."""
+        if (stalled_s := self.pipeline.commit_running_s()) > STALLED_COMMIT_S:
+            raise Unavailable(f"the brokers have not finished this worker's last commit in {stalled_s:.0f} s")
+        session = self.opened(partition)
+        if session is None:
+            raise NotOwner(f"partition {partition} is not open on this worker")
+        return session
+
+    async def resolve(self, partition: int, command: Resolution) -> dict[str, Any] | None:
+        """Post or void a reservation decided in `partition`: committed before this returns. The record as it then
+        stands (None if the partition has no such id); a reservation posted or voided before stays as it was."""
+        committed = await self.stage(partition, [command])
+        for record in committed:
+            if record.id == command.id:
+                return record.to_dict()
+        row = self.read(partition, transaction_key(command.id))
+        return None if row is None else TxRecord.from_row(row).to_dict()
+
+    async def stage(self, partition: int, commands: Sequence[Command]) -> list[TxRecord]:
+        """Apply `commands` (not client transactions: those go through `submit`) in the partition's open group and
+        wait for its commit; the records it changed there."""
+        session = self._committing(partition)
+        result = await self.pipeline.add_submitted(session, commands)
+        if partition not in result.committed:
+            raise NotOwner(f"partition {partition}: left this worker before its commit; nothing was applied")
+        return result.transactions.get(partition, [])
 
     async def _commit(self, session: Session, new: list[ClientTransaction]) -> bool:
         """Stage `new` in the agent's open group; whether that group committed it here. Staging or committing that

@@ -66,6 +66,8 @@ def _answer_of(url: str, status: int, body: bytes) -> Any:
         raise NotOwner(f"{url}: {orjson.loads(body)['detail']}")
     if status == 429:
         raise Backlogged(orjson.loads(body)["detail"])
+    if status == 503:
+        raise Unavailable(orjson.loads(body)["detail"])
     raise RuntimeError(f"{url} answered {status}: {body[:200]!r}")
 
 

@@ -12,7 +12,16 @@ from itertools import islice
 from typing import Any
 
 from payments_app.domain.invariants import AuditReport, PartitionAudit
-from payments_app.domain.ledger import META_KEY, PartitionMeta, TxRecord, history_prefix, segment_key, transaction_key
+from payments_app.domain.ledger import (
+    EXPIRY_PREFIX,
+    META_KEY,
+    PartitionMeta,
+    TxRecord,
+    expiry_key,
+    history_prefix,
+    segment_key,
+    transaction_key,
+)
 from payments_app.runtime.lease import GroupLease
 from payments_app.runtime.sessions import LedgerSessions
 from payments_app.service.errors import NotOwner
@@ -94,15 +103,26 @@ class LocalReads:
         store = self._store(partition)
         prefix = storage_key(partition, history_prefix(account))
         page = []
-        for key, tx_id in store.scan_back(prefix, None if before is None else before.encode(), limit):
+        for key, shown in store.scan_back(prefix, None if before is None else before.encode(), limit):
             position = key[len(prefix) :].decode()
-            record = TxRecord.from_row(decode_entry(store.get(storage_key(partition, transaction_key(tx_id.decode())))))
-            amount, counterparty = record.seen_from(account)
+            tx_id, _, step = shown.decode().partition(" ")  # a reservation's entries name the step they show
+            record = TxRecord.from_row(decode_entry(store.get(storage_key(partition, transaction_key(tx_id)))))
+            amount, counterparty = record.seen_from(account, step or None)
             decided_ms = int(position.partition(".")[0])
-            page.append(
-                [position, [record.id, record.kind, amount, counterparty, record.status, record.reason, decided_ms]]
-            )
+            status = step or record.status
+            page.append([position, [record.id, record.kind, amount, counterparty, status, record.reason, decided_ms]])
         return page
+
+    def due_reservations(self, partition: int, now_ms: int, limit: int) -> list[str]:
+        """Up to `limit` reservations of a partition open here that are still reserved at `now_ms`, past their
+        deadline, oldest deadline first (their expiry entries, `codec.transaction_entries`)."""
+        prefix, last = storage_key(partition, EXPIRY_PREFIX), storage_key(partition, expiry_key(now_ms, "~"))
+        due = []
+        for key, tx_id in self._store(partition).view().scan(prefix):
+            if key > last or len(due) == limit:
+                break
+            due.append(tx_id.decode())
+        return due
 
     async def audit_owned_partitions(self) -> dict[int, tuple[PartitionMeta, AuditReport]]:
         """Audit each open partition from a scan of its meta and segments.
