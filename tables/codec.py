@@ -11,9 +11,9 @@ The stored formats carry one version, `STORED_FORMAT`, for the changelog and the
    reads without decoding any of it. (A version 2 worker reading such a key fails on its seq, `41/0`, and stops.)
 4. reservations (two-phase transfers): a segment's extras may hold `reserved`; a reservation's row
    (`ROW_FIELDS["reservation"]`), its history entries naming the step they show (`"{id} {status}"`), and an expiry
-   entry (`x/{expires ms}/{id}`) while it is reserved, removed by an empty value once it is resolved. A version 3
-   worker would drop a segment's reserved money and leave the empty values in its store, so a rollout to version 4
-   goes forward only, as every rollout across a version does.
+   entry (`x/{expires ms}/{id}`) while it is reserved, removed by an empty value once it is resolved. Packs carry
+   new markers (`pack_entries`): a version 3 worker refuses them and stops, where it would have read a segment
+   without its reserved money.
 
 A worker writes `STORED_FORMAT` and reads every earlier version too (`Segment.from_stored`, `store_entries`); a
 worker of an older version cannot read a newer one (it stops before committing anything), so a rollout across a
@@ -117,24 +117,31 @@ def commit_key(seq: int, part: int) -> str:
 
 
 def pack_entries(entries: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """Entries as one value. Usually (no key or value holds a NUL byte: JSON never does, ids rarely) a NUL, then
-    every key and value joined by NULs, which a reader splits in one C call; else a byte 1, the entries' count
-    (little-endian u32), every key's and value's length (u32 each), then their bytes."""
+    """Entries as one value. Usually (no key or value holds a NUL byte: JSON never does, ids rarely) a byte 2, then
+    every key and value joined by NULs, which a reader splits in one C call; else a byte 3, the entries' count
+    (little-endian u32), every key's and value's length (u32 each), then their bytes. (Version 3 marked them 0 and
+    1: a version 3 worker refuses version 4's packs, so it stops rather than read reservations it cannot keep.)"""
     parts = list(chain.from_iterable(entries))
     joined = b"\0".join(parts)
     if joined.count(b"\0") == len(parts) - 1:
-        return b"\0" + joined
-    return b"\1" + _COUNT.pack(len(entries)) + struct.pack(f"<{len(parts)}I", *map(len, parts)) + b"".join(parts)
+        return b"\2" + joined
+    return b"\3" + _COUNT.pack(len(entries)) + struct.pack(f"<{len(parts)}I", *map(len, parts)) + b"".join(parts)
+
+
+#: a pack's first byte: its entries joined by NULs, or counted by their lengths (versions 3 and 4)
+JOINED_MARKERS, LENGTHS_MARKERS = (b"\0", b"\2"), (b"\1", b"\3")
 
 
 def unpack_entries(value: bytes) -> list[tuple[bytes, bytes]]:
-    """What `pack_entries` packed; a value that does not add up stops the worker, it is never skipped."""
-    if value[:1] == b"\0":
-        parts = value.split(b"\0")  # the first is the empty string before the marker
-        if len(parts) % 2 == 0:
-            return _refuse(f"an odd number of parts, {len(parts) - 1}", value)
-        return list(zip(parts[1::2], parts[2::2], strict=True))
-    if value[:1] != b"\1":
+    """What `pack_entries` packed, in version 3 or 4; a value that does not add up stops the worker, it is never
+    skipped."""
+    marker = value[:1]
+    if marker in JOINED_MARKERS:
+        parts = value[1:].split(b"\0")
+        if len(parts) % 2:
+            return _refuse(f"an odd number of parts, {len(parts)}", value)
+        return list(zip(parts[0::2], parts[1::2], strict=True))
+    if marker not in LENGTHS_MARKERS:
         return _refuse("no known marker", value)
     try:
         (count,) = _COUNT.unpack_from(value, 1)

@@ -92,13 +92,20 @@ def test_a_commit_travels_in_records_of_bounded_size_and_reads_back_whole(
 def test_entries_holding_a_nul_byte_are_packed_by_length_and_read_back() -> None:
     entries = [(b"0/t/a\x00b", b'["a\\u0000b"]'), (b"0/h/x/1", b"a\x00b")]
     packed = pack_entries(entries)
-    assert packed[:1] == b"\x01" and unpack_entries(packed) == entries
-    assert pack_entries(entries[:1])[:1] == b"\x01" and pack_entries([(b"k", b"v")]) == b"\x00k\x00v"
+    assert packed[:1] == b"\x03" and unpack_entries(packed) == entries
+    assert pack_entries(entries[:1])[:1] == b"\x03" and pack_entries([(b"k", b"v")]) == b"\x02k\x00v"
+
+
+def test_version_3_packs_still_read() -> None:
+    """Version 4 changed only the markers (0 and 1 became 2 and 3): a changelog written before restores."""
+    assert unpack_entries(b"\x00k\x00v\x00k2\x00v2") == [(b"k", b"v"), (b"k2", b"v2")]
+    by_length = b"\x01" + pack_entries([(b"a\x00", b"b")])[1:]
+    assert unpack_entries(by_length) == [(b"a\x00", b"b")]
 
 
 @pytest.mark.parametrize(
     "value",
-    [b"", b"\x00", b"\x02k\x00v", b"\x00k", b"\x00k\x00v\x00w", b"\x01\x01\x00\x00",
+    [b"", b"\x00", b"\x04k\x00v", b"\x02k", b"\x00k", b"\x00k\x00v\x00w", b"\x01\x01\x00\x00",
      b"\x01\x01\x00\x00\x00\x05\x00\x00\x00", b"\x01\x00\x00\x00\x00x"],
 )  # fmt: skip
 def test_packed_entries_that_do_not_add_up_are_refused(value: bytes) -> None:
