@@ -15,7 +15,16 @@ from typing import Any
 
 import psutil
 
-from payments_app.domain.commands import Command, Deposit, Transfer
+from bench import TWO_PHASE
+from payments_app.domain.commands import (
+    ClientTransaction,
+    Command,
+    Deposit,
+    PostReserved,
+    Reserve,
+    Transfer,
+    VoidReserved,
+)
 from payments_app.domain.routing import CONCURRENT, decided_in, home_of
 
 POLL_S = 0.05
@@ -162,8 +171,15 @@ def funding(settings: RunSettings, accounts: list[str]) -> dict[int, list[Comman
     return deposits
 
 
+#: the two-phase workload's reservations expire after this long: well past any run, so each is posted or voided
+TWO_PHASE_TIMEOUT_S = 3_600
+
+
 class TransferSource:
-    """The workload's transfers, each routed to the partition its model decides it in, cut into batches."""
+    """The workload's transfers, each routed to the partition its model decides it in, cut into batches.
+
+    The two-phase workload sends half of its transfers as reservations; each is posted (in full or half of it) or
+    voided (one in four) in the next batch of its partition, so both phases go through the system."""
 
     def __init__(self, settings: RunSettings, accounts: list[str], tag: str = "b") -> None:
         self.settings = settings
@@ -171,15 +187,20 @@ class TransferSource:
         self.rng = random.Random(1)
         self.tag = tag  # runs that share a cluster need ids of their own: a reused id is a duplicate, not a transfer
         self.counter = 0
-        self.pending: dict[int, list[Transfer]] = {p: [] for p in range(settings.partitions)}
+        self.pending: dict[int, list[ClientTransaction]] = {p: [] for p in range(settings.partitions)}
+        self.second_phases: dict[int, list[Command]] = {p: [] for p in range(settings.partitions)}
 
-    def next_transfer(self) -> Transfer:
+    def next_transfer(self) -> Transfer | Reserve:
         self.counter += 1
         payer, payee, amount = pick_pair(self.settings, self.rng, self.accounts)
-        return Transfer(f"{self.tag}{self.counter}", payer, payee, amount)
+        tx_id = f"{self.tag}{self.counter}"
+        if self.settings.workload == TWO_PHASE and self.rng.random() < 0.5:
+            return Reserve(tx_id, payer, payee, amount, TWO_PHASE_TIMEOUT_S, time.time_ns() // 1_000_000)
+        return Transfer(tx_id, payer, payee, amount)
 
-    def next_batch(self, size: int) -> tuple[int, list[Transfer]]:
-        """The first partition whose batch fills up, and that batch."""
+    def next_batch(self, size: int) -> tuple[int, list[Command]]:
+        """The first partition whose batch fills up with `size` transfers, and that batch (led by the second phases
+        of the reservations in that partition's batch before: `transfers_in` counts the transfers alone)."""
         while True:
             transfer = self.next_transfer()
             partition = decided_in(transfer, self.settings.partitions, self.settings.model)
@@ -187,7 +208,20 @@ class TransferSource:
             batch.append(transfer)
             if len(batch) >= size:
                 self.pending[partition] = []
-                return partition, batch
+                earlier = self.second_phases[partition]
+                self.second_phases[partition] = [self.second_phase(tx) for tx in batch if isinstance(tx, Reserve)]
+                return partition, [*earlier, *batch]
+
+    def second_phase(self, reservation: Reserve) -> Command:
+        roll = self.rng.random()
+        if roll < 0.25:
+            return VoidReserved(reservation.id)
+        return PostReserved(reservation.id, None if roll < 0.625 else max(1, reservation.amount // 2))
+
+
+def transfers_in(batch: list[Command]) -> int:
+    """The client transactions of a batch (decided once each), not the second phases it carries."""
+    return sum(isinstance(command, ClientTransaction) for command in batch)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import WORKLOADS
+from bench import TWO_PHASE, WORKLOADS
 from devtools.local_kafka import PROJECT_ROOT, LocalKafka, LocalKafkaCluster, configured_broker_url
 from payments_app.settings import min_insync_replicas
 
@@ -196,7 +196,7 @@ def bench_matrix(args: argparse.Namespace) -> list[Any]:
     # drift over the matrix's hour favours neither; the PostgreSQL peer, unchanged code, runs first and last.
     matrix = [runs for workers in args.workers for (_, n), runs in clusters.items() if n == workers]
     if "postgres" in args.model:
-        peer = [settings("postgres", workload, 1, "sql") for workload in args.workload]
+        peer = [settings("postgres", workload, 1, "sql") for workload in args.workload if workload != TWO_PHASE]
         if matrix:
             first = [dataclasses.replace(run, control="first") for run in peer]
             last = [dataclasses.replace(run, control="last") for run in peer]
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "--http-workloads",
         nargs="+",
         default=["uniform"],
-        choices=list(WORKLOADS),
+        choices=[workload for workload in WORKLOADS if workload != TWO_PHASE],
         help="workloads also driven through the HTTP API",
     )
     bench_parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])

@@ -1,16 +1,25 @@
-"""The benchmark's workload: what it funds and where it sends each transfer, per model (no broker needed)."""
+"""The benchmark's workload: what it funds and where it sends each transfer, per model, and the two-phase
+workload's second phases (no broker needed)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 
-from bench.common import Progress, RunSettings, TransferSource, account_names, funding, opening_balances
+from bench.common import (
+    Progress,
+    RunSettings,
+    TransferSource,
+    account_names,
+    funding,
+    opening_balances,
+    transfers_in,
+)
 from bench.driver import Load, Records, kafka_sender
-from payments_app.domain.commands import Deposit
+from payments_app.domain.commands import Deposit, PostReserved, Reserve, VoidReserved
 from payments_app.domain.routing import BASELINE, CONCURRENT, MODELS, decided_in, home_of
 from tables.codec import decode_batch
 
@@ -97,3 +106,24 @@ def test_prepared_records_come_first_then_records_are_built_as_they_are_sent() -
         assert transfers == 20
         ids.extend(command.id for command in decode_batch(payload))  # type: ignore[attr-defined]
     assert len(ids) == len(set(ids)) == len(sent) * 20 >= 100 + 3 * 20
+
+
+def test_the_two_phase_workload_posts_or_voids_each_reservation_in_its_partitions_next_batch() -> None:
+    settings = RunSettings(workload="two-phase", accounts=100, partitions=4)
+    source = TransferSource(settings, account_names(settings), tag="2p-")
+    reserved: dict[int, dict[str, int]] = defaultdict(dict)  # per partition: its last batch's reservations
+    seconds = Counter[str]()
+    for _ in range(60):
+        partition, batch = source.next_batch(25)
+        assert transfers_in(batch) == 25
+        phases = [command for command in batch if isinstance(command, PostReserved | VoidReserved)]
+        assert batch[: len(phases)] == phases  # a batch opens with the second phases of the one before
+        assert {command.id for command in phases} == set(reserved[partition])
+        for command in phases:
+            if isinstance(command, PostReserved) and command.amount is not None:
+                assert 1 <= command.amount <= reserved[partition][command.id]
+            seconds[type(command).__name__ if isinstance(command, VoidReserved) or command.amount else "post all"] += 1
+        reserved[partition] = {tx.id: tx.amount for tx in batch if isinstance(tx, Reserve)}
+        assert {decided_in(tx, settings.partitions, settings.model) for tx in batch[len(phases) :]} == {partition}
+    assert 0.4 < sum(seconds.values()) / (59 * 25) < 0.6  # about half the transfers are reservations
+    assert set(seconds) == {"VoidReserved", "PostReserved", "post all"}
