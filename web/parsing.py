@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from payments_app.domain.commands import Deposit, PostReserved, Reserve, Transfer, Withdrawal
-from payments_app.domain.money import InvalidInput, require_amount, require_id
+from payments_app.domain.money import InvalidInput, require_amount, require_id, require_whole
 
 MAX_BODY_BYTES = 4 * 2**20
 MAX_TRANSFERS_PER_REQUEST = 10_000
@@ -79,16 +79,9 @@ def parse_transfer(data: Any, now_ms: int, where: str = "body") -> Transfer | Re
         if "timeout_s" in fields:
             raise InvalidInput(f"{where}: `timeout_s` is only for a pending transfer", malformed=False)
         return Transfer(tx_id, payer, payee, amount)
-    return Reserve(tx_id, payer, payee, amount, _timeout_s(fields.get("timeout_s", DEFAULT_TIMEOUT_S), where), now_ms)
-
-
-def _timeout_s(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{where}: `timeout_s` must be a whole number of seconds", malformed=True)
-    if not MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S:
-        raise InvalidInput(f"{where}: `timeout_s` must be between {MIN_TIMEOUT_S} and {MAX_TIMEOUT_S:,}",
-                           malformed=False)  # fmt: skip
-    return value
+    timeout_s = require_whole(fields.get("timeout_s", DEFAULT_TIMEOUT_S), "timeout_s", MIN_TIMEOUT_S, MAX_TIMEOUT_S,
+                              "seconds")  # fmt: skip
+    return Reserve(tx_id, payer, payee, amount, timeout_s, now_ms)
 
 
 def parse_post(data: Any, tx_id: str) -> PostReserved:

@@ -375,7 +375,7 @@ class _Batch:
         elif isinstance(command, OpenAccount):
             self.open_account(command)
         elif isinstance(command, Reserve):
-            self.reserve(command)
+            self.transfer(command)
         elif isinstance(command, PostReserved):
             self.post(command)
         elif isinstance(command, VoidReserved):
@@ -410,28 +410,17 @@ class _Batch:
         record, segment = admitted
         self._debit_or_park(tx.account, segment, record, tx.amount, None)
 
-    def transfer(self, tx: Transfer) -> None:
+    def transfer(self, tx: Transfer | Reserve) -> None:
+        """A transfer, or a reservation: decided alike (at once, parked for a collection round, or rejected), but
+        a reservation's money is held in the payer's segment here instead of reaching the payee (`_settle`)."""
         if self._is_duplicate(tx.id):
             return
-        fields = {"payer": tx.payer, "payee": tx.payee, "amount": tx.amount}
-        record = TxRecord(tx.id, "transfer", PENDING, None, fields)
-        if tx.payer == tx.payee:
-            self._reject(record, SAME_ACCOUNT)
-            return
-        if self._misrouted(tx, record):
-            return
-        segment = self.state.segment(tx.payer)
-        if segment is None or self.state.segment(tx.payee) is None:
-            self._reject(record, UNKNOWN_ACCOUNT)
-            return
-        self._debit_or_park(tx.payer, segment, record, tx.amount, tx.payee)
-
-    def reserve(self, tx: Reserve) -> None:
-        """Decided as a transfer is (at once, parked for a collection round, or rejected), but the payer's money is
-        held in its segment here instead of reaching the payee."""
-        if self._is_duplicate(tx.id):
-            return
-        record = TxRecord.pending(tx)
+        if isinstance(tx, Transfer):
+            record = TxRecord(
+                tx.id, "transfer", PENDING, None, {"payer": tx.payer, "payee": tx.payee, "amount": tx.amount}
+            )
+        else:
+            record = TxRecord.pending(tx)
         if tx.payer == tx.payee:
             self._reject(record, SAME_ACCOUNT)
             return

@@ -29,19 +29,24 @@ def require_id(value: object, field: str) -> str:
 
 
 def require_amount(value: object, field: str = "amount") -> int:
-    """An amount in minor units: a whole JSON number (never a fraction, string or boolean) in 1..2**53-1.
+    """An amount in minor units: a whole JSON number (never a fraction, string or boolean) in 1..2**53-1."""
+    return require_whole(value, field, 1, MAX_AMOUNT_MINOR, "minor units")
+
+
+def require_whole(value: object, field: str, low: int, high: int, unit: str) -> int:
+    """A whole JSON number in `low..high` (never a fraction, string or boolean).
 
     JSON has one number type: `100.0` is the integer 100 to JSON Schema, so it is taken as 100. Below 2**53 a
     whole float converts exactly; above it the range check refuses it.
     """
     if isinstance(value, float) and value.is_integer():
-        if not 1 <= value <= MAX_AMOUNT_MINOR:
-            raise InvalidInput(f"`{field}` must be between 1 and {MAX_AMOUNT_MINOR}", malformed=False)
+        if not low <= value <= high:
+            raise InvalidInput(f"`{field}` must be between {low} and {high}", malformed=False)
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"`{field}` must be a whole number of minor units", malformed=True)
-    if not 1 <= value <= MAX_AMOUNT_MINOR:
-        raise InvalidInput(f"`{field}` must be between 1 and {MAX_AMOUNT_MINOR}", malformed=False)
+        raise InvalidInput(f"`{field}` must be a whole number of {unit}", malformed=True)
+    if not low <= value <= high:
+        raise InvalidInput(f"`{field}` must be between {low} and {high}", malformed=False)
     return value
 
 

@@ -188,6 +188,18 @@ class SimCluster(ChangelogReadout):
         p = decided_in(command, self.partitions, self.model) if partition is None else partition
         self.parts[p].log.append(encode_batch([command]))
 
+    def submit_as_a_client(self, tx: ClientTransaction, rng: random.Random, fault_rate: float) -> None:
+        """Half the time through the log; else at the owner, where a client retries until an answer says committed
+        (each attempt may meet a fault) and may send it again afterwards."""
+        if rng.random() < 0.5:
+            self.submit(tx)
+            return
+        faults = [None, "before_commit", "before_checkpoint", "zombie"]
+        while not self.submit_direct(tx, rng.choice(faults) if rng.random() < fault_rate else None):
+            pass
+        if rng.random() < 0.2:
+            assert self.submit_direct(tx)
+
     def resolve(self, command: Resolution | ExpireReserved, tx_id: str) -> None:
         """Append a reservation's post, void or expiry to the partition that decided `tx_id`."""
         self.parts[self.where(tx_id)].log.append(encode_batch([command]))

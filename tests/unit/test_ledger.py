@@ -294,14 +294,7 @@ def test_any_interleaving_and_crashes_conserve_money_and_decide_everything(
             tx = Withdrawal(tx_id, op[1], op[2])
         else:
             tx = Transfer(tx_id, op[1], op[2], op[3])
-        if rng.random() < 0.5:
-            cluster.submit(tx)
-        else:  # at the owner; a client retries until an answer says committed, and may send it again after
-            faults = [None, "before_commit", "before_checkpoint", "zombie"]
-            while not cluster.submit_direct(tx, rng.choice(faults) if rng.random() < fault_rate else None):
-                pass
-            if rng.random() < 0.2:
-                assert cluster.submit_direct(tx)
+        cluster.submit_as_a_client(tx, rng, fault_rate)
         if model == CONCURRENT and rng.random() < 0.2:
             cluster.rebalance(rng.choice(ACCOUNTS))
         if rng.random() < 0.3:

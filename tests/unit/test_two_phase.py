@@ -249,12 +249,7 @@ def test_reservations_posts_voids_and_expiries_in_any_order_with_crashes_conserv
             tx = client_transaction(ids[n], op)
             if op[0] == "reserve":
                 reservations.append(ids[n])
-            if rng.random() < 0.5:
-                cluster.submit(tx)
-            else:
-                faults = [None, "before_commit", "before_checkpoint", "zombie"]
-                while not cluster.submit_direct(tx, rng.choice(faults) if rng.random() < fault_rate else None):
-                    pass
+            cluster.submit_as_a_client(tx, rng, fault_rate)
         if model == CONCURRENT and rng.random() < 0.2:
             cluster.rebalance(rng.choice(ACCOUNTS))
         if rng.random() < 0.3:
