@@ -9,6 +9,7 @@ import logging
 import time
 
 from payments_app.domain.commands import ExpireReserved
+from payments_app.domain.ledger import EXPIRED
 from payments_app.service.app import app
 from payments_app.service.composition import INTAKE, READS
 from payments_app.service.errors import NotOwner, Unavailable
@@ -27,7 +28,9 @@ async def expire_reservations() -> None:
         try:
             due = READS.due_reservations(partition, now_ms, MAX_EXPIRED_PER_LOOK)
             if due:
-                expired = await INTAKE.stage(partition, [ExpireReserved(due, now_ms)])
-                log.info("partition %d: %d reservations expired", partition, len(expired))
+                changed = await INTAKE.stage(partition, [ExpireReserved(due, now_ms)])
+                asked = set(due)
+                expired = sum(record.status == EXPIRED and record.id in asked for record in changed)
+                log.info("partition %d: %d of %d due reservations expired", partition, expired, len(due))
         except (NotOwner, Unavailable) as exc:
             log.info("partition %d: reservations not expired now (%s)", partition, exc)
