@@ -359,7 +359,7 @@ async def find_transaction(tx_id: str, wait_s: float) -> tuple[int, dict[str, An
         return partition, answer["record"]
 
     found = [(p, r) for p, r in await asyncio.gather(*map(at_partition, status_partitions(tx_id))) if r is not None]
-    return max(found, key=lambda found: found[1]["status"] != "pending") if found else None
+    return max(found, key=lambda held: held[1]["status"] != "pending") if found else None
 
 
 def status_partitions(tx_id: str) -> list[int]:

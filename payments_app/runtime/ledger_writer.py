@@ -110,25 +110,27 @@ class LedgerWriter:
             try:
                 with COMMIT_SECONDS.time():
                     return await asyncio.wait_for(self._commit(producer, parts, member), self.commit_timeout_s)
-            except TimeoutError as exc:
-                log.warning("%s: the brokers did not finish a commit within %.0f s; its outcome is unknown",
-                            self.transactional_id, self.commit_timeout_s)  # fmt: skip
-                await self._discard(producer)
-                raise ProducerReplaced(f"{self.transactional_id}: commit timed out") from exc
             except StaleMember as exc:
                 await self._abort(producer)
                 raise StaleAssignment(f"generation {member.generation}: {exc}") from exc
-            except (*PRODUCER_FENCING_ERRORS, EndUnknown) as exc:
-                log.warning("%s: producer %s replaced (%r)", self.transactional_id, _epoch(producer), exc)
-                await self._discard(producer)
-                raise ProducerReplaced(f"{self.transactional_id}: fenced ({exc!r})") from exc
-            except KafkaError as exc:
-                if not passes(exc):
+            except (TimeoutError, KafkaError, EndUnknown) as exc:
+                why = self._replaced_because(exc)
+                if why is None:
                     raise
-                log.warning("%s: a request of the commit failed (%r); its transaction is abandoned",
-                            self.transactional_id, exc)  # fmt: skip
+                log.warning("%s: producer %s replaced: %s", self.transactional_id, _epoch(producer), why)
                 await self._discard(producer)
-                raise ProducerReplaced(f"{self.transactional_id}: a request failed ({exc!r})") from exc
+                raise ProducerReplaced(f"{self.transactional_id}: {why}") from exc
+
+    def _replaced_because(self, exc: BaseException) -> str | None:
+        """Why a failed commit ends with its producer replaced and its partitions read back (it was fenced, or its
+        outcome is unknown); None for a failure that stops the worker."""
+        if isinstance(exc, TimeoutError):
+            return f"commit timed out: the brokers did not finish it within {self.commit_timeout_s:.0f} s"
+        if isinstance(exc, (*PRODUCER_FENCING_ERRORS, EndUnknown)):
+            return f"fenced ({exc!r})"
+        if passes(exc):
+            return f"a request failed ({exc!r}); its transaction is abandoned"
+        return None
 
     async def _commit(
         self, producer: AIOKafkaProducer, parts: Sequence[PartitionCommit], member: GroupMember
